@@ -1,0 +1,206 @@
+"""Executor of FoldSplit (Beam): validate, assign, check duplicates, write splits and their statistics."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+from tfx.components.util import examples_utils
+from tfx.dsl.components.base import base_beam_executor
+from tfx.proto import example_gen_pb2
+from tfx.types import artifact, standard_artifact_utils
+
+from trainer.records import InputDataError, VideoRecord, decoder_for
+
+HOLDOUT = "holdout"
+_LEVEL_OF_FORMAT = {
+    example_gen_pb2.FORMAT_TF_EXAMPLE: "video",
+    example_gen_pb2.FORMAT_TF_SEQUENCE_EXAMPLE: "frame",
+}
+_SUMMARY_FILE = "fold_summary.json"
+_FINGERPRINT_MODULUS = 2**64
+
+
+def fold_names(num_folds: int) -> list[str]:
+    return [f"fold_{fold}" for fold in range(num_folds)]
+
+
+def _unit_hash(text: str) -> int:
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
+
+
+def assign_split(video_id: str, seed: int, num_folds: int, holdout_fraction: float) -> str:
+    """The split of a labelled video: a pure function of (seed, video id), identical for every layout."""
+    position = _unit_hash(f"{seed}:{video_id}") / _FINGERPRINT_MODULUS
+    if position < holdout_fraction:
+        return HOLDOUT
+    fold = int((position - holdout_fraction) / (1.0 - holdout_fraction) * num_folds)
+    return f"fold_{min(fold, num_folds - 1)}"
+
+
+class _SplitStats(beam.CombineFn):
+    """Per output split: number of videos, of labels, and of videos per class."""
+
+    def __init__(self, num_classes: int) -> None:
+        self._num_classes = num_classes
+
+    def create_accumulator(self) -> tuple[int, np.ndarray]:
+        return 0, np.zeros(self._num_classes, np.int64)
+
+    def add_input(self, accumulator: tuple[int, np.ndarray], labels: tuple[int, ...] | None):
+        videos, class_counts = accumulator
+        if labels:
+            class_counts[list(labels)] += 1
+        return videos + 1, class_counts
+
+    def merge_accumulators(self, accumulators):
+        videos, class_counts = self.create_accumulator()
+        for count, counts in accumulators:
+            videos += count
+            class_counts += counts
+        return videos, class_counts
+
+    def extract_output(self, accumulator) -> dict[str, Any]:
+        videos, class_counts = accumulator
+        return {
+            "videos": int(videos),
+            "labels": int(class_counts.sum()),
+            "classes_with_positives": int((class_counts > 0).sum()),
+        }
+
+
+def _raise_on_duplicates(video_id: str, input_splits: list[str]) -> None:
+    if len(input_splits) > 1:
+        raise InputDataError(
+            f"video id '{video_id}' appears {len(input_splits)} times in the input "
+            f"(splits: {', '.join(sorted(input_splits))})"
+        )
+
+
+def _decode(serialized: bytes, path: str, decode, num_classes: int, labelled: bool) -> VideoRecord:
+    try:
+        return decode(serialized, num_classes, labelled)
+    except InputDataError as error:
+        raise InputDataError(f"{path}: {error}") from None
+
+
+def _write_summary(stats: list[tuple[str, dict]], fingerprint: int, path: str) -> None:
+    summary = {"splits": dict(sorted(stats)), "fold_map_fingerprint": f"{fingerprint:016x}"}
+    with open(path, "w") as handle:
+        json.dump(summary, handle, indent=1)
+
+
+class Executor(base_beam_executor.BaseBeamExecutor):
+    def Do(  # noqa: N802 (TFX API)
+        self,
+        input_dict: dict[str, list[artifact.Artifact]],
+        output_dict: dict[str, list[artifact.Artifact]],
+        exec_properties: dict[str, Any],
+    ) -> None:
+        examples = input_dict["examples"][0]
+        output = output_dict["split_examples"][0]
+        settings = {key: exec_properties[key] for key in ("num_folds", "holdout_fraction", "seed")}
+        reference = (input_dict.get("fold_reference") or [None])[0]
+        if reference is not None:
+            settings = {key: reference.get_json_value_custom_property(key) for key in settings}
+        num_folds, seed = int(settings["num_folds"]), int(settings["seed"])
+        holdout_fraction = float(settings["holdout_fraction"])
+        num_classes = exec_properties["num_classes"]
+        unlabelled = set(filter(None, exec_properties["unlabelled_splits"].split(",")))
+        payload_format = examples_utils.get_payload_format(examples)
+        decode = decoder_for(_LEVEL_OF_FORMAT[payload_format])
+        input_splits = standard_artifact_utils.decode_split_names(examples.split_names)
+        labelled_splits = [split for split in input_splits if split not in unlabelled]
+        if not labelled_splits:
+            raise InputDataError(f"{examples.uri}: no labelled split among {input_splits}")
+        output_splits = [*fold_names(num_folds), HOLDOUT, *[s for s in input_splits if s in unlabelled]]
+
+        def route(record: tuple[str, VideoRecord, bytes]) -> str:
+            split, video, _ = record
+            if split in unlabelled:
+                return split
+            return assign_split(video.video_id, seed, num_folds, holdout_fraction)
+
+        summary_path = os.path.join(output.uri, _SUMMARY_FILE)
+        with self._make_beam_pipeline() as pipeline:
+            parts = []
+            for split in input_splits:
+                pattern = os.path.join(standard_artifact_utils.get_split_uri([examples], split), "*")
+                parts.append(
+                    pipeline
+                    | f"Files[{split}]" >> beam.Create([pattern])
+                    | f"Read[{split}]" >> beam.io.ReadAllFromTFRecord(with_filename=True)
+                    | f"Decode[{split}]"
+                    >> beam.Map(
+                        lambda item, split=split: (
+                            split,
+                            _decode(item[1], item[0], decode, num_classes, split not in unlabelled),
+                            item[1],
+                        )
+                    )
+                )
+            records = parts | "Flatten" >> beam.Flatten()
+            _ = (
+                records
+                | "KeyById" >> beam.Map(lambda r: (r[1].video_id, r[0]))
+                | "GroupById" >> beam.GroupByKey()
+                | "CheckDuplicates" >> beam.MapTuple(lambda vid, splits: _raise_on_duplicates(vid, list(splits)))
+            )
+            routed = records | "Route" >> beam.Map(lambda r: (route(r), r))
+            stats = (
+                routed
+                | "LabelsBySplit" >> beam.MapTuple(lambda split, r: (split, r[1].labels))
+                | "Stats" >> beam.CombinePerKey(_SplitStats(num_classes))
+                | "CollectStats" >> beam.combiners.ToList()
+            )
+            fingerprint = (
+                routed
+                | "HashAssignment" >> beam.MapTuple(lambda split, r: _unit_hash(f"{r[1].video_id}|{split}"))
+                | "SumHashes" >> beam.CombineGlobally(lambda hashes: sum(hashes) % _FINGERPRINT_MODULUS)
+            )
+            _ = stats | "WriteSummary" >> beam.Map(
+                _write_summary, beam.pvalue.AsSingleton(fingerprint), summary_path
+            )
+            by_split = routed | "Partition" >> beam.Partition(
+                lambda item, _: output_splits.index(item[0]), len(output_splits)
+            )
+            for split, part in zip(output_splits, by_split, strict=True):
+                split_dir = os.path.join(output.uri, f"Split-{split}")
+                _ = (
+                    part
+                    | f"Serialize[{split}]" >> beam.MapTuple(lambda _, r: r[2])
+                    | f"Write[{split}]"
+                    >> beam.io.WriteToTFRecord(os.path.join(split_dir, "data_tfrecord"), file_name_suffix=".gz")
+                )
+
+        with open(summary_path) as handle:
+            summary = json.load(handle)
+        if reference is not None:
+            expected = reference.get_string_custom_property("fold_map_fingerprint")
+            if summary["fold_map_fingerprint"] != expected:
+                raise InputDataError(
+                    f"{examples.uri}: the fold map of these examples differs from the reference's "
+                    f"({reference.uri}): the two layouts do not hold the same videos"
+                )
+        split_stats = summary["splits"]
+        output.split_names = standard_artifact_utils.encode_split_names(output_splits)
+        examples_utils.set_payload_format(output, payload_format)
+        output.set_json_value_custom_property(
+            "split_counts", {split: split_stats.get(split, {}).get("videos", 0) for split in output_splits}
+        )
+        output.set_json_value_custom_property(
+            "label_coverage",
+            {
+                split: split_stats.get(split, {}).get("classes_with_positives", 0) / num_classes
+                for split in output_splits
+                if split not in unlabelled
+            },
+        )
+        output.set_string_custom_property("fold_map_fingerprint", summary["fold_map_fingerprint"])
+        output.set_json_value_custom_property("num_folds", num_folds)
+        output.set_json_value_custom_property("holdout_fraction", holdout_fraction)
+        output.set_json_value_custom_property("seed", seed)

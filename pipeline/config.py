@@ -1,0 +1,79 @@
+"""Pipeline configuration (configs/*.yaml) as typed, validated dataclasses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+from trainer import config_schema
+from trainer.features import NUM_CLASSES
+
+DEFAULT_SPLIT_PATTERNS = {"train": "train*.tfrecord", "validate": "validate*.tfrecord", "test": "test*.tfrecord"}
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the YouTube-8M TFRecords are; `frame_dir: null` runs without frame-level data."""
+
+    video_dir: str
+    frame_dir: str | None = None
+    num_classes: int = NUM_CLASSES
+    split_patterns: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_SPLIT_PATTERNS))
+    unlabelled_splits: tuple[str, ...] = ("test",)
+
+    def __post_init__(self) -> None:
+        if self.num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {self.num_classes}")
+        missing = set(self.unlabelled_splits) - set(self.split_patterns)
+        if missing:
+            raise ValueError(f"unlabelled_splits {sorted(missing)} are not in split_patterns")
+
+
+@dataclass(frozen=True)
+class FoldConfig:
+    num_folds: int = 5
+    holdout_fraction: float = 0.05
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.num_folds < 2:
+            raise ValueError(f"num_folds must be >= 2, got {self.num_folds}")
+        if not 0.0 <= self.holdout_fraction < 1.0:
+            raise ValueError(f"holdout_fraction must be in [0, 1), got {self.holdout_fraction}")
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Everything `create_pipeline` needs. Relative paths are resolved against the working directory."""
+
+    data: DataConfig
+    pipeline_name: str = "yt8m"
+    home: str = "yt8m_home"
+    folds: FoldConfig = field(default_factory=FoldConfig)
+    runner: Literal["beam", "local"] = "beam"
+    enable_cache: bool = True
+    beam_pipeline_args: tuple[str, ...] = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
+
+    @property
+    def pipeline_root(self) -> str:
+        return str(Path(self.home, "pipeline_root").absolute())
+
+    @property
+    def metadata_path(self) -> str:
+        return str(Path(self.home, "metadata.sqlite").absolute())
+
+    def with_overrides(self, **changes) -> PipelineConfig:
+        """A copy with top-level fields replaced (`None` values are ignored)."""
+        return replace(self, **{key: value for key, value in changes.items() if value is not None})
+
+
+def load_pipeline_config(path: str | Path) -> PipelineConfig:
+    """Load and validate a pipeline config; data paths become absolute."""
+    config = config_schema.load(PipelineConfig, path)
+    data = replace(
+        config.data,
+        video_dir=str(Path(config.data.video_dir).absolute()),
+        frame_dir=str(Path(config.data.frame_dir).absolute()) if config.data.frame_dir else None,
+    )
+    return replace(config, data=data)

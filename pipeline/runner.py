@@ -1,0 +1,70 @@
+"""Run the pipeline locally: BeamDagRunner (default) or LocalDagRunner, sqlite ML Metadata under `home`."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+from pipeline.config import PipelineConfig
+from pipeline.pipeline import create_pipeline
+
+log = logging.getLogger("yt8m")
+_PROGRESS_MARKERS = ("is running.", "is finished.", "cached execution")
+
+
+class _ProgressFilter(logging.Filter):
+    """Keep TFX's per-component start/finish lines; drop the rest of its INFO chatter."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING or record.name.startswith("yt8m"):
+            return True
+        message = record.getMessage()
+        return any(marker in message for marker in _PROGRESS_MARKERS)
+
+
+def configure_logging() -> None:
+    """yt8m INFO lines plus TFX component progress on stderr."""
+    from absl import logging as absl_logging
+
+    absl_logging.set_verbosity(absl_logging.INFO)
+    logging.getLogger("absl").addFilter(_ProgressFilter())
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", force=True)
+    for noisy in ("apache_beam", "tensorflow", "root"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Beam logs every failed bundle with its traceback; the CLI reports the error itself.
+    logging.getLogger("apache_beam.runners.common").setLevel(logging.CRITICAL)
+
+
+def check_home_writable(home: str) -> None:
+    """Fail before anything runs when the home directory cannot hold the pipeline root and metadata."""
+    path = Path(home)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path):
+            pass
+    except OSError as error:
+        raise PermissionError(f"home directory {path.absolute()} is not writable: {error.strerror}") from None
+
+
+def run_pipeline(config: PipelineConfig) -> None:
+    """Run every node (cached ones are reused) and block until the pipeline ends."""
+    from tfx import v1 as tfx
+    from tfx.orchestration.beam.beam_dag_runner import BeamDagRunner
+
+    check_home_writable(config.home)
+    pipeline = create_pipeline(config)
+    log.info(
+        "running %s with %s runner; pipeline root %s; metadata %s",
+        config.pipeline_name,
+        config.runner,
+        config.pipeline_root,
+        config.metadata_path,
+    )
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if config.runner == "beam":
+        BeamDagRunner().run(pipeline)
+    else:
+        tfx.orchestration.LocalDagRunner().run(pipeline)
+    log.info("pipeline %s finished", config.pipeline_name)

@@ -1,0 +1,104 @@
+"""tf.data readers: one parsing function per YouTube-8M layout, plus the dataset builder the trainers use."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import tensorflow as tf
+
+from trainer import features as F
+
+VIDEO_FEATURE_SPEC = {
+    F.ID: tf.io.FixedLenFeature([], tf.string),
+    F.MEAN_RGB: tf.io.FixedLenFeature([F.RGB_SIZE], tf.float32),
+    F.MEAN_AUDIO: tf.io.FixedLenFeature([F.AUDIO_SIZE], tf.float32),
+    F.LABELS: tf.io.VarLenFeature(tf.int64),
+}
+FRAME_CONTEXT_SPEC = {
+    F.ID: tf.io.FixedLenFeature([], tf.string),
+    F.LABELS: tf.io.VarLenFeature(tf.int64),
+}
+FRAME_SEQUENCE_SPEC = {
+    F.FRAME_RGB: tf.io.FixedLenSequenceFeature([], tf.string),
+    F.FRAME_AUDIO: tf.io.FixedLenSequenceFeature([], tf.string),
+}
+
+
+def dequantize(quantized: tf.Tensor) -> tf.Tensor:
+    """uint8 -> float32 with the official formula q * 4/255 + 4/512 - 2."""
+    return tf.cast(quantized, tf.float32) * F.QUANTIZATION_STEP + F.QUANTIZATION_BIAS
+
+
+def multi_hot(labels: tf.SparseTensor, num_classes: int) -> tf.Tensor:
+    """Sparse class ids [B, ?] -> float32 multi-hot [B, num_classes]."""
+    dense_shape = tf.stack([labels.dense_shape[0], tf.cast(num_classes, tf.int64)])
+    ids = tf.SparseTensor(labels.indices, labels.values, dense_shape)
+    return tf.cast(tf.sparse.to_indicator(ids, num_classes), tf.float32)
+
+
+def parse_video_examples(serialized: tf.Tensor, num_classes: int) -> dict[str, tf.Tensor]:
+    """A batch of serialized video-level tf.train.Example -> id, mean_rgb, mean_audio, multi-hot labels."""
+    parsed = tf.io.parse_example(serialized, VIDEO_FEATURE_SPEC)
+    parsed[F.LABELS] = multi_hot(parsed[F.LABELS], num_classes)
+    return parsed
+
+
+def parse_frame_example(serialized: tf.Tensor, num_classes: int, max_frames: int) -> dict[str, tf.Tensor]:
+    """One serialized frame-level tf.train.SequenceExample -> id, rgb [T,1024], audio [T,128], mask [T],
+    num_frames and multi-hot labels, with frames truncated or zero-padded to T = max_frames."""
+    context, sequences = tf.io.parse_single_sequence_example(serialized, FRAME_CONTEXT_SPEC, FRAME_SEQUENCE_SPEC)
+    num_frames = tf.minimum(tf.shape(sequences[F.FRAME_RGB])[0], max_frames)
+    parsed = {F.ID: context[F.ID], F.NUM_FRAMES: num_frames}
+    for name, size in ((F.FRAME_RGB, F.RGB_SIZE), (F.FRAME_AUDIO, F.AUDIO_SIZE)):
+        frames = tf.reshape(tf.io.decode_raw(sequences[name][:max_frames], tf.uint8), [-1, size])
+        frames = dequantize(frames)
+        parsed[name] = tf.pad(frames, [[0, max_frames - num_frames], [0, 0]])
+        parsed[name].set_shape([max_frames, size])
+    parsed[F.MASK] = tf.sequence_mask(num_frames, max_frames, dtype=tf.float32)
+    labels = tf.sparse.reshape(context[F.LABELS], [1, -1])
+    parsed[F.LABELS] = multi_hot(labels, num_classes)[0]
+    return parsed
+
+
+def make_dataset(
+    file_patterns: Sequence[str],
+    level: str,
+    num_classes: int,
+    batch_size: int,
+    max_frames: int = F.MAX_FRAMES,
+    compression: str | None = "GZIP",
+    shuffle_seed: int | None = None,
+    repeat: bool = False,
+    drop_remainder: bool = False,
+) -> tf.data.Dataset:
+    """Batches of parsed features from TFRecord files of one layout ("video" or "frame").
+
+    Shuffling (files and a record buffer) happens only when `shuffle_seed` is given, and is then deterministic.
+    """
+    files = sorted({path for pattern in file_patterns for path in tf.io.gfile.glob(pattern)})
+    if not files:
+        raise FileNotFoundError(f"no TFRecord files match {list(file_patterns)}")
+    dataset = tf.data.Dataset.from_tensor_slices(files)
+    if shuffle_seed is not None:
+        dataset = dataset.shuffle(len(files), seed=shuffle_seed)
+    dataset = dataset.interleave(
+        lambda path: tf.data.TFRecordDataset(path, compression_type=compression or ""),
+        cycle_length=min(4, len(files)),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+    if shuffle_seed is not None:
+        dataset = dataset.shuffle(10 * batch_size, seed=shuffle_seed)
+    if repeat:
+        dataset = dataset.repeat()
+    if level == "video":
+        dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+        dataset = dataset.map(lambda s: parse_video_examples(s, num_classes), num_parallel_calls=tf.data.AUTOTUNE)
+    elif level == "frame":
+        dataset = dataset.map(
+            lambda s: parse_frame_example(s, num_classes, max_frames), num_parallel_calls=tf.data.AUTOTUNE
+        )
+        dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    else:
+        raise ValueError(f"level must be 'video' or 'frame', got {level!r}")
+    return dataset.prefetch(tf.data.AUTOTUNE)

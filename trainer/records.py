@@ -1,0 +1,134 @@
+"""Python-side decoding and validation of YouTube-8M records (used by the Beam components).
+
+The tf.data parsers in `trainer.readers` trust their input; every record is checked here once, at ingestion.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from google.protobuf.message import DecodeError
+from tensorflow.core.example import example_pb2, feature_pb2
+
+from trainer import features as F
+
+
+class InputDataError(ValueError):
+    """Input data that does not follow the YouTube-8M format; the message names the file and record."""
+
+
+@dataclass(frozen=True)
+class VideoRecord:
+    """What the pipeline needs to know of any record: its video id and its class ids (None when unlabelled)."""
+
+    video_id: str
+    labels: tuple[int, ...] | None
+
+
+def _kind(feature: feature_pb2.Feature) -> str:
+    kind = feature.WhichOneof("kind")
+    return f"{kind} of {len(getattr(feature, kind).value)}" if kind else "an empty feature"
+
+
+def _video_id(features: feature_pb2.Features) -> str:
+    feature = features.feature.get(F.ID)
+    if feature is None:
+        raise InputDataError(f"missing feature '{F.ID}'")
+    if feature.WhichOneof("kind") != "bytes_list" or len(feature.bytes_list.value) != 1:
+        raise InputDataError(f"feature '{F.ID}': expected bytes_list of 1, got {_kind(feature)}")
+    video_id = feature.bytes_list.value[0].decode("utf-8", errors="replace")
+    if not video_id:
+        raise InputDataError(f"feature '{F.ID}' is empty")
+    return video_id
+
+
+def _labels(features: feature_pb2.Features, num_classes: int, labelled: bool) -> tuple[int, ...] | None:
+    feature = features.feature.get(F.LABELS)
+    if feature is None:
+        if labelled:
+            raise InputDataError(f"missing feature '{F.LABELS}'")
+        return None
+    if feature.WhichOneof("kind") not in ("int64_list", None):
+        raise InputDataError(f"feature '{F.LABELS}': expected int64_list, got {_kind(feature)}")
+    labels = tuple(feature.int64_list.value)
+    bad = [label for label in labels if not 0 <= label < num_classes]
+    if bad:
+        raise InputDataError(f"feature '{F.LABELS}': class id {bad[0]} outside [0, {num_classes})")
+    if len(set(labels)) != len(labels):
+        raise InputDataError(f"feature '{F.LABELS}': repeated class ids {sorted(labels)}")
+    return labels
+
+
+def _check_floats(features: feature_pb2.Features, name: str, size: int) -> None:
+    feature = features.feature.get(name)
+    if feature is None:
+        raise InputDataError(f"missing feature '{name}'")
+    if feature.WhichOneof("kind") != "float_list" or len(feature.float_list.value) != size:
+        raise InputDataError(f"feature '{name}': expected float_list of {size}, got {_kind(feature)}")
+    if not np.isfinite(np.asarray(feature.float_list.value, dtype=np.float32)).all():
+        raise InputDataError(f"feature '{name}': contains NaN or infinite values")
+
+
+def _check_frames(feature_lists: example_pb2.feature_pb2.FeatureLists, name: str, size: int) -> int:
+    frames = feature_lists.feature_list.get(name)
+    if frames is None or not frames.feature:
+        raise InputDataError(f"missing or empty feature_list '{name}'")
+    for index, frame in enumerate(frames.feature):
+        if (
+            frame.WhichOneof("kind") != "bytes_list"
+            or len(frame.bytes_list.value) != 1
+            or len(frame.bytes_list.value[0]) != size
+        ):
+            got = _kind(frame)
+            if frame.WhichOneof("kind") == "bytes_list" and len(frame.bytes_list.value) == 1:
+                got = f"{len(frame.bytes_list.value[0])} bytes"
+            raise InputDataError(f"feature_list '{name}' frame {index}: expected {size} uint8 bytes, got {got}")
+    return len(frames.feature)
+
+
+def decode_video_level(serialized: bytes, num_classes: int, labelled: bool = True) -> VideoRecord:
+    """Validate a video-level tf.train.Example and return its id and labels."""
+    try:
+        example = example_pb2.Example.FromString(serialized)
+    except DecodeError as error:
+        raise InputDataError(f"not a tf.train.Example ({error})") from None
+    features = example.features
+    video_id = _video_id(features)
+    try:
+        _check_floats(features, F.MEAN_RGB, F.RGB_SIZE)
+        _check_floats(features, F.MEAN_AUDIO, F.AUDIO_SIZE)
+        labels = _labels(features, num_classes, labelled)
+    except InputDataError as error:
+        raise InputDataError(f"video '{video_id}': {error}") from None
+    return VideoRecord(video_id, labels)
+
+
+def decode_frame_level(serialized: bytes, num_classes: int, labelled: bool = True) -> VideoRecord:
+    """Validate a frame-level tf.train.SequenceExample and return its id and labels."""
+    try:
+        example = example_pb2.SequenceExample.FromString(serialized)
+    except DecodeError as error:
+        raise InputDataError(f"not a tf.train.SequenceExample ({error})") from None
+    video_id = _video_id(example.context)
+    try:
+        labels = _labels(example.context, num_classes, labelled)
+        rgb_frames = _check_frames(example.feature_lists, F.FRAME_RGB, F.RGB_SIZE)
+        audio_frames = _check_frames(example.feature_lists, F.FRAME_AUDIO, F.AUDIO_SIZE)
+        if rgb_frames != audio_frames:
+            raise InputDataError(f"{rgb_frames} rgb frames but {audio_frames} audio frames")
+    except InputDataError as error:
+        raise InputDataError(f"video '{video_id}': {error}") from None
+    return VideoRecord(video_id, labels)
+
+
+RecordDecoder = Callable[[bytes, int, bool], VideoRecord]
+
+
+def decoder_for(level: str) -> RecordDecoder:
+    """The decoder of a layout: "video" (tf.train.Example) or "frame" (tf.train.SequenceExample)."""
+    decoders = {"video": decode_video_level, "frame": decode_frame_level}
+    if level not in decoders:
+        raise ValueError(f"level must be one of {sorted(decoders)}, got {level!r}")
+    return decoders[level]
