@@ -45,7 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--out", required=True, help="output directory (video/, frame/, test_truth.csv)")
     synth.add_argument("--videos", type=int, default=3000)
     synth.add_argument("--classes", type=int, default=100)
-    synth.add_argument("--frames", type=int, default=20, help="max frames per video (each has frames/2..frames)")
+    synth.add_argument(
+        "--frames", type=int, default=20, help="max frames per video (each has frames/2..frames)"
+    )
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--videos-per-shard", type=int, default=1000)
     synth.add_argument("--layouts", default="video,frame", help="video, frame or video,frame")

@@ -9,7 +9,11 @@ from typing import Literal
 from trainer import config_schema
 from trainer.features import NUM_CLASSES
 
-DEFAULT_SPLIT_PATTERNS = {"train": "train*.tfrecord", "validate": "validate*.tfrecord", "test": "test*.tfrecord"}
+DEFAULT_SPLIT_PATTERNS = {
+    "train": "train*.tfrecord",
+    "validate": "validate*.tfrecord",
+    "test": "test*.tfrecord",
+}
 
 
 @dataclass(frozen=True)

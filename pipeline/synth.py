@@ -62,7 +62,9 @@ class SynthConfig:
         if self.videos < 1 or self.classes < 2 or self.frames < 1:
             raise ValueError("synth: --videos >= 1, --classes >= 2 and --frames >= 1 are required")
         if self.frames > F.MAX_FRAMES:
-            raise ValueError(f"synth: --frames must be <= {F.MAX_FRAMES} (YouTube-8M keeps at most 300 frames)")
+            raise ValueError(
+                f"synth: --frames must be <= {F.MAX_FRAMES} (YouTube-8M keeps at most 300 frames)"
+            )
         if not 0 <= self.validate_fraction + self.test_fraction < 1:
             raise ValueError("synth: validate and test fractions must sum to less than 1")
         unknown = set(self.layouts) - {"video", "frame"}
@@ -125,7 +127,9 @@ def generate_videos(cfg: SynthConfig, start: int, count: int) -> Iterator[Synthe
             hits = rng.choice(length, size=min(cfg.frame_local_frames, length), replace=False)
             frames[hits] += world.prototypes[cls] * (cfg.frame_local_signal / cfg.signal)
         kept = true[rng.random(true.size) >= cfg.missing_label_rate]
-        spurious = rng.choice(cfg.classes, size=rng.binomial(2, cfg.spurious_label_rate / 2), p=world.class_probs)
+        spurious = rng.choice(
+            cfg.classes, size=rng.binomial(2, cfg.spurious_label_rate / 2), p=world.class_probs
+        )
         observed = np.unique(np.concatenate([kept, spurious]).astype(np.int64))
         yield SyntheticVideo(video_id(index), observed, F.quantize(frames))
 

@@ -52,7 +52,9 @@ def _convert(value: Any, annotation: Any, where: str, source: str) -> Any:
                 return _convert(value, option, where, source)
             except ConfigError as error:
                 errors.append(str(error))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{source}: {where}: unexpected {_describe(value)}")
+        raise ConfigError(
+            errors[0] if len(errors) == 1 else f"{source}: {where}: unexpected {_describe(value)}"
+        )
     if dataclasses.is_dataclass(annotation):
         return build(annotation, value, source, where)
     if origin is dict:
@@ -72,7 +74,9 @@ def _convert(value: Any, annotation: Any, where: str, source: str) -> Any:
         return value
     if origin is typing.Literal:
         if value not in typing.get_args(annotation):
-            raise ConfigError(f"{source}: {where}: expected one of {list(typing.get_args(annotation))}, got {value!r}")
+            raise ConfigError(
+                f"{source}: {where}: expected one of {list(typing.get_args(annotation))}, got {value!r}"
+            )
         return value
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)

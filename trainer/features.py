@@ -23,7 +23,7 @@ NUM_FRAMES = "num_frames"
 MIN_QUANTIZED = -2.0
 MAX_QUANTIZED = 2.0
 QUANTIZATION_STEP = (MAX_QUANTIZED - MIN_QUANTIZED) / 255.0  # 4/255
-QUANTIZATION_BIAS = QUANTIZATION_STEP / 2.0 + MIN_QUANTIZED  # 4/512 - 2
+QUANTIZATION_BIAS = (MAX_QUANTIZED - MIN_QUANTIZED) / 512.0 + MIN_QUANTIZED  # 4/512 - 2, as the starter code
 
 
 def dequantize(quantized: np.ndarray) -> np.ndarray:
@@ -32,6 +32,6 @@ def dequantize(quantized: np.ndarray) -> np.ndarray:
 
 
 def quantize(values: np.ndarray) -> np.ndarray:
-    """float -> uint8, the inverse of `dequantize` up to half a quantisation step (values clipped to [-2, 2])."""
+    """float -> uint8: inverse of `dequantize` within half a quantisation step (values clipped to [-2, 2])."""
     scaled = np.rint((np.clip(values, MIN_QUANTIZED, MAX_QUANTIZED) - QUANTIZATION_BIAS) / QUANTIZATION_STEP)
     return np.clip(scaled, 0, 255).astype(np.uint8)

@@ -46,7 +46,9 @@ def parse_video_examples(serialized: tf.Tensor, num_classes: int) -> dict[str, t
 def parse_frame_example(serialized: tf.Tensor, num_classes: int, max_frames: int) -> dict[str, tf.Tensor]:
     """One serialized frame-level tf.train.SequenceExample -> id, rgb [T,1024], audio [T,128], mask [T],
     num_frames and multi-hot labels, with frames truncated or zero-padded to T = max_frames."""
-    context, sequences = tf.io.parse_single_sequence_example(serialized, FRAME_CONTEXT_SPEC, FRAME_SEQUENCE_SPEC)
+    context, sequences = tf.io.parse_single_sequence_example(
+        serialized, FRAME_CONTEXT_SPEC, FRAME_SEQUENCE_SPEC
+    )
     num_frames = tf.minimum(tf.shape(sequences[F.FRAME_RGB])[0], max_frames)
     parsed = {F.ID: context[F.ID], F.NUM_FRAMES: num_frames}
     for name, size in ((F.FRAME_RGB, F.RGB_SIZE), (F.FRAME_AUDIO, F.AUDIO_SIZE)):
@@ -73,7 +75,7 @@ def make_dataset(
 ) -> tf.data.Dataset:
     """Batches of parsed features from TFRecord files of one layout ("video" or "frame").
 
-    Shuffling (files and a record buffer) happens only when `shuffle_seed` is given, and is then deterministic.
+    Files and records are shuffled only when `shuffle_seed` is given, and then deterministically.
     """
     files = sorted({path for pattern in file_patterns for path in tf.io.gfile.glob(pattern)})
     if not files:
@@ -93,7 +95,9 @@ def make_dataset(
         dataset = dataset.repeat()
     if level == "video":
         dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
-        dataset = dataset.map(lambda s: parse_video_examples(s, num_classes), num_parallel_calls=tf.data.AUTOTUNE)
+        dataset = dataset.map(
+            lambda s: parse_video_examples(s, num_classes), num_parallel_calls=tf.data.AUTOTUNE
+        )
     elif level == "frame":
         dataset = dataset.map(
             lambda s: parse_frame_example(s, num_classes, max_frames), num_parallel_calls=tf.data.AUTOTUNE

@@ -21,7 +21,7 @@ class InputDataError(ValueError):
 
 @dataclass(frozen=True)
 class VideoRecord:
-    """What the pipeline needs to know of any record: its video id and its class ids (None when unlabelled)."""
+    """What the pipeline needs of any record: its video id and class ids (None when unlabelled)."""
 
     video_id: str
     labels: tuple[int, ...] | None
@@ -84,7 +84,9 @@ def _check_frames(feature_lists: example_pb2.feature_pb2.FeatureLists, name: str
             got = _kind(frame)
             if frame.WhichOneof("kind") == "bytes_list" and len(frame.bytes_list.value) == 1:
                 got = f"{len(frame.bytes_list.value[0])} bytes"
-            raise InputDataError(f"feature_list '{name}' frame {index}: expected {size} uint8 bytes, got {got}")
+            raise InputDataError(
+                f"feature_list '{name}' frame {index}: expected {size} uint8 bytes, got {got}"
+            )
     return len(frames.feature)
 
 

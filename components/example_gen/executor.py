@@ -65,7 +65,9 @@ def _ReadValidatedSplit(  # noqa: N802 (Beam PTransform naming)
     if not files:
         raise InputDataError(f"no input files match {pattern}")
     level = _LEVEL_OF_FORMAT[exec_properties[standard_component_specs.OUTPUT_DATA_FORMAT_KEY]]
-    labelled = _split_name(exec_properties, split_pattern) not in exec_properties["unlabelled_splits"].split(",")
+    labelled = _split_name(exec_properties, split_pattern) not in exec_properties["unlabelled_splits"].split(
+        ","
+    )
     num_classes = exec_properties["num_classes"]
     return (
         pipeline

@@ -1,4 +1,4 @@
-"""FoldSplit: deterministic k-fold + holdout assignment of YouTube-8M videos keyed by a hash of the video id."""
+"""FoldSplit: deterministic k-fold + holdout assignment of YouTube-8M videos by a hash of the video id."""
 
 from __future__ import annotations
 

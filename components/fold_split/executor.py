@@ -148,7 +148,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                 records
                 | "KeyById" >> beam.Map(lambda r: (r[1].video_id, r[0]))
                 | "GroupById" >> beam.GroupByKey()
-                | "CheckDuplicates" >> beam.MapTuple(lambda vid, splits: _raise_on_duplicates(vid, list(splits)))
+                | "CheckDuplicates"
+                >> beam.MapTuple(lambda vid, splits: _raise_on_duplicates(vid, list(splits)))
             )
             routed = records | "Route" >> beam.Map(lambda r: (route(r), r))
             stats = (
@@ -174,7 +175,9 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                     part
                     | f"Serialize[{split}]" >> beam.MapTuple(lambda _, r: r[2])
                     | f"Write[{split}]"
-                    >> beam.io.WriteToTFRecord(os.path.join(split_dir, "data_tfrecord"), file_name_suffix=".gz")
+                    >> beam.io.WriteToTFRecord(
+                        os.path.join(split_dir, "data_tfrecord"), file_name_suffix=".gz"
+                    )
                 )
 
         with open(summary_path) as handle:

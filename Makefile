@@ -1,0 +1,32 @@
+# yt8m-tfx: `make demo` runs the pipeline on generated data, `make test` runs the test suite.
+# Both create .venv with the pinned TFX stack first (scripts/bootstrap.sh; a no-op once it is installed).
+PY := .venv/bin/python
+DEMO_DATA := data/demo
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export PYTHONHASHSEED ?= 0
+
+.PHONY: venv demo test lint format bench clean
+
+venv:
+	@bash scripts/bootstrap.sh
+
+$(DEMO_DATA)/synth.json: | venv
+	$(PY) -m pipeline.cli synth --out $(DEMO_DATA) --videos 3000 --classes 100 --frames 20 --seed 0
+
+demo: venv $(DEMO_DATA)/synth.json
+	$(PY) -m pipeline.cli run --config configs/demo.yaml
+
+test: venv
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	$(PY) -m pytest
+
+format: venv
+	.venv/bin/ruff format .
+	.venv/bin/ruff check --fix .
+
+bench: venv
+	$(PY) -m benchmarks.ingest_bench
+
+clean:
+	rm -rf yt8m_home $(DEMO_DATA) bench_out

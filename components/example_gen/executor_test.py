@@ -1,0 +1,104 @@
+"""YT8MExampleGen executor on tiny files: imports records unchanged, names file and record on bad input."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import tensorflow as tf
+from tfx.proto import example_gen_pb2
+from tfx.types import standard_artifacts
+from tfx.utils import proto_utils
+
+from components.example_gen.component import split_input_config
+from components.example_gen.executor import Executor, read_validated_records
+from pipeline.synth import frame_example, video_example
+from tests import builders
+from trainer.records import InputDataError
+
+
+def _write(path, count: int = 3, layout: str = "video", **kwargs) -> list[bytes]:
+    make = video_example if layout == "video" else frame_example
+    records = [make(builders.video(video_id=f"v{i}", seed=i, **kwargs), True) for i in range(count)]
+    builders.write_tfrecord(path, records)
+    return records
+
+
+def test_valid_file_yields_its_records(tmp_path):
+    records = _write(tmp_path / "train0000.tfrecord")
+    assert list(read_validated_records(str(tmp_path / "train0000.tfrecord"), "video", 10, True)) == records
+
+
+def test_truncated_file_names_file_and_record(tmp_path):
+    path = tmp_path / "train0001.tfrecord"
+    _write(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 100])
+    with pytest.raises(
+        InputDataError, match=r"train0001.tfrecord: corrupted or truncated TFRecord after record 0"
+    ):
+        list(read_validated_records(str(path), "video", 10, True))
+
+
+def test_bad_crc_names_file(tmp_path):
+    path = tmp_path / "validate0003.tfrecord"
+    _write(path, count=1)
+    data = bytearray(path.read_bytes())
+    data[100] ^= 0xFF  # inside the payload: its CRC no longer matches
+    path.write_bytes(bytes(data))
+    with pytest.raises(InputDataError, match=r"validate0003.tfrecord: corrupted or truncated TFRecord"):
+        list(read_validated_records(str(path), "video", 10, True))
+
+
+def test_empty_file_is_an_error(tmp_path):
+    path = tmp_path / "train0002.tfrecord"
+    path.write_bytes(b"")
+    with pytest.raises(InputDataError, match="train0002.tfrecord: file holds no records"):
+        list(read_validated_records(str(path), "video", 10, True))
+
+
+def test_bad_record_names_file_record_and_video(tmp_path):
+    path = tmp_path / "train0004.tfrecord"
+    good = _write(tmp_path / "ok.tfrecord", count=2)
+    broken = builders.video_proto(video_id="badvid", labels=(3, 12))
+    builders.write_tfrecord(path, [*good, broken.SerializeToString()])
+    with pytest.raises(InputDataError, match=r"train0004.tfrecord: record 2: video 'badvid': .*class id 12"):
+        list(read_validated_records(str(path), "video", 10, True))
+
+
+def test_frame_record_with_wrong_frame_size(tmp_path):
+    path = tmp_path / "train0000.tfrecord"
+    broken = builders.frame_proto(video_id="short")
+    broken.feature_lists.feature_list["audio"].feature[0].bytes_list.value[0] = b"\x01" * 64
+    builders.write_tfrecord(path, [broken.SerializeToString()])
+    with pytest.raises(InputDataError, match=r"record 0: video 'short': feature_list 'audio' frame 0"):
+        list(read_validated_records(str(path), "frame", 10, True))
+
+
+def test_executor_imports_every_split(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    train = _write(data / "train0000.tfrecord", count=4, layout="frame") + _write(
+        data / "train0001.tfrecord", count=2, layout="frame", labels=(0,)
+    )
+    test = _write(data / "test0000.tfrecord", count=3, layout="frame")
+    examples = standard_artifacts.Examples()
+    examples.uri = str(tmp_path / "out")
+    input_config = split_input_config({"train": "train*.tfrecord", "test": "test*.tfrecord"})
+    exec_properties = {
+        "input_base": str(data),
+        "input_config": proto_utils.proto_to_json(input_config),
+        "output_config": proto_utils.proto_to_json(example_gen_pb2.Output()),
+        "output_data_format": example_gen_pb2.FORMAT_TF_SEQUENCE_EXAMPLE,
+        "output_file_format": example_gen_pb2.FORMAT_TFRECORDS_GZIP,
+        "num_classes": 10,
+        "unlabelled_splits": "test",
+    }
+    Executor().Do({}, {"examples": [examples]}, exec_properties)
+
+    def read(split: str) -> list[bytes]:
+        files = tf.io.gfile.glob(os.path.join(examples.uri, f"Split-{split}", "*"))
+        return [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+
+    assert sorted(read("train")) == sorted(train)
+    assert sorted(read("test")) == sorted(test)

@@ -1,0 +1,145 @@
+"""FoldSplit executor on tiny hand-written Examples artifacts."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+
+import pytest
+import tensorflow as tf
+from tfx.components.util import examples_utils
+from tfx.proto import example_gen_pb2
+from tfx.types import standard_artifact_utils, standard_artifacts
+
+from components.fold_split.executor import Executor, assign_split
+from pipeline.synth import frame_example, video_example
+from tests import builders
+from trainer.records import InputDataError
+
+PARAMS = {"num_folds": 3, "holdout_fraction": 0.2, "seed": 11, "num_classes": 10, "unlabelled_splits": "test"}
+
+
+def _examples(root, splits: dict[str, list[bytes]], payload_format) -> standard_artifacts.Examples:
+    artifact = standard_artifacts.Examples()
+    artifact.uri = str(root)
+    artifact.split_names = standard_artifact_utils.encode_split_names(list(splits))
+    examples_utils.set_payload_format(artifact, payload_format)
+    for split, records in splits.items():
+        os.makedirs(root / f"Split-{split}")
+        with tf.io.TFRecordWriter(str(root / f"Split-{split}" / "data.gz"), "GZIP") as writer:
+            for record in records:
+                writer.write(record)
+    return artifact
+
+
+def _ids(artifact, split: str) -> list[str]:
+    files = tf.io.gfile.glob(os.path.join(artifact.uri, f"Split-{split}", "*"))
+    ids = []
+    for record in tf.data.TFRecordDataset(files, compression_type="GZIP"):
+        video = tf.train.Example.FromString(record.numpy())
+        if not video.features.feature:
+            video = tf.train.SequenceExample.FromString(record.numpy()).context
+        else:
+            video = video.features
+        ids.append(video.feature["id"].bytes_list.value[0].decode())
+    return ids
+
+
+def _run(tmp_path, name, splits, payload_format=example_gen_pb2.FORMAT_TF_EXAMPLE, reference=None, **params):
+    examples = _examples(tmp_path / f"{name}_in", splits, payload_format)
+    output = standard_artifacts.Examples()
+    output.uri = str(tmp_path / f"{name}_out")
+    inputs = {"examples": [examples], **({"fold_reference": [reference]} if reference else {})}
+    Executor().Do(inputs, {"split_examples": [output]}, {**PARAMS, **params})
+    return output
+
+
+def _videos(prefix: str, count: int, layout: str, labelled: bool = True) -> list[bytes]:
+    make = video_example if layout == "video" else frame_example
+    return [
+        make(builders.video(video_id=f"{prefix}{i}", labels=(i % 10,), frames=2), labelled)
+        for i in range(count)
+    ]
+
+
+def test_folds_cover_every_labelled_video_once_and_agree_across_layouts(tmp_path):
+    video = _run(
+        tmp_path,
+        "video",
+        {
+            "train": _videos("t", 60, "video"),
+            "validate": _videos("v", 30, "video"),
+            "test": _videos("x", 10, "video", labelled=False),
+        },
+    )
+    names = standard_artifact_utils.decode_split_names(video.split_names)
+    assert names == ["fold_0", "fold_1", "fold_2", "holdout", "test"]
+    labelled = {split: _ids(video, split) for split in names if split != "test"}
+    every = [vid for ids in labelled.values() for vid in ids]
+    assert sorted(every) == sorted([f"t{i}" for i in range(60)] + [f"v{i}" for i in range(30)])
+    assert _ids(video, "test") == [f"x{i}" for i in range(10)]
+    for split, ids in labelled.items():
+        assert all(assign_split(vid, 11, 3, 0.2) == split for vid in ids)
+    counts = video.get_json_value_custom_property("split_counts")
+    assert {split: counts[split] for split in labelled} == {
+        split: len(ids) for split, ids in labelled.items()
+    }
+    assert counts["test"] == 10
+    assert set(video.get_json_value_custom_property("label_coverage")) == set(labelled)
+
+    frame = _run(
+        tmp_path,
+        "frame",
+        {
+            "train": _videos("t", 60, "frame"),
+            "validate": _videos("v", 30, "frame"),
+            "test": _videos("x", 10, "frame", labelled=False),
+        },
+        example_gen_pb2.FORMAT_TF_SEQUENCE_EXAMPLE,
+        reference=video,
+        seed=999,
+    )
+    assert frame.get_string_custom_property("fold_map_fingerprint") == video.get_string_custom_property(
+        "fold_map_fingerprint"
+    )
+    assert frame.get_json_value_custom_property("seed") == 11  # taken from the reference, not its own params
+    for split in labelled:
+        assert sorted(_ids(frame, split)) == sorted(labelled[split])
+    assert examples_utils.get_payload_format(frame) == example_gen_pb2.FORMAT_TF_SEQUENCE_EXAMPLE
+
+
+def test_frame_layout_with_other_videos_is_rejected(tmp_path):
+    video = _run(
+        tmp_path, "video", {"train": _videos("t", 20, "video"), "test": _videos("x", 2, "video", False)}
+    )
+    with pytest.raises(InputDataError, match="differs from the reference"):
+        _run(
+            tmp_path,
+            "frame",
+            {"train": _videos("t", 19, "frame"), "test": _videos("x", 2, "frame", False)},
+            example_gen_pb2.FORMAT_TF_SEQUENCE_EXAMPLE,
+            reference=video,
+        )
+
+
+def test_duplicate_video_id_across_splits_is_an_error(tmp_path):
+    with pytest.raises(
+        Exception, match=r"video id 't3' appears 2 times in the input \(splits: train, validate\)"
+    ):
+        _run(tmp_path, "dup", {"train": _videos("t", 5, "video"), "validate": _videos("t", 4, "video")[3:]})
+
+
+def test_no_labelled_split_is_an_error(tmp_path):
+    with pytest.raises(InputDataError, match="no labelled split"):
+        _run(tmp_path, "none", {"test": _videos("x", 3, "video", labelled=False)})
+
+
+def test_assignment_is_deterministic_balanced_and_seeded():
+    ids = [f"id{i}" for i in range(20000)]
+    first = [assign_split(i, 1, 5, 0.05) for i in ids]
+    assert first == [assign_split(i, 1, 5, 0.05) for i in ids]
+    shares = {split: count / len(ids) for split, count in Counter(first).items()}
+    assert abs(shares["holdout"] - 0.05) < 0.01
+    assert all(abs(shares[f"fold_{k}"] - 0.19) < 0.015 for k in range(5))
+    other_seed = [assign_split(i, 2, 5, 0.05) for i in ids]
+    assert sum(a != b for a, b in zip(first, other_seed, strict=True)) > 0.7 * len(ids)

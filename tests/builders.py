@@ -1,0 +1,28 @@
+"""Hand-made YouTube-8M records, good and broken, for the validation tests."""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from pipeline.synth import SyntheticVideo, frame_example, video_example
+
+
+def video(video_id: str = "vid001", labels=(1, 4), frames: int = 3, seed: int = 0) -> SyntheticVideo:
+    rng = np.random.default_rng(seed)
+    quantized = rng.integers(0, 256, size=(frames, 1152), dtype=np.uint8)
+    return SyntheticVideo(video_id, np.asarray(labels, dtype=np.int64), quantized)
+
+
+def video_proto(**kwargs) -> tf.train.Example:
+    return tf.train.Example.FromString(video_example(video(**kwargs), with_labels=True))
+
+
+def frame_proto(**kwargs) -> tf.train.SequenceExample:
+    return tf.train.SequenceExample.FromString(frame_example(video(**kwargs), with_labels=True))
+
+
+def write_tfrecord(path, records: list[bytes]) -> None:
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for record in records:
+            writer.write(record)

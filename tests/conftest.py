@@ -1,0 +1,39 @@
+"""Shared fixtures: a tiny generated YouTube-8M data set and helpers to run the pipeline on it."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from pipeline.config import DataConfig, FoldConfig, PipelineConfig  # noqa: E402
+from pipeline.synth import SynthConfig, write_dataset  # noqa: E402
+
+TINY = SynthConfig(videos=240, classes=30, frames=8, seed=3, videos_per_shard=60)
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """240 videos, 30 classes, up to 8 frames, both layouts, 60 videos per shard."""
+    out = tmp_path_factory.mktemp("tiny_data")
+    write_dataset(TINY, out)
+    return out
+
+
+def tiny_pipeline_config(data_dir: Path, home: Path, **changes) -> PipelineConfig:
+    """A pipeline config for a data set written like `tiny_data`."""
+    config = PipelineConfig(
+        data=DataConfig(
+            video_dir=str(data_dir / "video"),
+            frame_dir=str(data_dir / "frame") if (data_dir / "frame").exists() else None,
+            num_classes=TINY.classes,
+        ),
+        pipeline_name="yt8m-test",
+        home=str(home),
+        folds=FoldConfig(num_folds=5, holdout_fraction=0.1, seed=7),
+    )
+    return config.with_overrides(**changes)

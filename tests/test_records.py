@@ -1,0 +1,76 @@
+"""Record validation: every malformed record is an InputDataError naming the video and the problem."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests import builders
+from trainer.records import InputDataError, decode_frame_level, decode_video_level, decoder_for
+
+
+def test_good_records_decode():
+    assert decode_video_level(builders.video_proto().SerializeToString(), 10).labels == (1, 4)
+    record = decode_frame_level(builders.frame_proto(video_id="abc").SerializeToString(), 10)
+    assert record.video_id == "abc" and record.labels == (1, 4)
+
+
+def test_unlabelled_records_may_lack_labels():
+    example = builders.video_proto()
+    del example.features.feature["labels"]
+    assert decode_video_level(example.SerializeToString(), 10, labelled=False).labels is None
+    with pytest.raises(InputDataError, match="video 'vid001': missing feature 'labels'"):
+        decode_video_level(example.SerializeToString(), 10, labelled=True)
+
+
+def _broken_video(change) -> bytes:
+    example = builders.video_proto()
+    change(example.features.feature)
+    return example.SerializeToString()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda f: f.pop("mean_rgb"), "missing feature 'mean_rgb'"),
+        (
+            lambda f: f["mean_rgb"].float_list.value.pop(),
+            "'mean_rgb': expected float_list of 1024, got float_list of 1023",
+        ),
+        (
+            lambda f: f["mean_audio"].CopyFrom(f["labels"]),
+            "'mean_audio': expected float_list of 128, got int64_list of 2",
+        ),
+        (lambda f: f["mean_rgb"].float_list.value.__setitem__(3, float("nan")), "NaN"),
+        (lambda f: f["labels"].int64_list.value.append(10), r"class id 10 outside \[0, 10\)"),
+        (lambda f: f["labels"].int64_list.value.append(-1), r"class id -1 outside \[0, 10\)"),
+        (lambda f: f["labels"].int64_list.value.append(1), "repeated class ids"),
+        (lambda f: f.pop("id"), "missing feature 'id'"),
+    ],
+)
+def test_broken_video_records(change, message):
+    with pytest.raises(InputDataError, match=message):
+        decode_video_level(_broken_video(change), 10)
+
+
+def test_broken_frame_records():
+    wrong_size = builders.frame_proto(video_id="f1")
+    wrong_size.feature_lists.feature_list["rgb"].feature[1].bytes_list.value[0] = b"\x00" * 1000
+    with pytest.raises(
+        InputDataError, match="video 'f1': feature_list 'rgb' frame 1: expected 1024 uint8 bytes, got 1000"
+    ):
+        decode_frame_level(wrong_size.SerializeToString(), 10)
+    unequal = builders.frame_proto(video_id="f2")
+    del unequal.feature_lists.feature_list["audio"].feature[0]
+    with pytest.raises(InputDataError, match="3 rgb frames but 2 audio frames"):
+        decode_frame_level(unequal.SerializeToString(), 10)
+    no_audio = builders.frame_proto(video_id="f3")
+    del no_audio.feature_lists.feature_list["audio"]
+    with pytest.raises(InputDataError, match="missing or empty feature_list 'audio'"):
+        decode_frame_level(no_audio.SerializeToString(), 10)
+
+
+def test_garbage_bytes_and_unknown_level():
+    with pytest.raises(InputDataError, match="not a tf.train.Example"):
+        decode_video_level(b"\xff\xff\xff", 10)
+    with pytest.raises(ValueError, match="level must be one of"):
+        decoder_for("clip")
