@@ -103,12 +103,13 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     ) -> None:
         examples = input_dict["examples"][0]
         output = output_dict["split_examples"][0]
-        settings = {key: exec_properties[key] for key in ("num_folds", "holdout_fraction", "seed")}
+        num_folds, seed = exec_properties["num_folds"], exec_properties["seed"]
+        holdout_fraction = exec_properties["holdout_fraction"]
         reference = (input_dict.get("fold_reference") or [None])[0]
-        if reference is not None:
-            settings = {key: reference.get_json_value_custom_property(key) for key in settings}
-        num_folds, seed = int(settings["num_folds"]), int(settings["seed"])
-        holdout_fraction = float(settings["holdout_fraction"])
+        if reference is not None:  # the frame-level split reuses the video-level settings
+            num_folds = reference.get_int_custom_property("num_folds")
+            seed = reference.get_int_custom_property("seed")
+            holdout_fraction = reference.get_float_custom_property("holdout_fraction")
         num_classes = exec_properties["num_classes"]
         unlabelled = set(filter(None, exec_properties["unlabelled_splits"].split(",")))
         payload_format = examples_utils.get_payload_format(examples)
@@ -204,6 +205,6 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             },
         )
         output.set_string_custom_property("fold_map_fingerprint", summary["fold_map_fingerprint"])
-        output.set_json_value_custom_property("num_folds", num_folds)
-        output.set_json_value_custom_property("holdout_fraction", holdout_fraction)
-        output.set_json_value_custom_property("seed", seed)
+        output.set_int_custom_property("num_folds", num_folds)
+        output.set_float_custom_property("holdout_fraction", holdout_fraction)
+        output.set_int_custom_property("seed", seed)

@@ -102,7 +102,7 @@ def test_folds_cover_every_labelled_video_once_and_agree_across_layouts(tmp_path
     assert frame.get_string_custom_property("fold_map_fingerprint") == video.get_string_custom_property(
         "fold_map_fingerprint"
     )
-    assert frame.get_json_value_custom_property("seed") == 11  # taken from the reference, not its own params
+    assert frame.get_int_custom_property("seed") == 11  # taken from the reference, not its own params
     for split in labelled:
         assert sorted(_ids(frame, split)) == sorted(labelled[split])
     assert examples_utils.get_payload_format(frame) == example_gen_pb2.FORMAT_TF_SEQUENCE_EXAMPLE
