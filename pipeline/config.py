@@ -48,6 +48,13 @@ class FoldConfig:
 
 
 @dataclass(frozen=True)
+class L1Settings:
+    """Which L1 model configs (YAML files, see configs/l1/) the pipeline trains, each over every fold."""
+
+    configs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     """Everything `create_pipeline` needs. Relative paths are resolved against the working directory."""
 
@@ -55,6 +62,7 @@ class PipelineConfig:
     pipeline_name: str = "yt8m"
     home: str = "yt8m_home"
     folds: FoldConfig = field(default_factory=FoldConfig)
+    l1: L1Settings = field(default_factory=L1Settings)
     runner: Literal["beam", "local"] = "beam"
     enable_cache: bool = True
     beam_pipeline_args: tuple[str, ...] = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
@@ -80,4 +88,5 @@ def load_pipeline_config(path: str | Path) -> PipelineConfig:
         video_dir=str(Path(config.data.video_dir).absolute()),
         frame_dir=str(Path(config.data.frame_dir).absolute()) if config.data.frame_dir else None,
     )
-    return replace(config, data=data)
+    l1 = L1Settings(configs=tuple(str(Path(path).absolute()) for path in config.l1.configs))
+    return replace(config, data=data, l1=l1)

@@ -2,12 +2,58 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 from tfx import v1 as tfx
 from tfx.proto import example_gen_pb2
 
 from components.example_gen.component import YT8MExampleGen, split_input_config
 from components.fold_split.component import FoldSplit
+from components.l1_assemble.component import L1Assemble
+from components.l1_predict.component import L1Predict
 from pipeline.config import PipelineConfig
+from trainer.config_schema import ConfigError
+from trainer.l1_config import parse_l1_config
+
+L1_RUN_FN = "trainer.l1_run.run_fn"
+
+
+def _node_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_]", "_", text)
+
+
+def l1_nodes(config_path: str, folds, num_folds: int, num_classes: int) -> list:
+    """Trainer + L1Predict per fold and one L1Assemble for the L1 model config at `config_path`."""
+    text = Path(config_path).read_text()
+    l1_config = parse_l1_config(text, config_path)
+    name = _node_name(l1_config.name)
+    examples = folds[l1_config.level]
+    if examples is None:
+        raise ConfigError(f"{config_path}: {l1_config.level}-level model but data.frame_dir is not set")
+    nodes, fold_predictions = [], []
+    for fold in range(num_folds):
+        train_splits = [f"fold_{k}" for k in range(num_folds) if k != fold]
+        trainer = tfx.components.Trainer(
+            run_fn=L1_RUN_FN,
+            examples=examples,
+            train_args=tfx.proto.TrainArgs(splits=train_splits),
+            eval_args=tfx.proto.EvalArgs(splits=["holdout"], num_steps=0),  # the run_fn validates on a slice
+            custom_config={
+                "l1_config_yaml": text,
+                "l1_config_source": config_path,
+                "fold": fold,
+                "train_splits": train_splits,
+                "num_classes": num_classes,
+            },
+        ).with_id(f"L1Trainer_{name}_fold{fold}")
+        predict = L1Predict(
+            model=trainer.outputs["model"], examples=examples, fold=fold, config_name=l1_config.name
+        ).with_id(f"L1Predict_{name}_fold{fold}")
+        nodes += [trainer, predict]
+        fold_predictions.append(predict.outputs["predictions"])
+    assemble = L1Assemble(examples=examples, fold_predictions=fold_predictions, config_name=l1_config.name)
+    return [*nodes, assemble.with_id(f"L1Assemble_{name}")]
 
 
 def create_components(config: PipelineConfig) -> list:
@@ -46,6 +92,12 @@ def create_components(config: PipelineConfig) -> list:
             fold_reference=video_folds.outputs["split_examples"],
         ).with_id("FrameFoldSplit")
         nodes += [frame_examples, frame_folds]
+    split_examples = {
+        "video": video_folds.outputs["split_examples"],
+        "frame": frame_folds.outputs["split_examples"] if data.frame_dir else None,
+    }
+    for config_path in config.l1.configs:
+        nodes += l1_nodes(config_path, split_examples, folds.num_folds, data.num_classes)
     return nodes
 
 

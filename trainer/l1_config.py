@@ -11,16 +11,13 @@ from typing import Any
 import keras
 import yaml
 
+from trainer.config_schema import ConfigError
 from trainer.features import MAX_FRAMES
 from trainer.losses import LOSSES
 from trainer.models import FRAME_LEVEL, MODEL_BUILDERS, Level, ParamError, build_model, coerce_value
 
 _TOP_LEVEL_KEYS = ("name", "model", "params", "training")
 _NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-
-
-class ConfigError(ValueError):
-    """An invalid L1 config; the message names the file and the offending key path."""
 
 
 @dataclass(frozen=True)
@@ -111,7 +108,17 @@ def load_l1_config(path: str | Path) -> L1Config:
     """Reads and validates one L1 config YAML file; raises ConfigError naming the file and key path."""
     path = Path(path)
     try:
-        document = yaml.safe_load(path.read_text())
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    return parse_l1_config(text, str(path))
+
+
+def parse_l1_config(text: str, source: str) -> L1Config:
+    """Validates the YAML text of an L1 config read from `source` (named in every error)."""
+    path = Path(source)
+    try:
+        document = yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: invalid YAML: {error}") from None
     if not isinstance(document, dict):

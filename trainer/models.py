@@ -101,9 +101,6 @@ class RealFrames(keras.layers.Layer):
     def call(self, mask):
         return ops.greater(mask, 0.5)
 
-    def compute_output_spec(self, mask):
-        return keras.KerasTensor(mask.shape, dtype="bool")
-
 
 @keras.saving.register_keras_serializable(package="yt8m")
 class MaskedMeanMaxPooling(keras.layers.Layer):

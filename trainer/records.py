@@ -134,3 +134,12 @@ def decoder_for(level: str) -> RecordDecoder:
     if level not in decoders:
         raise ValueError(f"level must be one of {sorted(decoders)}, got {level!r}")
     return decoders[level]
+
+
+def video_id_of(serialized: bytes, level: str) -> str:
+    """Just the video id of an already validated record of `level`."""
+    if level == "video":
+        features = example_pb2.Example.FromString(serialized).features
+    else:
+        features = example_pb2.SequenceExample.FromString(serialized).context
+    return features.feature[F.ID].bytes_list.value[0].decode("utf-8", errors="replace")

@@ -1,0 +1,247 @@
+"""Ingestion benchmark: the TFX path (YT8MExampleGen + FoldSplit executors) against a plain tf.data read.
+
+For each layout (video-level tf.Example, frame-level tf.SequenceExample) it generates data with
+pipeline.synth (reused when the settings match), warms everything up on a tiny data set, then runs once:
+  (a) YT8MExampleGen.Do then FoldSplit.Do (Beam DirectRunner, in_memory, one worker), as the pipeline does;
+  (b) trainer.readers.make_dataset over the same raw files (no compression, batch 256) to the end;
+and prints videos/s of both and the ratio (a)/(b) against the target >= 0.5.
+
+    python -m benchmarks.ingest_bench [--videos N] [--frame-videos N] [--frames F] [--classes C] [--out DIR]
+    python -m benchmarks.ingest_bench --profile frame   # also cProfile that layout's ingestion (top 15)
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import argparse  # noqa: E402
+import cProfile  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import pstats  # noqa: E402
+import resource  # noqa: E402
+import shutil  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from dataclasses import asdict, dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import apache_beam as beam  # noqa: E402
+from tfx.dsl.components.base.base_beam_executor import BaseBeamExecutor  # noqa: E402
+from tfx.proto import example_gen_pb2  # noqa: E402
+from tfx.types import standard_artifacts  # noqa: E402
+from tfx.utils import proto_utils  # noqa: E402
+
+from components.example_gen import executor as example_gen  # noqa: E402
+from components.example_gen.component import split_input_config  # noqa: E402
+from components.fold_split import executor as fold_split  # noqa: E402
+from pipeline.config import DEFAULT_SPLIT_PATTERNS  # noqa: E402
+from pipeline.synth import SynthConfig, write_dataset  # noqa: E402
+from trainer.readers import make_dataset  # noqa: E402
+
+BEAM_ARGS = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
+PAYLOAD = {"video": example_gen_pb2.FORMAT_TF_EXAMPLE, "frame": example_gen_pb2.FORMAT_TF_SEQUENCE_EXAMPLE}
+TARGET_RATIO = 0.5
+BATCH = 256
+
+
+@dataclass
+class Result:
+    """One layout's measurements (seconds, videos, bytes)."""
+
+    layout: str
+    videos: int
+    raw_bytes: int
+    example_gen_s: float
+    fold_split_s: float
+    tf_data_s: float
+
+    @property
+    def ingest_rate(self) -> float:
+        return self.videos / (self.example_gen_s + self.fold_split_s)
+
+    @property
+    def read_rate(self) -> float:
+        return self.videos / self.tf_data_s
+
+    @property
+    def ratio(self) -> float:
+        return self.ingest_rate / self.read_rate
+
+
+def ensure_data(cfg: SynthConfig, data_dir: Path) -> Path:
+    """Generate `cfg` into `data_dir` unless a data set with the same settings is already there."""
+    summary = data_dir / "synth.json"
+    wanted = json.loads(json.dumps(asdict(cfg)))
+    if summary.exists() and json.loads(summary.read_text())["config"] == wanted:
+        return data_dir
+    shutil.rmtree(data_dir, ignore_errors=True)
+    start = time.perf_counter()
+    write_dataset(cfg, data_dir)
+    print(f"generated {data_dir} in {time.perf_counter() - start:.1f}s", flush=True)
+    return data_dir
+
+
+def _context() -> BaseBeamExecutor.Context:
+    """Executor context with the pipeline's Beam args, minus the per-executor ephemeral TFX sdist build."""
+    return BaseBeamExecutor.Context(make_beam_pipeline_fn=lambda: beam.Pipeline(argv=BEAM_ARGS))
+
+
+def run_ingest(data_dir: Path, layout: str, classes: int, work: Path) -> tuple[float, float, int]:
+    """YT8MExampleGen then FoldSplit on one layout; returns both stages' seconds and the videos split."""
+    shutil.rmtree(work, ignore_errors=True)
+    examples, folds = standard_artifacts.Examples(), standard_artifacts.Examples()
+    examples.uri, folds.uri = str(work / "examples"), str(work / "folds")
+    os.makedirs(examples.uri)
+    os.makedirs(folds.uri)
+    input_config = split_input_config(DEFAULT_SPLIT_PATTERNS)
+    start = time.perf_counter()
+    example_gen.Executor(_context()).Do(
+        {},
+        {"examples": [examples]},
+        {
+            "input_base": str(data_dir / layout),
+            "input_config": proto_utils.proto_to_json(input_config),
+            "output_config": proto_utils.proto_to_json(example_gen_pb2.Output()),
+            "output_data_format": PAYLOAD[layout],
+            "output_file_format": example_gen_pb2.FORMAT_TFRECORDS_GZIP,
+            "num_classes": classes,
+            "unlabelled_splits": "test",
+        },
+    )
+    middle = time.perf_counter()
+    fold_split.Executor(_context()).Do(
+        {"examples": [examples]},
+        {"split_examples": [folds]},
+        {
+            "num_folds": 5,
+            "holdout_fraction": 0.05,
+            "seed": 0,
+            "num_classes": classes,
+            "unlabelled_splits": "test",
+        },
+    )
+    end = time.perf_counter()
+    videos = sum(folds.get_json_value_custom_property("split_counts").values())
+    return middle - start, end - middle, videos
+
+
+def run_read(data_dir: Path, layout: str, classes: int, frames: int) -> tuple[float, int]:
+    """Read and parse every raw record with trainer.readers.make_dataset; returns seconds and videos."""
+    start = time.perf_counter()
+    dataset = make_dataset(
+        [str(data_dir / layout / "*.tfrecord")], layout, classes, BATCH, max_frames=frames, compression=None
+    )
+    videos = sum(int(batch["id"].shape[0]) for batch in dataset)
+    return time.perf_counter() - start, videos
+
+
+def measure_sdist() -> float:
+    """Seconds to build the ephemeral TFX sdist every Beam executor builds when given beam_pipeline_args."""
+    from tfx.utils import dependency_utils
+
+    start = time.perf_counter()
+    package = Path(dependency_utils.build_ephemeral_package())
+    seconds = time.perf_counter() - start
+    shutil.rmtree(package.parents[3], ignore_errors=True)  # <mkdtemp>/build/tfx/dist/<sdist>
+    return seconds
+
+
+def profile(call: Callable[[], object], top: int = 15) -> None:
+    """Run `call` under cProfile and print the `top` entries by cumulative and by own time."""
+    profiler = cProfile.Profile()
+    profiler.runcall(call)
+    stats = pstats.Stats(profiler).strip_dirs()
+    stats.sort_stats("cumulative").print_stats(top)
+    stats.sort_stats("tottime").print_stats(top)
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*.tfrecord"))
+
+
+def print_table(results: list[Result]) -> None:
+    header = (
+        f"{'layout':6} {'videos':>7} {'raw MB':>7} {'ExampleGen s':>12} {'FoldSplit s':>11} "
+        f"{'ingest v/s':>10} {'tf.data s':>9} {'tf.data v/s':>11} {'ratio':>6} {'target':>7}"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        verdict = "ok" if r.ratio >= TARGET_RATIO else "MISS"
+        print(
+            f"{r.layout:6} {r.videos:7d} {r.raw_bytes / 2**20:7.1f} {r.example_gen_s:12.2f} "
+            f"{r.fold_split_s:11.2f} {r.ingest_rate:10.0f} {r.tf_data_s:9.2f} {r.read_rate:11.0f} "
+            f"{r.ratio:6.2f} {'>=' + str(TARGET_RATIO):>5} {verdict}"
+        )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--videos", type=int, default=10000, help="video-level videos")
+    parser.add_argument("--frame-videos", type=int, default=3000, help="frame-level videos")
+    parser.add_argument("--frames", type=int, default=20, help="max frames per video")
+    parser.add_argument("--classes", type=int, default=100)
+    parser.add_argument("--out", type=Path, default=Path("bench_out"))
+    parser.add_argument("--profile", choices=sorted(PAYLOAD), help="cProfile this layout's ingestion")
+    args = parser.parse_args(argv)
+    logging.getLogger().setLevel(logging.WARNING)
+    from absl import logging as absl_logging
+
+    absl_logging.set_verbosity(absl_logging.WARNING)
+
+    out = args.out.absolute()
+    counts = {"video": args.videos, "frame": args.frame_videos}
+    data = {
+        layout: ensure_data(
+            SynthConfig(videos=n, classes=args.classes, frames=args.frames, layouts=(layout,)),
+            out / f"data_{layout}",
+        )
+        for layout, n in counts.items()
+    }
+    warm = ensure_data(
+        SynthConfig(videos=200, classes=args.classes, frames=args.frames, videos_per_shard=50), out / "warmup"
+    )
+    for layout in PAYLOAD:
+        run_ingest(warm, layout, args.classes, out / "work" / "warmup")
+        run_read(warm, layout, args.classes, args.frames)
+    print(f"warm-up done; peak RSS {peak_rss_mb():.0f} MB", flush=True)
+
+    results = []
+    for layout, data_dir in data.items():
+        example_gen_s, fold_split_s, split_videos = run_ingest(
+            data_dir, layout, args.classes, out / "work" / layout
+        )
+        tf_data_s, read_videos = run_read(data_dir, layout, args.classes, args.frames)
+        if not split_videos == read_videos == counts[layout]:
+            raise RuntimeError(
+                f"{layout}: {split_videos} videos split, {read_videos} read, {counts[layout]} made"
+            )
+        results.append(
+            Result(layout, counts[layout], _size(data_dir), example_gen_s, fold_split_s, tf_data_s)
+        )
+        print(f"{layout}: done; peak RSS {peak_rss_mb():.0f} MB", flush=True)
+    sdist_s = measure_sdist()
+
+    print()
+    print(f"ingest benchmark, {os.cpu_count()} CPUs, Beam {' '.join(BEAM_ARGS)}, classes {args.classes}")
+    print("each row is ONE run after a warm-up on a noisy machine: expect +-20% between runs")
+    print_table(results)
+    print(f"peak RSS {peak_rss_mb():.0f} MB (whole process, both layouts)")
+    print(
+        "not in the table: under BeamDagRunner every Beam executor given beam_pipeline_args first builds "
+        f"an ephemeral TFX sdist: {sdist_s:.1f}s each, 5 Beam nodes per pipeline run"
+    )
+    if args.profile:
+        print(f"\ncProfile of {args.profile}-level ingestion (ExampleGen + FoldSplit):")
+        profile(lambda: run_ingest(data[args.profile], args.profile, args.classes, out / "work" / "profile"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""Executor of L1Assemble: CoGroupByKey on video id against the fold split, checks, averaging, writing."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+from tfx.components.util import examples_utils
+from tfx.dsl.components.base import base_beam_executor
+from tfx.proto import example_gen_pb2
+from tfx.types import artifact, standard_artifact_utils
+
+from components.fold_split.executor import HOLDOUT, fold_names
+from trainer.predictions import AVERAGED, decode_prediction, encode_prediction
+from trainer.records import video_id_of
+
+OUT_OF_FOLD = "oof"
+
+
+class AssemblyError(ValueError):
+    """Predictions that do not cover the examples exactly as required."""
+
+
+def check_out_of_fold(video_id: str, grouped: dict[str, list], config_name: str) -> bytes:
+    """The single OOF prediction of a fold video, made by the model of the video's own fold."""
+    expected, predictions = list(grouped["split"]), list(grouped["predictions"])
+    if len(expected) != 1:
+        raise AssemblyError(f"{config_name}: prediction for video '{video_id}' which is in no fold split")
+    if len(predictions) != 1:
+        state = "missing" if not predictions else f"duplicated ({len(predictions)} predictions)"
+        raise AssemblyError(f"{config_name}: out-of-fold prediction of video '{video_id}' is {state}")
+    _, fold, _ = decode_prediction(predictions[0])
+    if expected[0] != f"fold_{fold}":
+        raise AssemblyError(
+            f"{config_name}: video '{video_id}' of {expected[0]} was predicted by the model of fold {fold}"
+        )
+    return predictions[0]
+
+
+def average_folds(video_id: str, grouped: dict[str, list], config_name: str, num_folds: int) -> bytes:
+    """The mean of the fold models' predictions of a holdout/test video; exactly one per fold model."""
+    if len(list(grouped["split"])) != 1:
+        raise AssemblyError(f"{config_name}: prediction for unknown video '{video_id}'")
+    decoded = [decode_prediction(p) for p in grouped["predictions"]]
+    folds = sorted(fold for _, fold, _ in decoded)
+    if folds != list(range(num_folds)):
+        raise AssemblyError(
+            f"{config_name}: video '{video_id}' has predictions from folds {folds}, expected one per fold "
+            f"0..{num_folds - 1}"
+        )
+    return encode_prediction(video_id, np.mean([scores for _, _, scores in decoded], axis=0), AVERAGED)
+
+
+class Executor(base_beam_executor.BaseBeamExecutor):
+    def Do(  # noqa: N802 (TFX API)
+        self,
+        input_dict: dict[str, list[artifact.Artifact]],
+        output_dict: dict[str, list[artifact.Artifact]],
+        exec_properties: dict[str, Any],
+    ) -> None:
+        num_folds, config_name = exec_properties["num_folds"], exec_properties["config_name"]
+        examples = input_dict["examples"][0]
+        output = output_dict["predictions"][0]
+        fold_predictions = [input_dict[f"predictions_{k}"][0] for k in range(num_folds)]
+        folds_seen = [p.get_int_custom_property("fold") for p in fold_predictions]
+        if folds_seen != list(range(num_folds)):
+            raise AssemblyError(f"{config_name}: fold predictions come from folds {folds_seen}")
+        level = (
+            "frame"
+            if examples_utils.get_payload_format(examples) == (example_gen_pb2.FORMAT_TF_SEQUENCE_EXAMPLE)
+            else "video"
+        )
+        available = standard_artifact_utils.decode_split_names(examples.split_names)
+        averaged_splits = [split for split in (HOLDOUT, "test") if split in available]
+
+        def example_ids(pipeline, splits: Iterable[str], label: str):
+            parts = []
+            for split in splits:
+                pattern = os.path.join(standard_artifact_utils.get_split_uri([examples], split), "*")
+                parts.append(
+                    pipeline
+                    | f"ReadExamples[{label}.{split}]" >> beam.io.ReadFromTFRecord(pattern)
+                    | f"Ids[{label}.{split}]"
+                    >> beam.Map(lambda record, split=split: (video_id_of(record, level), split))
+                )
+            return parts | f"FlattenIds[{label}]" >> beam.Flatten()
+
+        def predictions(pipeline, split_of_fold, label: str):
+            parts = []
+            for fold, artifact_ in enumerate(fold_predictions):
+                split = split_of_fold(fold)
+                pattern = os.path.join(standard_artifact_utils.get_split_uri([artifact_], split), "*")
+                parts.append(
+                    pipeline | f"ReadPredictions[{label}.{fold}]" >> beam.io.ReadFromTFRecord(pattern)
+                )
+            return (
+                parts
+                | f"FlattenPredictions[{label}]" >> beam.Flatten()
+                | f"KeyPredictions[{label}]"
+                >> beam.Map(lambda record: (decode_prediction(record)[0], record))
+            )
+
+        def write(pcoll, split: str):
+            return pcoll | f"Write[{split}]" >> beam.io.WriteToTFRecord(
+                os.path.join(output.uri, f"Split-{split}", "predictions"), file_name_suffix=".gz"
+            )
+
+        with self._make_beam_pipeline() as pipeline:
+            oof = (
+                {
+                    "split": example_ids(pipeline, fold_names(num_folds), OUT_OF_FOLD),
+                    "predictions": predictions(pipeline, lambda fold: f"fold_{fold}", OUT_OF_FOLD),
+                }
+                | "JoinOOF" >> beam.CoGroupByKey()
+                | "CheckOOF" >> beam.Map(lambda item: check_out_of_fold(*item, config_name))
+            )
+            write(oof, OUT_OF_FOLD)
+            for split in averaged_splits:
+                averaged = (
+                    {
+                        "split": example_ids(pipeline, [split], split),
+                        "predictions": predictions(pipeline, lambda fold, split=split: split, split),
+                    }
+                    | f"Join[{split}]" >> beam.CoGroupByKey()
+                    | f"Average[{split}]"
+                    >> beam.Map(lambda item: average_folds(*item, config_name, num_folds))
+                )
+                write(averaged, split)
+
+        output.split_names = standard_artifact_utils.encode_split_names([OUT_OF_FOLD, *averaged_splits])
+        output.set_string_custom_property("config_name", config_name)
+        output.set_string_custom_property("level", level)
+        output.set_int_custom_property("num_folds", num_folds)
+        output.set_int_custom_property(
+            "num_classes", fold_predictions[0].get_int_custom_property("num_classes")
+        )
+        output.set_json_value_custom_property(
+            "fold_models",
+            {
+                str(k): {
+                    "model_uri": p.get_string_custom_property("model_uri"),
+                    "train_splits": p.get_json_value_custom_property("train_splits"),
+                    "predictions_uri": p.uri,
+                }
+                for k, p in enumerate(fold_predictions)
+            },
+        )

@@ -1,0 +1,195 @@
+"""TFX Trainer `run_fn` of the L1 models: one (config, fold) per Trainer node.
+
+The model trains on the other folds' videos minus a validation slice carved from them by a hash of the video
+id (early stopping and LR schedule watch GAP on that slice, never the out-of-fold split). It is exported as a
+SavedModel whose `serving_default` maps serialized records of its layout to `video_id` and `scores`.
+What the model was trained on is written to `assets.extra/training_info.json` inside the export, so the
+prediction stage can prove that no out-of-fold prediction comes from a model that saw the video.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from trainer import features as F
+from trainer.l1_config import L1Config, parse_l1_config
+from trainer.losses import get_loss, mixup
+from trainer.metrics import gap_at_k
+from trainer.readers import make_dataset, parse_frame_example, parse_video_examples
+
+log = logging.getLogger(__name__)
+TRAINING_INFO = os.path.join("assets.extra", "training_info.json")
+_HASH_BUCKETS = 10_000
+
+
+def _model_inputs(level: str) -> tuple[str, ...]:
+    return (F.MEAN_RGB, F.MEAN_AUDIO) if level == "video" else (F.FRAME_RGB, F.FRAME_AUDIO, F.MASK)
+
+
+def in_validation_slice(video_ids: tf.Tensor, fraction: float, seed: int) -> tf.Tensor:
+    """Whether each training video belongs to the validation slice (a stable hash of seed and id)."""
+    salted = tf.strings.join([tf.strings.as_string(seed), video_ids], separator=":")
+    return tf.strings.to_hash_bucket_fast(salted, _HASH_BUCKETS) < int(round(fraction * _HASH_BUCKETS))
+
+
+def training_datasets(
+    config: L1Config, train_patterns: list[str], num_classes: int
+) -> tuple[tf.data.Dataset, tf.data.Dataset]:
+    """(train, validation) datasets of (inputs, multi-hot labels) from the training folds."""
+    training = config.training
+    inputs = _model_inputs(config.level)
+    max_frames = training.max_frames or F.MAX_FRAMES
+
+    def split(validation: bool, shuffle_seed: int | None) -> tf.data.Dataset:
+        dataset = make_dataset(
+            train_patterns,
+            config.level,
+            num_classes,
+            training.batch_size,
+            max_frames,
+            shuffle_seed=shuffle_seed,
+        )
+        dataset = dataset.unbatch().filter(
+            lambda x: in_validation_slice(x[F.ID], training.validation_fraction, training.seed) == validation
+        )
+        return dataset.batch(training.batch_size).map(lambda x: ({k: x[k] for k in inputs}, x[F.LABELS]))
+
+    train = split(False, training.seed)
+    if training.mixup_alpha > 0:
+        train = train.enumerate().map(
+            lambda step, batch: mixup(
+                batch[0], batch[1], training.mixup_alpha, tf.stack([training.seed, step])
+            )
+        )
+    return train.prefetch(tf.data.AUTOTUNE), split(True, None).cache()
+
+
+class ValidationGap(keras.callbacks.Callback):
+    """Adds `val_gap` (GAP@20 on the validation slice) to the epoch logs, before the callbacks that use it."""
+
+    def __init__(self, validation: tf.data.Dataset) -> None:
+        super().__init__()
+        self._validation = validation
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        scores, labels = [], []
+        for inputs, batch_labels in self._validation:
+            scores.append(self.model(inputs, training=False).numpy())
+            labels.append(batch_labels.numpy())
+        gap = gap_at_k(np.concatenate(scores), np.concatenate(labels)) if scores else 0.0
+        if logs is not None:
+            logs["val_gap"] = gap
+        log.info("epoch %d: val_gap %.4f", epoch + 1, gap)
+
+
+def distribution_strategy() -> tf.distribute.Strategy:
+    """All visible GPUs (MirroredStrategy) when there are several, else the default device."""
+    gpus = tf.config.list_logical_devices("GPU")
+    return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+
+
+def train_model(
+    config: L1Config, train_patterns: list[str], num_classes: int, log_dir: str | None = None
+) -> tuple[keras.Model, dict[str, Any]]:
+    """Train one L1 model; returns it (best validation-GAP weights) and its training history."""
+    keras.utils.set_random_seed(config.training.seed)
+    train, validation = training_datasets(config, train_patterns, num_classes)
+    with distribution_strategy().scope():
+        model = config.build_model(num_classes)
+        model.compile(
+            optimizer=keras.optimizers.Adam(config.training.learning_rate),
+            loss=get_loss(config.training.loss),
+        )
+    callbacks: list[keras.callbacks.Callback] = [
+        ValidationGap(validation),
+        keras.callbacks.ReduceLROnPlateau(
+            monitor="val_gap",
+            mode="max",
+            factor=config.training.reduce_lr_factor,
+            patience=config.training.reduce_lr_patience,
+        ),
+        keras.callbacks.EarlyStopping(
+            monitor="val_gap",
+            mode="max",
+            patience=config.training.early_stopping_patience,
+            restore_best_weights=True,
+        ),
+    ]
+    if log_dir:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=log_dir))
+    history = model.fit(train, epochs=config.training.epochs, callbacks=callbacks, verbose=2)
+    return model, {key: [float(v) for v in values] for key, values in history.history.items()}
+
+
+def serving_function(model: keras.Model, level: str, num_classes: int, max_frames: int):
+    """tf.function: serialized records of `level` -> {"video_id", "scores" (sigmoid probabilities)}."""
+    inputs = _model_inputs(level)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def serve(examples: tf.Tensor) -> dict[str, tf.Tensor]:
+        if level == "video":
+            parsed = parse_video_examples(examples, num_classes)
+        else:
+            signature = {
+                F.ID: tf.TensorSpec([], tf.string),
+                F.FRAME_RGB: tf.TensorSpec([max_frames, F.RGB_SIZE], tf.float32),
+                F.FRAME_AUDIO: tf.TensorSpec([max_frames, F.AUDIO_SIZE], tf.float32),
+                F.MASK: tf.TensorSpec([max_frames], tf.float32),
+            }
+            parsed = tf.map_fn(
+                lambda record: {
+                    k: v
+                    for k, v in parse_frame_example(record, num_classes, max_frames).items()
+                    if k in signature
+                },
+                examples,
+                fn_output_signature=signature,
+            )
+        logits = model({k: parsed[k] for k in inputs}, training=False)
+        return {"video_id": parsed[F.ID], "scores": tf.sigmoid(logits)}
+
+    return serve
+
+
+def export_model(
+    model: keras.Model, config: L1Config, num_classes: int, path: str, info: dict[str, Any]
+) -> None:
+    """Write the SavedModel (serving_default: records -> video_id, scores) and its training info."""
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    serve = serving_function(model, config.level, num_classes, config.training.max_frames or F.MAX_FRAMES)
+    archive.add_endpoint("serving_default", serve)
+    archive.write_out(path, verbose=False)
+    info_path = os.path.join(path, TRAINING_INFO)
+    tf.io.gfile.makedirs(os.path.dirname(info_path))
+    with tf.io.gfile.GFile(info_path, "w") as handle:
+        json.dump(info, handle, indent=1)
+
+
+def run_fn(fn_args) -> None:
+    """TFX Trainer entry point. custom_config: l1_config_yaml, l1_config_source, fold, num_classes."""
+    custom = fn_args.custom_config
+    config = parse_l1_config(custom["l1_config_yaml"], custom["l1_config_source"])
+    num_classes = int(custom["num_classes"])
+    model, history = train_model(config, list(fn_args.train_files), num_classes, fn_args.model_run_dir)
+    info = {
+        "config": config.name,
+        "model": config.model,
+        "level": config.level,
+        "fold": int(custom["fold"]),
+        "train_splits": list(custom["train_splits"]),
+        "train_files": list(fn_args.train_files),
+        "validation_fraction": config.training.validation_fraction,
+        "training": asdict(config.training),
+        "history": history,
+        "num_classes": num_classes,
+    }
+    export_model(model, config, num_classes, fn_args.serving_model_dir, info)
