@@ -131,9 +131,7 @@ def run_ingest(data_dir: Path, layout: str, classes: int, work: Path) -> tuple[f
 def run_read(data_dir: Path, layout: str, classes: int, frames: int) -> tuple[float, int]:
     """Read and parse every raw record with trainer.readers.make_dataset; returns seconds and videos."""
     start = time.perf_counter()
-    dataset = make_dataset(
-        [str(data_dir / layout / "*.tfrecord")], layout, classes, BATCH, max_frames=frames, compression=None
-    )
+    dataset = make_dataset([str(data_dir / layout / "*.tfrecord")], layout, classes, BATCH, max_frames=frames)
     videos = sum(int(batch["id"].shape[0]) for batch in dataset)
     return time.perf_counter() - start, videos
 

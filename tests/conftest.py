@@ -10,9 +10,12 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-from pipeline.config import DataConfig, FoldConfig, PipelineConfig  # noqa: E402
+from pipeline.config import DataConfig, FoldConfig, L1Settings, PipelineConfig  # noqa: E402
 from pipeline.synth import SynthConfig, write_dataset  # noqa: E402
 
+TINY_L1_CONFIGS = tuple(
+    str(Path(__file__).parent / "configs" / f"tiny_{level}.yaml") for level in ("video", "frame")
+)
 TINY = SynthConfig(videos=240, classes=30, frames=8, seed=3, videos_per_shard=60)
 
 
@@ -24,7 +27,9 @@ def tiny_data(tmp_path_factory) -> Path:
     return out
 
 
-def tiny_pipeline_config(data_dir: Path, home: Path, **changes) -> PipelineConfig:
+def tiny_pipeline_config(
+    data_dir: Path, home: Path, l1_configs: tuple[str, ...] = (), num_folds: int = 5, **changes
+) -> PipelineConfig:
     """A pipeline config for a data set written like `tiny_data`."""
     config = PipelineConfig(
         data=DataConfig(
@@ -34,6 +39,7 @@ def tiny_pipeline_config(data_dir: Path, home: Path, **changes) -> PipelineConfi
         ),
         pipeline_name="yt8m-test",
         home=str(home),
-        folds=FoldConfig(num_folds=5, holdout_fraction=0.1, seed=7),
+        folds=FoldConfig(num_folds=num_folds, holdout_fraction=0.1, seed=7),
+        l1=L1Settings(configs=l1_configs),
     )
     return config.with_overrides(**changes)

@@ -13,9 +13,15 @@ from pipeline import cli
 from pipeline.metadata import latest_executions, node_executions, open_store, property_value
 from pipeline.runner import run_pipeline
 from tests import builders
-from tests.conftest import tiny_pipeline_config
+from tests.conftest import TINY_L1_CONFIGS, tiny_pipeline_config
+from trainer.predictions import AVERAGED, decode_prediction
+from trainer.records import video_id_of
 
-NODES = {
+L1_NAMES = ("tiny_gated_mlp", "tiny_pooling")
+
+FOLDS = 3
+SPLITS = [f"fold_{k}" for k in range(FOLDS)] + ["holdout"]
+BASE_NODES = {
     "VideoExampleGen",
     "FrameExampleGen",
     "StatisticsGen",
@@ -23,48 +29,65 @@ NODES = {
     "VideoFoldSplit",
     "FrameFoldSplit",
 }
+L1_NODES = {
+    f"{kind}_{name}_fold{k}" for kind in ("L1Trainer", "L1Predict") for name in L1_NAMES for k in range(FOLDS)
+} | {f"L1Assemble_{name}" for name in L1_NAMES}
 pytestmark = pytest.mark.slow
 
 
+def _records(uri: str, split: str) -> list[bytes]:
+    files = tf.io.gfile.glob(os.path.join(uri, f"Split-{split}", "*"))
+    return [record.numpy() for record in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+
+
 def _split_ids(artifact, split: str) -> list[str]:
-    files = tf.io.gfile.glob(os.path.join(artifact.uri, f"Split-{split}", "*"))
-    ids = []
-    for record in tf.data.TFRecordDataset(files, compression_type="GZIP"):
-        example = tf.train.Example.FromString(record.numpy())
-        feature = (
-            example.features.feature or tf.train.SequenceExample.FromString(record.numpy()).context.feature
-        )
-        ids.append(feature["id"].bytes_list.value[0].decode())
-    return sorted(ids)
+    level = "frame" if "Frame" in artifact.uri else "video"
+    return sorted(video_id_of(record, level) for record in _records(artifact.uri, split))
 
 
-def test_pipeline_run_publishes_fold_splits_and_reruns_from_cache(tiny_data, tmp_path):
-    config = tiny_pipeline_config(tiny_data, tmp_path / "home")
+def test_pipeline_runs_l1_over_folds_and_reruns_from_cache(tiny_data, tmp_path):
+    config = tiny_pipeline_config(tiny_data, tmp_path / "home", l1_configs=TINY_L1_CONFIGS, num_folds=FOLDS)
     run_pipeline(config)
-    store = open_store(config.metadata_path)
-    executions = latest_executions(store, config.pipeline_name)
-    assert set(executions) == NODES
+    executions = latest_executions(open_store(config.metadata_path), config.pipeline_name)
+    assert set(executions) == BASE_NODES | L1_NODES
     assert {e.state for e in executions.values()} == {"COMPLETE"}
 
     video, frame = (executions[n].outputs["split_examples"][0] for n in ("VideoFoldSplit", "FrameFoldSplit"))
-    splits = ["fold_0", "fold_1", "fold_2", "fold_3", "fold_4", "holdout"]
-    video_ids = {split: _split_ids(video, split) for split in [*splits, "test"]}
-    frame_ids = {split: _split_ids(frame, split) for split in [*splits, "test"]}
-    assert video_ids == frame_ids  # frame-level shares the fold map
-    labelled = [vid for split in splits for vid in video_ids[split]]
+    video_ids = {split: _split_ids(video, split) for split in [*SPLITS, "test"]}
+    assert video_ids == {split: _split_ids(frame, split) for split in [*SPLITS, "test"]}  # one fold map
+    labelled = [vid for split in SPLITS for vid in video_ids[split]]
     assert len(labelled) == len(set(labelled)) == 204  # train + validate of the 240 tiny videos, once each
-    assert len(video_ids["test"]) == 36
-    assert all(video_ids[split] for split in splits)
-    assert video.custom_properties["fold_map_fingerprint"] == frame.custom_properties["fold_map_fingerprint"]
-    counts = property_value(video, "split_counts")
-    assert counts == {split: len(ids) for split, ids in video_ids.items()}
+    assert len(video_ids["test"]) == 36 and all(video_ids[split] for split in SPLITS)
+    assert property_value(video, "split_counts") == {split: len(ids) for split, ids in video_ids.items()}
     coverage = property_value(video, "label_coverage")
-    assert set(coverage) == set(splits) and all(0 < share <= 1 for share in coverage.values())
-    assert property_value(frame, "seed") == 7 and property_value(frame, "num_folds") == 5
+    assert set(coverage) == set(SPLITS) and all(0 < share <= 1 for share in coverage.values())
+    assert property_value(frame, "seed") == 7 and property_value(frame, "num_folds") == FOLDS
+    assert video.custom_properties["fold_map_fingerprint"] == frame.custom_properties["fold_map_fingerprint"]
+
+    split_of = {vid: split for split in SPLITS for vid in video_ids[split]}
+    for name in L1_NAMES:
+        assembled = executions[f"L1Assemble_{name}"].outputs["predictions"][0]
+        fold_models = property_value(assembled, "fold_models")
+        assert sorted(fold_models) == [str(k) for k in range(FOLDS)]
+        for fold, model in fold_models.items():
+            assert f"fold_{fold}" not in model["train_splits"] and len(model["train_splits"]) == FOLDS - 1
+        oof = [decode_prediction(r) for r in _records(assembled.uri, "oof")]
+        fold_videos = sorted(vid for vid in labelled if split_of[vid] != "holdout")
+        assert sorted(vid for vid, _, _ in oof) == fold_videos  # every fold video exactly once
+        for vid, fold, scores in oof:
+            assert (
+                split_of[vid] == f"fold_{fold}"
+                and split_of[vid] not in fold_models[str(fold)]["train_splits"]
+            )
+            assert scores.shape == (30,) and 0 <= scores.min() and scores.max() <= 1
+        for split in ("holdout", "test"):
+            averaged = [decode_prediction(r) for r in _records(assembled.uri, split)]
+            assert sorted(vid for vid, _, _ in averaged) == video_ids[split]
+            assert {fold for _, fold, _ in averaged} == {AVERAGED}
 
     run_pipeline(config)
-    reruns = node_executions(open_store(config.metadata_path), config.pipeline_name)[len(NODES) :]
-    assert {e.node_id for e in reruns} == NODES
+    reruns = node_executions(open_store(config.metadata_path), config.pipeline_name)[len(executions) :]
+    assert {e.node_id for e in reruns} == BASE_NODES | L1_NODES
     assert {e.state for e in reruns} == {"CACHED"}
 
 

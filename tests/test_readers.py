@@ -58,10 +58,8 @@ def test_unlabelled_frame_record_has_zero_labels():
 
 
 def test_make_dataset_reads_both_layouts_in_the_same_order(tiny_data):
-    video = make_dataset([str(tiny_data / "video" / "train*")], "video", 30, 16, compression=None)
-    frame = make_dataset(
-        [str(tiny_data / "frame" / "train*")], "frame", 30, 16, max_frames=6, compression=None
-    )
+    video = make_dataset([str(tiny_data / "video" / "train*")], "video", 30, 16)
+    frame = make_dataset([str(tiny_data / "frame" / "train*")], "frame", 30, 16, max_frames=6)
     video_batch, frame_batch = next(iter(video)), next(iter(frame))
     np.testing.assert_array_equal(video_batch[F.ID].numpy(), frame_batch[F.ID].numpy())
     np.testing.assert_array_equal(video_batch[F.LABELS].numpy(), frame_batch[F.LABELS].numpy())

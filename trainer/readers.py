@@ -62,20 +62,24 @@ def parse_frame_example(serialized: tf.Tensor, num_classes: int, max_frames: int
     return parsed
 
 
+def _compression_of(path: tf.Tensor) -> tf.Tensor:
+    return tf.where(tf.strings.regex_full_match(path, r".*\.gz"), "GZIP", "")
+
+
 def make_dataset(
     file_patterns: Sequence[str],
     level: str,
     num_classes: int,
     batch_size: int,
     max_frames: int = F.MAX_FRAMES,
-    compression: str | None = "GZIP",
     shuffle_seed: int | None = None,
     repeat: bool = False,
     drop_remainder: bool = False,
 ) -> tf.data.Dataset:
     """Batches of parsed features from TFRecord files of one layout ("video" or "frame").
 
-    Files and records are shuffled only when `shuffle_seed` is given, and then deterministically.
+    Files ending in .gz (TFX artifacts) are read as GZIP, others as plain TFRecords. Files and records are
+    shuffled only when `shuffle_seed` is given, and then deterministically.
     """
     files = sorted({path for pattern in file_patterns for path in tf.io.gfile.glob(pattern)})
     if not files:
@@ -84,7 +88,7 @@ def make_dataset(
     if shuffle_seed is not None:
         dataset = dataset.shuffle(len(files), seed=shuffle_seed)
     dataset = dataset.interleave(
-        lambda path: tf.data.TFRecordDataset(path, compression_type=compression or ""),
+        lambda path: tf.data.TFRecordDataset(path, compression_type=_compression_of(path)),
         cycle_length=min(4, len(files)),
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,

@@ -1,0 +1,118 @@
+"""L1Assemble executor on hand-made fold splits and fold predictions: coverage, provenance, averaging."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tfx.components.util import examples_utils
+from tfx.proto import example_gen_pb2
+from tfx.types import standard_artifact_utils, standard_artifacts
+
+from components.artifacts import Predictions
+from components.l1_assemble.executor import AssemblyError, Executor
+from pipeline.synth import video_example
+from tests import builders
+from trainer.predictions import AVERAGED, decode_prediction, encode_prediction
+
+FOLD_VIDEOS = {"fold_0": ["a", "b"], "fold_1": ["c", "d", "e"], "holdout": ["h"], "test": ["t1", "t2"]}
+
+
+def _write(directory, records: list[bytes]) -> None:
+    os.makedirs(directory, exist_ok=True)
+    with tf.io.TFRecordWriter(str(directory / "part.gz"), "GZIP") as writer:
+        for record in records:
+            writer.write(record)
+
+
+def _examples(root) -> standard_artifacts.Examples:
+    artifact = standard_artifacts.Examples()
+    artifact.uri = str(root)
+    artifact.split_names = standard_artifact_utils.encode_split_names(list(FOLD_VIDEOS))
+    examples_utils.set_payload_format(artifact, example_gen_pb2.FORMAT_TF_EXAMPLE)
+    for split, ids in FOLD_VIDEOS.items():
+        _write(
+            root / f"Split-{split}", [video_example(builders.video(video_id=i), split != "test") for i in ids]
+        )
+    return artifact
+
+
+def _scores(video_id: str, fold: int) -> np.ndarray:
+    return np.array([fold, len(video_id), 0.5], dtype=np.float32) / 4
+
+
+def _fold_predictions(root, fold: int, oof_ids=None) -> Predictions:
+    artifact = Predictions()
+    artifact.uri = str(root / f"pred{fold}")
+    artifact.set_int_custom_property("fold", fold)
+    artifact.set_int_custom_property("num_classes", 3)
+    artifact.set_string_custom_property("model_uri", f"/models/{fold}")
+    artifact.set_json_value_custom_property("train_splits", [f"fold_{1 - fold}"])
+    oof_ids = FOLD_VIDEOS[f"fold_{fold}"] if oof_ids is None else oof_ids
+    artifact.split_names = standard_artifact_utils.encode_split_names([f"fold_{fold}", "holdout", "test"])
+    for split, ids in (
+        (f"fold_{fold}", oof_ids),
+        ("holdout", FOLD_VIDEOS["holdout"]),
+        ("test", FOLD_VIDEOS["test"]),
+    ):
+        _write(
+            root / f"pred{fold}" / f"Split-{split}",
+            [encode_prediction(i, _scores(i, fold), fold) for i in ids],
+        )
+    return artifact
+
+
+def _assemble(tmp_path, predictions: list[Predictions]) -> Predictions:
+    output = Predictions()
+    output.uri = str(tmp_path / "out")
+    inputs = {"examples": [_examples(tmp_path / "examples")]}
+    inputs.update({f"predictions_{k}": [p] for k, p in enumerate(predictions)})
+    Executor().Do(inputs, {"predictions": [output]}, {"num_folds": len(predictions), "config_name": "m"})
+    return output
+
+
+def _read(artifact, split: str) -> dict[str, tuple[int, np.ndarray]]:
+    files = tf.io.gfile.glob(os.path.join(artifact.uri, f"Split-{split}", "*"))
+    decoded = [decode_prediction(r.numpy()) for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+    return {video_id: (fold, scores) for video_id, fold, scores in decoded}
+
+
+def test_assembles_oof_once_per_video_and_averages_holdout_and_test(tmp_path):
+    output = _assemble(tmp_path, [_fold_predictions(tmp_path, 0), _fold_predictions(tmp_path, 1)])
+    oof = _read(output, "oof")
+    assert sorted(oof) == ["a", "b", "c", "d", "e"]
+    assert {video: fold for video, (fold, _) in oof.items()} == {"a": 0, "b": 0, "c": 1, "d": 1, "e": 1}
+    np.testing.assert_allclose(oof["c"][1], _scores("c", 1), atol=1e-3)
+    for split in ("holdout", "test"):
+        averaged = _read(output, split)
+        assert sorted(averaged) == sorted(FOLD_VIDEOS[split])
+        for video, (fold, scores) in averaged.items():
+            assert fold == AVERAGED
+            np.testing.assert_allclose(scores, (_scores(video, 0) + _scores(video, 1)) / 2, atol=1e-3)
+    assert output.get_json_value_custom_property("fold_models")["1"]["train_splits"] == ["fold_0"]
+    assert standard_artifact_utils.decode_split_names(output.split_names) == ["oof", "holdout", "test"]
+
+
+@pytest.mark.parametrize(
+    ("oof_ids", "message"),
+    [
+        (["c", "d"], "out-of-fold prediction of video 'e' is missing"),
+        (["c", "d", "e", "e"], r"out-of-fold prediction of video 'e' is duplicated \(2 predictions\)"),
+        (["c", "d", "e", "zz"], "prediction for video 'zz' which is in no fold split"),
+        (["c", "d", "e", "a"], r"out-of-fold prediction of video 'a' is duplicated"),
+    ],
+)
+def test_missing_duplicated_or_unknown_ids_fail(tmp_path, oof_ids, message):
+    with pytest.raises(AssemblyError, match=message):
+        _assemble(tmp_path, [_fold_predictions(tmp_path, 0), _fold_predictions(tmp_path, 1, oof_ids)])
+
+
+def test_prediction_from_the_wrong_fold_model_fails(tmp_path):
+    wrong = _fold_predictions(tmp_path, 1)
+    _write(
+        tmp_path / "pred1" / "Split-fold_1", [encode_prediction(i, _scores(i, 0), 0) for i in ["c", "d", "e"]]
+    )
+    with pytest.raises(AssemblyError, match="video 'c' of fold_1 was predicted by the model of fold 0"):
+        _assemble(tmp_path, [_fold_predictions(tmp_path, 0), wrong])
