@@ -266,3 +266,35 @@ def test_other_invalid_inputs():
         metrics.gap_at_k(SCORES, LABELS, k=0)
     with pytest.raises(ValueError, match=r"\(4,\)"):
         metrics.top_k(np.zeros(4))
+
+
+def test_gap_from_candidates_equals_dense_gap():
+    rng = np.random.default_rng(0)
+    scores = rng.random((40, 25))
+    labels = (rng.random((40, 25)) < 0.1).astype(int)
+    labels[0] = 0
+    videos, classes = np.nonzero(np.ones_like(scores))
+    order = rng.permutation(videos.size)  # row order must not matter
+    sparse = metrics.gap_from_candidates(
+        videos[order].astype(str),
+        classes[order],
+        scores[videos, classes][order],
+        labels[videos, classes][order],
+        int(labels.sum()),
+        k=5,
+    )
+    assert sparse == pytest.approx(metrics.gap_at_k(scores, labels, k=5), abs=1e-12)
+
+
+def test_gap_from_candidates_counts_labels_without_rows():
+    # video a: rows (c0 0.9 true), (c1 0.8 false); video b: row (c2 0.7 true); one more true label of b has
+    # no row. Pooled: 0.9 T (p=1), 0.8 F, 0.7 T (p=2/3) -> (1 + 2/3) / 3 true labels = 0.5556
+    gap = metrics.gap_from_candidates(
+        np.array(["a", "a", "b"]),
+        np.array([0, 1, 2]),
+        np.array([0.9, 0.8, 0.7]),
+        np.array([1, 0, 1]),
+        3,
+        k=20,
+    )
+    assert gap == pytest.approx((1 + 2 / 3) / 3)

@@ -20,18 +20,24 @@ class ConfigError(ValueError):
     """A config file that does not match its schema; the message names the file and the key."""
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    """The mapping at the top of a YAML file (safe_load only)."""
-    path = Path(path)
+def parse_yaml(text: str, source: str) -> dict[str, Any]:
+    """The mapping at the top of YAML text read from `source` (safe_load only)."""
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{source}: not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """The mapping at the top of a YAML file."""
+    try:
+        text = Path(path).read_text()
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
-    return data
+    return parse_yaml(text, str(path))
 
 
 def _describe(value: Any) -> str:

@@ -174,3 +174,32 @@ def evaluate(scores: np.ndarray, labels: np.ndarray, k: int = 20) -> dict[str, f
         "perr": _perr(scores, labels),
         "map": _map(scores, labels),
     }
+
+
+def gap_from_candidates(
+    video_ids: np.ndarray,
+    class_ids: np.ndarray,
+    scores: np.ndarray,
+    relevant: np.ndarray,
+    num_true_labels: int,
+    k: int = 20,
+) -> float:
+    """GAP@k of sparse predictions: one row per scored (video, class) pair, all other classes scoring 0.
+
+    `num_true_labels` counts every true label of the videos, including classes that have no row, so the
+    result equals `gap_at_k` on the dense matrix whenever each video has at least k rows with positive scores.
+    Per video the top k rows are taken by score, ties by class index; the pooled ranking is pessimistic.
+    """
+    _check_k(k)
+    video_ids, class_ids = np.asarray(video_ids), np.asarray(class_ids)
+    scores, relevant = np.asarray(scores, dtype=np.float64), np.asarray(relevant, dtype=bool)
+    if not video_ids.shape == class_ids.shape == scores.shape == relevant.shape or video_ids.ndim != 1:
+        raise ValueError("video_ids, class_ids, scores and relevant must be 1-D arrays of one length")
+    if scores.size == 0:
+        return 0.0
+    order = np.lexsort((class_ids, -scores, video_ids))
+    sorted_videos = video_ids[order]
+    starts = np.flatnonzero(np.r_[True, sorted_videos[1:] != sorted_videos[:-1]])
+    rank = np.arange(order.size) - np.repeat(starts, np.diff(np.r_[starts, order.size]))
+    kept = order[rank < k]
+    return _pessimistic_ap(scores[kept][relevant[kept]], scores[kept][~relevant[kept]], num_true_labels)

@@ -1,0 +1,159 @@
+"""L2LightGBM executor on hand-made candidate features: OOF provenance, probabilities, text models, metrics."""
+
+from __future__ import annotations
+
+import os
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from tfx.types import standard_artifact_utils, standard_artifacts
+
+from components.artifacts import CandidateFeatures, CandidateScores, StageMetrics
+from components.l2_lightgbm.executor import Executor, in_validation_slice, rows_gap
+
+CONFIG = """
+num_boost_round: 60
+early_stopping_rounds: 10
+validation_fraction: 0.2
+seed: 3
+params: {learning_rate: 0.1, num_leaves: 7, min_data_in_leaf: 5, num_threads: 1}
+"""
+MODELS = ["a", "b"]
+FEATURES = [
+    "class_id",
+    "score_a",
+    "rank_a",
+    "score_b",
+    "rank_b",
+    "score_mean",
+    "score_max",
+    "score_std",
+    "topk_count",
+    "prior",
+]
+
+
+def _rows(split: str, videos: int, fold_of, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    frames = []
+    for v in range(videos):
+        classes = rng.choice(30, size=8, replace=False)
+        target = (rng.random(8) < 0.3).astype(np.int8) if split != "test" else np.zeros(8, np.int8)
+        score_a = np.clip(0.5 * target + 0.5 * rng.random(8), 0, 1)
+        score_b = np.clip(0.3 * target + 0.7 * rng.random(8), 0, 1)
+        frames.append(
+            pd.DataFrame(
+                {
+                    "video_id": f"{split}{v}",
+                    "fold": fold_of(v),
+                    "class_id": classes.astype(np.int32),
+                    "target": target,
+                    "num_labels": np.int32(target.sum() + (1 if split != "test" else 0)),
+                    "score_a": score_a.astype(np.float32),
+                    "rank_a": (np.argsort(np.argsort(-score_a)) + 1).astype(np.int32),
+                    "score_b": score_b.astype(np.float32),
+                    "rank_b": (np.argsort(np.argsort(-score_b)) + 1).astype(np.int32),
+                }
+            )
+        )
+    rows = pd.concat(frames, ignore_index=True)
+    both = rows[["score_a", "score_b"]].to_numpy()
+    return rows.assign(
+        score_mean=both.mean(1).astype(np.float32),
+        score_max=both.max(1).astype(np.float32),
+        score_std=both.std(1).astype(np.float32),
+        topk_count=np.int32(2),
+        prior=np.float32(0.1),
+        fold=rows["fold"].astype(np.int32),
+    )
+
+
+def _features(tmp_path) -> CandidateFeatures:
+    features = CandidateFeatures()
+    features.uri = str(tmp_path / "features")
+    splits = {
+        "oof": _rows("oof", 90, lambda v: v % 3, 0),
+        "holdout": _rows("holdout", 20, lambda v: -1, 1),
+        "test": _rows("test", 10, lambda v: -1, 2),
+    }
+    for split, rows in splits.items():
+        os.makedirs(tmp_path / "features" / f"Split-{split}")
+        rows.to_parquet(tmp_path / "features" / f"Split-{split}" / "part.parquet", index=False)
+    features.split_names = standard_artifact_utils.encode_split_names(list(splits))
+    features.set_json_value_custom_property("feature_columns", FEATURES)
+    features.set_json_value_custom_property("model_names", MODELS)
+    return features
+
+
+def _run(tmp_path, name: str):
+    outputs = {"scores": CandidateScores(), "model": standard_artifacts.Model(), "metrics": StageMetrics()}
+    for key, output in outputs.items():
+        output.uri = str(tmp_path / name / key)
+        os.makedirs(output.uri)
+    Executor().Do(
+        {"features": [_features(tmp_path / name)]},
+        {k: [v] for k, v in outputs.items()},
+        {"config_yaml": CONFIG, "config_source": "inline.yaml", "gap_k": 20},
+    )
+    return outputs
+
+
+def _scores(artifact, split: str) -> pd.DataFrame:
+    return pq.read_table(os.path.join(artifact.uri, f"Split-{split}")).to_pandas()
+
+
+def test_oof_rows_are_scored_by_the_model_that_did_not_train_on_their_fold(tmp_path):
+    outputs = _run(tmp_path, "run")
+    oof = _scores(outputs["scores"], "oof")
+    assert (oof["scored_by"] == oof["fold"]).all()
+    fold_models = outputs["scores"].get_json_value_custom_property("fold_models")
+    for fold, info in fold_models.items():
+        assert int(fold) not in info["train_folds"] and len(info["train_folds"]) == 2
+    assert oof["score"].between(0, 1).all() and oof["score"].nunique() > 10  # probabilities, not 0/1
+
+    for fold in range(3):
+        path = os.path.join(outputs["model"].uri, f"fold_{fold}.txt")
+        with open(path) as handle:
+            assert handle.readline().strip() == "tree"  # LightGBM text format, no pickle
+        features = pq.read_table(tmp_path / "run" / "features" / "Split-oof").to_pandas()
+        rows = features["fold"] == fold
+        reloaded = lgb.Booster(model_file=path).predict(features.loc[rows, FEATURES])
+        np.testing.assert_allclose(oof.loc[rows, "score"], reloaded, rtol=1e-5)
+
+    holdout = _scores(outputs["scores"], "holdout")
+    features = pq.read_table(tmp_path / "run" / "features" / "Split-holdout").to_pandas()
+    boosters = [lgb.Booster(model_file=os.path.join(outputs["model"].uri, f"fold_{k}.txt")) for k in range(3)]
+    mean = np.mean([b.predict(features[FEATURES]) for b in boosters], axis=0)
+    np.testing.assert_allclose(holdout["score"], mean, rtol=1e-5)
+    assert (holdout["scored_by"] == -1).all() and len(_scores(outputs["scores"], "test")) == 80
+
+
+def test_metrics_report_fold_holdout_and_l1_gaps(tmp_path):
+    outputs = _run(tmp_path, "run")
+    metrics = outputs["metrics"]
+    holdout = pq.read_table(tmp_path / "run" / "features" / "Split-holdout").to_pandas()
+    scores = _scores(outputs["scores"], "holdout")
+    assert metrics.get_json_value_custom_property("holdout_gap") == pytest.approx(
+        rows_gap(holdout, scores["score"].to_numpy(), 20)
+    )
+    l1 = metrics.get_json_value_custom_property("l1_holdout_gap")
+    assert l1 == pytest.approx({m: rows_gap(holdout, holdout[f"score_{m}"].to_numpy(), 20) for m in MODELS})
+    assert l1["a"] > l1["b"]  # model a's scores carry more signal by construction
+    assert sorted(metrics.get_json_value_custom_property("fold_gap")) == ["0", "1", "2"]
+    assert os.path.exists(os.path.join(metrics.uri, "metrics.json"))
+
+
+def test_same_seed_gives_identical_scores(tmp_path):
+    first = _scores(_run(tmp_path, "one")["scores"], "oof")
+    second = _scores(_run(tmp_path, "two")["scores"], "oof")
+    pd.testing.assert_frame_equal(first, second)
+
+
+def test_validation_slice_takes_whole_videos():
+    ids = pd.Series([f"v{i // 5}" for i in range(5000)])
+    chosen = in_validation_slice(ids, 0.2, seed=1)
+    per_video = pd.Series(chosen).groupby(ids).agg(["min", "max"])
+    assert (per_video["min"] == per_video["max"]).all() and 0.15 < chosen.mean() < 0.25

@@ -1,0 +1,34 @@
+"""SoftLabels: the student's targets, from the L2 out-of-fold scores, one record per training video (Beam)."""
+
+from __future__ import annotations
+
+from tfx.dsl.components.base import base_beam_component, executor_spec
+from tfx.types import channel, standard_artifacts
+from tfx.types.component_spec import ChannelParameter, ComponentSpec
+
+from components.artifacts import CandidateScores, SoftLabelIndex
+from components.soft_labels import executor
+
+
+class SoftLabelsSpec(ComponentSpec):
+    PARAMETERS = {}
+    INPUTS = {
+        "scores": ChannelParameter(type=CandidateScores),
+        "examples": ChannelParameter(type=standard_artifacts.Examples),
+    }
+    OUTPUTS = {"soft_labels": ChannelParameter(type=SoftLabelIndex)}
+
+
+class SoftLabels(base_beam_component.BaseBeamComponent):
+    """Groups the L2 OOF probabilities by video (trainer.soft_labels record format) and fails unless every
+    labelled fold video of `examples` has its record."""
+
+    SPEC_CLASS = SoftLabelsSpec
+    EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
+
+    def __init__(self, scores: channel.BaseChannel, examples: channel.BaseChannel) -> None:
+        super().__init__(
+            spec=SoftLabelsSpec(
+                scores=scores, examples=examples, soft_labels=channel.Channel(type=SoftLabelIndex)
+            )
+        )

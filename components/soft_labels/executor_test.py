@@ -1,0 +1,82 @@
+"""SoftLabels executor: every fold video gets its OOF candidate scores; the records round-trip into tf.data."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+from tfx.types import standard_artifact_utils, standard_artifacts
+
+from components.artifacts import CandidateScores, SoftLabelIndex
+from components.soft_labels.executor import Executor, SoftLabelError
+from pipeline.synth import video_example
+from tests import builders
+from trainer.soft_labels import decode_soft_labels, parse_soft_labels
+
+FOLDS = {"fold_0": ["a", "b"], "fold_1": ["c"]}
+
+
+def _examples(root) -> standard_artifacts.Examples:
+    examples = standard_artifacts.Examples()
+    examples.uri = str(root)
+    examples.split_names = standard_artifact_utils.encode_split_names(list(FOLDS))
+    for split, ids in FOLDS.items():
+        os.makedirs(root / f"Split-{split}")
+        with tf.io.TFRecordWriter(str(root / f"Split-{split}" / "part.gz"), "GZIP") as writer:
+            for video_id in ids:
+                writer.write(video_example(builders.video(video_id=video_id), True))
+    return examples
+
+
+def _scores(root, rows: list[tuple[str, int, float]]) -> CandidateScores:
+    scores = CandidateScores()
+    scores.uri = str(root)
+    os.makedirs(root / "Split-oof")
+    frame = pd.DataFrame(rows, columns=["video_id", "class_id", "score"]).astype(
+        {"class_id": "int32", "score": "float32"}
+    )
+    frame.to_parquet(root / "Split-oof" / "scores.parquet", index=False)
+    scores.split_names = standard_artifact_utils.encode_split_names(["oof"])
+    scores.set_json_value_custom_property("fold_models", {"0": {}, "1": {}})
+    return scores
+
+
+def _run(tmp_path, rows) -> SoftLabelIndex:
+    output = SoftLabelIndex()
+    output.uri = str(tmp_path / "out")
+    Executor().Do(
+        {"scores": [_scores(tmp_path / "scores", rows)], "examples": [_examples(tmp_path / "examples")]},
+        {"soft_labels": [output]},
+        {},
+    )
+    return output
+
+
+ROWS = [("b", 7, 0.25), ("a", 3, 0.875), ("c", 1, 0.5), ("a", 1, 0.125), ("b", 2, 0.75)]
+
+
+def test_every_fold_video_gets_its_candidate_scores(tmp_path):
+    output = _run(tmp_path, ROWS)
+    files = tf.io.gfile.glob(os.path.join(output.uri, "Split-train", "*"))
+    records = [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+    decoded = {
+        video_id: (ids.tolist(), scores.tolist())
+        for video_id, ids, scores in map(decode_soft_labels, records)
+    }
+    assert decoded == {"a": ([1, 3], [0.125, 0.875]), "b": ([2, 7], [0.75, 0.25]), "c": ([1], [0.5])}
+    dense = parse_soft_labels(tf.constant(records), num_classes=8)
+    row = [i.decode() for i in dense["id"].numpy()].index("b")
+    np.testing.assert_allclose(dense["scores"].numpy()[row], [0, 0, 0.75, 0, 0, 0, 0, 0.25])
+
+
+def test_a_fold_video_without_scores_fails(tmp_path):
+    with pytest.raises(SoftLabelError, match="video 'c' of the fold splits has no L2 out-of-fold scores"):
+        _run(tmp_path, ROWS[:2] + ROWS[3:])
+
+
+def test_scores_for_an_unknown_video_fail(tmp_path):
+    with pytest.raises(SoftLabelError, match="soft labels for video 'zz' which is in no fold split"):
+        _run(tmp_path, [*ROWS, ("zz", 1, 0.5)])
