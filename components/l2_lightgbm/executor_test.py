@@ -1,4 +1,4 @@
-"""L2LightGBM executor on hand-made candidate features: OOF provenance, probabilities, text models, metrics."""
+"""L2LightGBM executor on hand-made candidate features: OOF provenance, probabilities, models, metrics."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SoftLabels executor: every fold video gets its OOF candidate scores; the records round-trip into tf.data."""
+"""SoftLabels executor: every fold video gets its OOF candidate scores; records round-trip into tf.data."""
 
 from __future__ import annotations
 
