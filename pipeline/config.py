@@ -55,6 +55,18 @@ class L1Settings:
 
 
 @dataclass(frozen=True)
+class L2Settings:
+    """The stacker: candidates per model (top_k) and the LightGBM config file (see configs/l2/)."""
+
+    top_k: int = 20
+    lightgbm_config: str = "configs/l2/lightgbm.yaml"
+
+    def __post_init__(self) -> None:
+        if self.top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {self.top_k}")
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     """Everything `create_pipeline` needs. Relative paths are resolved against the working directory."""
 
@@ -63,9 +75,16 @@ class PipelineConfig:
     home: str = "yt8m_home"
     folds: FoldConfig = field(default_factory=FoldConfig)
     l1: L1Settings = field(default_factory=L1Settings)
+    l2: L2Settings = field(default_factory=L2Settings)
     runner: Literal["beam", "local"] = "beam"
     enable_cache: bool = True
-    beam_pipeline_args: tuple[str, ...] = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
+    # Naming an SDK image stops TFX from building a ~50 MB sdist of itself in /tmp for every Beam node; the
+    # in-memory DirectRunner ignores the image.
+    beam_pipeline_args: tuple[str, ...] = (
+        "--direct_running_mode=in_memory",
+        "--direct_num_workers=1",
+        "--sdk_container_image=apache/beam_python3.11_sdk:2.77.0",
+    )
 
     @property
     def pipeline_root(self) -> str:
@@ -89,4 +108,5 @@ def load_pipeline_config(path: str | Path) -> PipelineConfig:
         frame_dir=str(Path(config.data.frame_dir).absolute()) if config.data.frame_dir else None,
     )
     l1 = L1Settings(configs=tuple(str(Path(path).absolute()) for path in config.l1.configs))
-    return replace(config, data=data, l1=l1)
+    l2 = replace(config.l2, lightgbm_config=str(Path(config.l2.lightgbm_config).absolute()))
+    return replace(config, data=data, l1=l1, l2=l2)

@@ -12,7 +12,12 @@ from components.example_gen.component import YT8MExampleGen, split_input_config
 from components.fold_split.component import FoldSplit
 from components.l1_assemble.component import L1Assemble
 from components.l1_predict.component import L1Predict
-from pipeline.config import PipelineConfig
+from components.l2_features.component import L2Features
+from components.l2_features.executor import model_columns
+from components.l2_lightgbm.component import L2LightGBM
+from components.l2_merge.component import L2Merge
+from components.soft_labels.component import SoftLabels
+from pipeline.config import L2Settings, PipelineConfig
 from trainer.config_schema import ConfigError
 from trainer.l1_config import parse_l1_config
 
@@ -96,9 +101,28 @@ def create_components(config: PipelineConfig) -> list:
         "video": video_folds.outputs["split_examples"],
         "frame": frame_folds.outputs["split_examples"] if data.frame_dir else None,
     }
+    l1_predictions, l1_names = [], []
     for config_path in config.l1.configs:
-        nodes += l1_nodes(config_path, split_examples, folds.num_folds, data.num_classes)
+        model_nodes = l1_nodes(config_path, split_examples, folds.num_folds, data.num_classes)
+        nodes += model_nodes
+        l1_predictions.append(model_nodes[-1].outputs["predictions"])
+        l1_names.append(model_nodes[-1].exec_properties["config_name"])
+    if l1_predictions:
+        try:
+            model_columns(l1_names)  # duplicate or clashing model names fail here, not in L2Features
+        except ValueError as error:
+            raise ConfigError(f"l1.configs: {error}") from None
+        nodes += l2_nodes(config.l2, split_examples["video"], l1_predictions)
     return nodes
+
+
+def l2_nodes(settings: L2Settings, video_folds, l1_predictions: list) -> list:
+    """Merge by video id -> candidate features -> per-fold LightGBM -> soft-label index."""
+    merge = L2Merge(examples=video_folds, predictions=l1_predictions).with_id("L2Merge")
+    features = L2Features(merged=merge.outputs["merged"], top_k=settings.top_k).with_id("L2Features")
+    stacker = L2LightGBM(features=features.outputs["features"], config_path=settings.lightgbm_config)
+    soft_labels = SoftLabels(scores=stacker.outputs["scores"], examples=video_folds).with_id("SoftLabels")
+    return [merge, features, stacker.with_id("L2LightGBM"), soft_labels]
 
 
 def create_pipeline(config: PipelineConfig, metadata_connection_config=None) -> tfx.dsl.Pipeline:

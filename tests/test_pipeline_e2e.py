@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 
+import pyarrow.parquet as pq
 import pytest
 import tensorflow as tf
 import yaml
@@ -16,6 +17,7 @@ from tests import builders
 from tests.conftest import TINY_L1_CONFIGS, tiny_pipeline_config
 from trainer.predictions import AVERAGED, decode_prediction
 from trainer.records import video_id_of
+from trainer.soft_labels import decode_soft_labels
 
 L1_NAMES = ("tiny_gated_mlp", "tiny_pooling")
 
@@ -32,6 +34,7 @@ BASE_NODES = {
 L1_NODES = {
     f"{kind}_{name}_fold{k}" for kind in ("L1Trainer", "L1Predict") for name in L1_NAMES for k in range(FOLDS)
 } | {f"L1Assemble_{name}" for name in L1_NAMES}
+L2_NODES = {"L2Merge", "L2Features", "L2LightGBM", "SoftLabels"}
 pytestmark = pytest.mark.slow
 
 
@@ -49,7 +52,7 @@ def test_pipeline_runs_l1_over_folds_and_reruns_from_cache(tiny_data, tmp_path):
     config = tiny_pipeline_config(tiny_data, tmp_path / "home", l1_configs=TINY_L1_CONFIGS, num_folds=FOLDS)
     run_pipeline(config)
     executions = latest_executions(open_store(config.metadata_path), config.pipeline_name)
-    assert set(executions) == BASE_NODES | L1_NODES
+    assert set(executions) == BASE_NODES | L1_NODES | L2_NODES
     assert {e.state for e in executions.values()} == {"COMPLETE"}
 
     video, frame = (executions[n].outputs["split_examples"][0] for n in ("VideoFoldSplit", "FrameFoldSplit"))
@@ -65,6 +68,7 @@ def test_pipeline_runs_l1_over_folds_and_reruns_from_cache(tiny_data, tmp_path):
     assert video.custom_properties["fold_map_fingerprint"] == frame.custom_properties["fold_map_fingerprint"]
 
     split_of = {vid: split for split in SPLITS for vid in video_ids[split]}
+    fold_videos = sorted(vid for vid in labelled if split_of[vid] != "holdout")
     for name in L1_NAMES:
         assembled = executions[f"L1Assemble_{name}"].outputs["predictions"][0]
         fold_models = property_value(assembled, "fold_models")
@@ -72,7 +76,6 @@ def test_pipeline_runs_l1_over_folds_and_reruns_from_cache(tiny_data, tmp_path):
         for fold, model in fold_models.items():
             assert f"fold_{fold}" not in model["train_splits"] and len(model["train_splits"]) == FOLDS - 1
         oof = [decode_prediction(r) for r in _records(assembled.uri, "oof")]
-        fold_videos = sorted(vid for vid in labelled if split_of[vid] != "holdout")
         assert sorted(vid for vid, _, _ in oof) == fold_videos  # every fold video exactly once
         for vid, fold, scores in oof:
             assert (
@@ -85,10 +88,30 @@ def test_pipeline_runs_l1_over_folds_and_reruns_from_cache(tiny_data, tmp_path):
             assert sorted(vid for vid, _, _ in averaged) == video_ids[split]
             assert {fold for _, fold, _ in averaged} == {AVERAGED}
 
+    _assert_l2_stage(executions, fold_videos)
+
     run_pipeline(config)
     reruns = node_executions(open_store(config.metadata_path), config.pipeline_name)[len(executions) :]
-    assert {e.node_id for e in reruns} == BASE_NODES | L1_NODES
+    assert {e.node_id for e in reruns} == BASE_NODES | L1_NODES | L2_NODES
     assert {e.state for e in reruns} == {"CACHED"}
+
+
+def _assert_l2_stage(executions, fold_videos: list[str]) -> None:
+    """Stacker scores are out-of-fold, the stage report is in MLMD, soft labels cover every fold video."""
+    scores = executions["L2LightGBM"].outputs["scores"][0]
+    oof = pq.read_table(os.path.join(scores.uri, "Split-oof")).to_pandas()
+    assert (oof["scored_by"] == oof["fold"]).all() and oof["score"].between(0, 1).all()
+    assert oof["score"].nunique() > 2  # probabilities, not 0/1
+    metrics = executions["L2LightGBM"].outputs["metrics"][0]
+    assert set(property_value(metrics, "l1_holdout_gap")) == set(L1_NAMES)
+    assert 0 < property_value(metrics, "holdout_gap") <= 1
+    assert sorted(property_value(metrics, "fold_gap")) == [str(k) for k in range(FOLDS)]
+    features = executions["L2Features"].outputs["features"][0]
+    assert 0 < property_value(features, "candidate_recall")["oof"] <= 1
+    soft_labels = executions["SoftLabels"].outputs["soft_labels"][0]
+    decoded = [decode_soft_labels(r) for r in _records(soft_labels.uri, "train")]
+    assert sorted(video_id for video_id, _, _ in decoded) == fold_videos
+    assert all(ids.size > 0 and ((scores >= 0) & (scores <= 1)).all() for _, ids, scores in decoded)
 
 
 def _write_config(tmp_path, data_dir, frame: bool = False) -> str:

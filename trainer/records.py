@@ -67,7 +67,8 @@ def _check_floats(features: feature_pb2.Features, name: str, size: int) -> None:
         raise InputDataError(f"missing feature '{name}'")
     if feature.WhichOneof("kind") != "float_list" or len(feature.float_list.value) != size:
         raise InputDataError(f"feature '{name}': expected float_list of {size}, got {_kind(feature)}")
-    if not np.isfinite(np.asarray(feature.float_list.value, dtype=np.float32)).all():
+    packed = feature.float_list.SerializeToString()  # field tag and length, then 4 bytes per float
+    if not np.isfinite(np.frombuffer(packed, "<f4", count=size, offset=len(packed) - 4 * size)).all():
         raise InputDataError(f"feature '{name}': contains NaN or infinite values")
 
 

@@ -1,0 +1,148 @@
+"""L2Features on a hand-made merged artifact: candidates, ranks, summaries and leave-own-fold-out priors."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import tensorflow as tf
+from tfx.types import channel, standard_artifact_utils
+
+from components.artifacts import CandidateFeatures, MergedPredictions
+from components.l2_features.component import L2Features
+from components.l2_features.executor import Executor, class_ranks, model_columns, parquet_schema
+from components.l2_merge.executor import encode_merged
+from trainer.metrics import top_k
+from trainer.predictions import AVERAGED
+
+MODELS = ["resnet.a", "gru"]
+# Model "resnet.a" ties classes 1 and 3 at the top and (video b) every class; "gru" ties 1 and 5 at rank 2/3.
+SCORES_A = [[0.5, 0.75, 0.125, 0.75, 0.25, 0.0], [0.25, 0.5, 0.0, 0.125, 0.875, 0.5]]
+SCORES_B = [[0.0] * 6, [0.125, 0.25, 0.375, 0.5, 0.625, 0.75]]
+VIDEOS = {  # split: [(video id, fold, labels, scores)]
+    "oof": [("a", 0, (1, 4), SCORES_A), ("b", 1, (0, 1, 2, 5), SCORES_B)],
+    "holdout": [("h", AVERAGED, (2, 3), SCORES_A)],
+    "test": [("t", AVERAGED, (), SCORES_B)],
+}
+COLUMNS = [
+    "video_id",
+    "fold",
+    "class_id",
+    "target",
+    "num_labels",
+    "score_resnet_a",
+    "rank_resnet_a",
+    "score_gru",
+    "rank_gru",
+    "score_mean",
+    "score_max",
+    "score_std",
+    "topk_count",
+    "prior",
+]
+# top_k = 2. Video a: resnet.a's top 2 = {1, 3} (tie at 0.75, rank by class), gru's = {4, 1} -> {1, 3, 4}.
+# Video b: resnet.a ties everything -> {0, 1}; gru's = {5, 4} -> {0, 1, 4, 5}.
+# Priors: a (fold 0) sees only fold 1's labels (b: 0 1 2 5), b (fold 1) only fold 0's (a: 1 4); 1 video each.
+EXPECTED_OOF = [
+    ("a", 0, 1, 1, 2, 0.75, 1, 0.5, 2, 0.625, 0.75, 0.125, 2, 1.0),
+    ("a", 0, 3, 0, 2, 0.75, 2, 0.125, 5, 0.4375, 0.75, 0.3125, 1, 0.0),
+    ("a", 0, 4, 1, 2, 0.25, 4, 0.875, 1, 0.5625, 0.875, 0.3125, 1, 0.0),
+    ("b", 1, 0, 1, 4, 0.0, 1, 0.125, 6, 0.0625, 0.125, 0.0625, 1, 0.0),
+    ("b", 1, 1, 1, 4, 0.0, 2, 0.25, 5, 0.125, 0.25, 0.125, 1, 1.0),
+    ("b", 1, 4, 0, 4, 0.0, 5, 0.625, 2, 0.3125, 0.625, 0.3125, 1, 1.0),
+    ("b", 1, 5, 1, 4, 0.0, 6, 0.75, 1, 0.375, 0.75, 0.375, 1, 0.0),
+]
+# Holdout and test priors use both folds (2 videos): class 0: 1/2, 1: 2/2, 2: 1/2, 3: 0, 4: 1/2, 5: 1/2.
+EXPECTED_HOLDOUT = [  # (class_id, target, num_labels, prior)
+    (1, 0, 2, 1.0),
+    (3, 1, 2, 0.0),
+    (4, 0, 2, 0.5),
+]
+EXPECTED_TEST = [(0, 0, 0, 0.5), (1, 0, 0, 1.0), (4, 0, 0, 0.5), (5, 0, 0, 0.5)]
+
+
+def _merged(root) -> MergedPredictions:
+    artifact = MergedPredictions()
+    artifact.uri = str(root)
+    artifact.split_names = standard_artifact_utils.encode_split_names(list(VIDEOS))
+    artifact.set_json_value_custom_property("model_names", MODELS)
+    artifact.set_int_custom_property("num_classes", 6)
+    artifact.set_int_custom_property("num_folds", 2)
+    for split, videos in VIDEOS.items():
+        os.makedirs(root / f"Split-{split}")
+        with tf.io.TFRecordWriter(str(root / f"Split-{split}" / "part.gz"), "GZIP") as writer:
+            for video_id, fold, labels, scores in videos:
+                writer.write(encode_merged(video_id, fold, labels, np.array(scores, np.float32)))
+    return artifact
+
+
+@pytest.fixture(scope="module")
+def features(tmp_path_factory) -> CandidateFeatures:
+    root = tmp_path_factory.mktemp("l2_features")
+    output = CandidateFeatures()
+    output.uri = str(root / "features")
+    Executor().Do({"merged": [_merged(root / "merged")]}, {"features": [output]}, {"top_k": 2})
+    return output
+
+
+def _table(features: CandidateFeatures, split: str) -> pa.Table:
+    table = pq.read_table(standard_artifact_utils.get_split_uri([features], split))
+    return table.sort_by([("video_id", "ascending"), ("class_id", "ascending")])
+
+
+def test_oof_rows_match_the_hand_computed_features(features):
+    table = _table(features, "oof")
+    assert table.schema.equals(parquet_schema(MODELS))
+    assert table.column_names == COLUMNS
+    rows = [tuple(row.values()) for row in table.to_pylist()]
+    assert rows == [pytest.approx(expected) for expected in EXPECTED_OOF]
+
+
+@pytest.mark.parametrize(
+    ("split", "video_id", "expected"), [("holdout", "h", EXPECTED_HOLDOUT), ("test", "t", EXPECTED_TEST)]
+)
+def test_holdout_and_test_rows_use_priors_of_all_folds(features, split, video_id, expected):
+    rows = _table(features, split).to_pylist()
+    assert {(row["video_id"], row["fold"]) for row in rows} == {(video_id, AVERAGED)}
+    assert [(r["class_id"], r["target"], r["num_labels"], r["prior"]) for r in rows] == expected
+
+
+def test_properties_report_columns_recall_and_rows(features):
+    assert features.get_json_value_custom_property("model_names") == MODELS
+    assert features.get_int_custom_property("top_k") == 2
+    assert features.get_json_value_custom_property("feature_columns") == [
+        c for c in COLUMNS if c not in ("video_id", "fold", "target", "num_labels")
+    ]
+    # oof: a has both labels among its candidates, b 3 of 4 (class 2 is nobody's top 2); holdout: 1 of 2.
+    assert features.get_json_value_custom_property("candidate_recall") == {
+        "oof": pytest.approx(5 / 6),
+        "holdout": pytest.approx(1 / 2),
+    }
+    assert features.get_json_value_custom_property("rows") == {"oof": 7, "holdout": 3, "test": 4}
+    assert standard_artifact_utils.decode_split_names(features.split_names) == ["oof", "holdout", "test"]
+
+
+def test_ranks_agree_with_the_metrics_top_k_on_ties():
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 5, size=(50, 12)).astype(np.float32) / 4  # many ties
+    classes, _ = top_k(scores, 3)
+    ranks = class_ranks(scores)
+    for row, chosen in zip(ranks, classes, strict=True):
+        assert np.flatnonzero(row <= 3).tolist() == sorted(chosen.tolist())
+        assert row[chosen].tolist() == [1, 2, 3]
+
+
+def test_model_names_are_sanitized_and_must_not_clash():
+    assert model_columns(["l1/resnet-a.v2"]) == [("score_l1_resnet_a_v2", "rank_l1_resnet_a_v2")]
+    with pytest.raises(ValueError, match="score_a_b"):
+        model_columns(["a-b", "a.b"])
+    with pytest.raises(ValueError, match="score_mean"):
+        model_columns(["mean"])
+
+
+def test_component_rejects_top_k_below_1():
+    with pytest.raises(ValueError, match="top_k"):
+        L2Features(channel.Channel(type=MergedPredictions), top_k=0)

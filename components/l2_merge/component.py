@@ -1,0 +1,43 @@
+"""L2Merge: all L1 models' assembled predictions -> one record per video with a score row per model (Beam)."""
+
+from __future__ import annotations
+
+from tfx.dsl.components.base import base_beam_component, executor_spec
+from tfx.types import channel, standard_artifacts
+from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
+
+from components.artifacts import MergedPredictions, Predictions
+from components.l2_merge import executor
+from components.l2_merge.executor import predictions_key
+
+MAX_MODELS = 128  # the original stacked 113 L1 models
+
+
+class L2MergeSpec(ComponentSpec):
+    PARAMETERS = {"num_models": ExecutionParameter(type=int)}
+    INPUTS = {
+        "examples": ChannelParameter(type=standard_artifacts.Examples),
+        **{predictions_key(m): ChannelParameter(type=Predictions, optional=True) for m in range(MAX_MODELS)},
+    }
+    OUTPUTS = {"merged": ChannelParameter(type=MergedPredictions)}
+
+
+class L2Merge(base_beam_component.BaseBeamComponent):
+    """Joins by video id the L1Assemble outputs with the video-level fold split (`oof` with every fold_k,
+    `holdout`, `test`): every video needs exactly one prediction of every model; the score rows follow the
+    order of `predictions`. Missing, duplicated or unknown ids and num_classes mismatches fail."""
+
+    SPEC_CLASS = L2MergeSpec
+    EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
+
+    def __init__(self, examples: channel.BaseChannel, predictions: list[channel.BaseChannel]):
+        if not 1 <= len(predictions) <= MAX_MODELS:
+            raise ValueError(f"L2Merge takes 1..{MAX_MODELS} model predictions, got {len(predictions)}")
+        super().__init__(
+            spec=L2MergeSpec(
+                examples=examples,
+                num_models=len(predictions),
+                merged=channel.Channel(type=MergedPredictions),
+                **{predictions_key(m): ch for m, ch in enumerate(predictions)},
+            )
+        )
