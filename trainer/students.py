@@ -134,13 +134,17 @@ def _two_branches(
 # --------------------------------------------------------------------------------------------------- towers
 
 
-def build_tower_a(num_classes: int, *, widths: tuple[int, ...] = (1024, 1024), dropout: float = 0.0):
+def build_tower_a(
+    num_classes: int, *, widths: tuple[int, ...] = (1024, 1024), dropout: float = 0.0
+) -> keras.Model:
     """A: FC -> BN -> swish stack, sigmoid head."""
     inputs = _inputs()
     return _model(inputs, _stack(_features(inputs), widths, _swish, dropout), num_classes, "tower_a")
 
 
-def build_tower_b(num_classes: int, *, widths: tuple[int, ...] = (1024,), dropout: float = 0.0):
+def build_tower_b(
+    num_classes: int, *, widths: tuple[int, ...] = (1024,), dropout: float = 0.0
+) -> keras.Model:
     """B: FC -> BN -> ReLU stack, sigmoid head."""
     inputs = _inputs()
     return _model(
@@ -156,7 +160,7 @@ def build_tower_c(
     widths: tuple[int, ...] = (),
     dropout: float = 0.0,
     leaky_relu_slope: float = 0.2,
-):
+) -> keras.Model:
     """C: rgb and audio FC -> BN -> leaky-ReLU branches, concatenated, joint FC stack, sigmoid head."""
     inputs = _inputs()
     activation = _leaky_relu(leaky_relu_slope)
@@ -171,14 +175,16 @@ def build_tower_d(
     audio_widths: tuple[int, ...] = (256, 256),
     widths: tuple[int, ...] = (),
     dropout: float = 0.0,
-):
+) -> keras.Model:
     """D: separate rgb and audio FC -> BN -> swish branches, concatenated, joint FC stack, sigmoid head."""
     inputs = _inputs()
     x = _two_branches(_features(inputs), rgb_widths, audio_widths, widths, _swish, dropout)
     return _model(inputs, x, num_classes, "tower_d")
 
 
-def build_tower_e(num_classes: int, *, widths: tuple[int, ...] = (4096,) * 4, dropout: float = 0.0):
+def build_tower_e(
+    num_classes: int, *, widths: tuple[int, ...] = (4096,) * 4, dropout: float = 0.0
+) -> keras.Model:
     """E: wide FC -> BN -> ReLU stack, sigmoid head."""
     inputs = _inputs()
     return _model(
@@ -192,7 +198,7 @@ def build_tower_f(
     widths: tuple[int, ...] = (2048,) * 5,
     dropout: float = 0.3,
     leaky_relu_slope: float = 0.2,
-):
+) -> keras.Model:
     """F: FC -> BN -> leaky-ReLU -> Dropout stack, sigmoid head."""
     inputs = _inputs()
     x = _stack(_features(inputs), widths, _leaky_relu(leaky_relu_slope), dropout)
@@ -395,9 +401,10 @@ def _check_params(model: str, params: Mapping[str, Any]) -> None:
     """Ranges the registry's type checks do not cover; raises ParamError."""
     if params["dropout"] >= 1:
         raise ParamError(model, "dropout", f"must be < 1, got {params['dropout']!r}")
-    required = (
-        ("rgb_widths", "audio_widths") if model in ("C", "D") else ("widths",) if model in TOWERS else ()
-    )
+    if model in ("C", "D"):
+        required: tuple[str, ...] = ("rgb_widths", "audio_widths")
+    else:
+        required = ("widths",) if model in TOWERS else ()
     for key in required:
         if not params[key]:
             raise ParamError(model, key, "needs at least one width")

@@ -1,0 +1,266 @@
+"""Student towers A..F, ensemble head, serving ensemble: training on soft targets, inference-mode BatchNorm,
+one SavedModel, parameter counts (analytic == Keras; full size under 1 GB), strict configs."""
+
+from __future__ import annotations
+
+import dataclasses
+import textwrap
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from trainer.config_schema import ConfigError
+from trainer.features import AUDIO_SIZE, MEAN_AUDIO, MEAN_RGB, NUM_CLASSES, RGB_SIZE
+from trainer.soft_labels import encode_soft_labels
+from trainer.students import (
+    SIZE_LIMIT_BYTES,
+    TOWER_OUTPUTS,
+    TOWERS,
+    StudentSuite,
+    build_serving_ensemble,
+    check_serving_size,
+    compile_student,
+    count_parameters,
+    export_student,
+    load_student_config,
+    load_student_suite,
+    parse_student_batch,
+    parse_student_config,
+    serving_function,
+    serving_parameter_count,
+    serving_size_bytes,
+    soft_binary_crossentropy,
+)
+
+CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
+CLASSES = 8
+TINY_PARAMS = {
+    "A": "{widths: [16, 16]}",
+    "B": "{widths: [16]}",
+    "C": "{rgb_widths: [16], audio_widths: [8], leaky_relu_slope: 0.1}",
+    "D": "{rgb_widths: [16, 16], audio_widths: [8, 8], widths: [16]}",
+    "E": "{widths: [32, 32]}",
+    "F": "{widths: [16, 16], dropout: 0.3}",
+    "ensemble": "{hidden: [32, 16]}",
+}
+TRAINING = "{epochs: 3, batch_size: 32, learning_rate: 0.01, decay_examples: 256, seed: 3}"
+
+
+def _tiny(model: str):
+    return parse_student_config(
+        f"name: tiny_{model}\nmodel: {model}\nparams: {TINY_PARAMS[model]}\ntraining: {TRAINING}\n",
+        "inline.yaml",
+    )
+
+
+def _data(count: int = 256, seed: int = 0) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Random features; soft targets a fixed smooth function of them (learnable)."""
+    rng = np.random.default_rng(seed)
+    inputs = {
+        MEAN_RGB: rng.normal(size=(count, RGB_SIZE)).astype("float32"),
+        MEAN_AUDIO: rng.normal(size=(count, AUDIO_SIZE)).astype("float32"),
+    }
+    x = np.concatenate([inputs[MEAN_RGB], inputs[MEAN_AUDIO]], axis=1)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    weights = np.random.default_rng(99).normal(size=(x.shape[1], CLASSES)) * 3.0
+    return inputs, (1.0 / (1.0 + np.exp(-(x @ weights - 1.0)))).astype("float32")
+
+
+def _fit_losses(model: keras.Model, config, inputs, targets) -> list[float]:
+    keras.utils.set_random_seed(config.training.seed)
+    compile_student(model, config.training)
+    history = model.fit(
+        inputs, targets, epochs=config.training.epochs, batch_size=config.training.batch_size, verbose=0
+    )
+    return history.history["loss"]
+
+
+@pytest.mark.parametrize("model", TOWERS)
+def test_tower_learns_soft_targets(model):
+    config = _tiny(model)
+    tower = config.build_model(CLASSES)
+    assert tower.output.shape == (None, CLASSES)
+    losses = _fit_losses(tower, config, *_data())
+    assert losses[-1] < 0.9 * losses[0], losses
+    probabilities = tower.predict(_data(4, seed=1)[0], verbose=0)
+    assert ((probabilities > 0) & (probabilities < 1)).all()
+
+
+def test_ensemble_head_learns_from_out_of_fold_tower_outputs():
+    config = _tiny("ensemble")
+    inputs, targets = _data()
+    rng = np.random.default_rng(5)
+    # Six noisy "out-of-fold" tower predictions of the targets.
+    tower_outputs = np.clip(np.tile(targets, 6) + rng.normal(scale=0.2, size=(256, 6 * CLASSES)), 0, 1)
+    head = config.build_model(CLASSES, tower_output_count=6)
+    losses = _fit_losses(head, config, {TOWER_OUTPUTS: tower_outputs.astype("float32"), **inputs}, targets)
+    assert losses[-1] < 0.9 * losses[0], losses
+
+
+def _randomized(model: keras.Model, rng: np.random.Generator) -> keras.Model:
+    """Random weights, BatchNorm moving statistics included (positive variances)."""
+    model.set_weights(
+        [
+            rng.uniform(0.5, 2.0, w.shape) if "variance" in w.path else rng.normal(scale=0.3, size=w.shape)
+            for w in model.weights
+        ]
+    )
+    return model
+
+
+def _video_record(video_id: str, rgb: np.ndarray, audio: np.ndarray, labels=()) -> bytes:
+    feature = {
+        "id": tf.train.Feature(bytes_list=tf.train.BytesList(value=[video_id.encode()])),
+        MEAN_RGB: tf.train.Feature(float_list=tf.train.FloatList(value=rgb)),
+        MEAN_AUDIO: tf.train.Feature(float_list=tf.train.FloatList(value=audio)),
+    }
+    if labels:
+        feature["labels"] = tf.train.Feature(int64_list=tf.train.Int64List(value=list(labels)))
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def test_serving_ensemble_is_towers_then_head_in_inference_mode_and_exports(tmp_path):
+    rng = np.random.default_rng(0)
+    towers = [_randomized(_tiny(name).build_model(CLASSES), rng) for name in TOWERS]
+    head = _randomized(_tiny("ensemble").build_model(CLASSES, len(towers)), rng)
+    serving = build_serving_ensemble(towers, head)
+    assert isinstance(serving, keras.Model) and serving.count_params() == sum(
+        model.count_params() for model in [*towers, head]
+    )
+    inputs, _ = _data(16, seed=2)
+
+    tower_outputs = np.concatenate([tower(inputs, training=False) for tower in towers], axis=1)
+    by_hand = head({TOWER_OUTPUTS: tower_outputs, **inputs}, training=False).numpy()
+    np.testing.assert_allclose(serving(inputs).numpy(), by_hand, atol=1e-6)
+
+    # BatchNorm in inference mode: a sample's output does not depend on the rest of its batch, even when the
+    # ensemble is called with training=True (the towers alone do depend on it then).
+    first = {key: values[:3] for key, values in inputs.items()}
+    np.testing.assert_allclose(serving(first, training=True).numpy(), by_hand[:3], atol=1e-6)
+    assert not np.allclose(towers[0](first, training=True), towers[0](inputs, training=True)[:3], atol=1e-3)
+
+    keras_path = str(tmp_path / "student.keras")
+    serving.save(keras_path)
+    np.testing.assert_array_equal(
+        keras.saving.load_model(keras_path)(inputs).numpy(), serving(inputs).numpy()
+    )
+
+    records = tf.constant(
+        [
+            _video_record(f"v{i}", inputs[MEAN_RGB][i], inputs[MEAN_AUDIO][i], labels=(1,) if i % 2 else ())
+            for i in range(16)
+        ]
+    )
+    before = serving_function(serving, CLASSES, top_k=5)(records)
+    export_dir = str(tmp_path / "student")
+    export_student(serving, export_dir, CLASSES, top_k=5)
+    after = tf.saved_model.load(export_dir).signatures["serving_default"](examples=records)
+    assert after["classes"].dtype == tf.int32 and after["scores"].dtype == tf.float32
+    assert [v.decode() for v in after["video_id"].numpy()] == [f"v{i}" for i in range(16)]
+    for key in ("classes", "scores"):
+        np.testing.assert_array_equal(after[key].numpy(), before[key].numpy())
+    expected_classes = np.argsort(-by_hand, axis=1, kind="stable")[:, :5]
+    np.testing.assert_array_equal(after["classes"].numpy(), expected_classes)
+    np.testing.assert_allclose(
+        after["scores"].numpy(), np.take_along_axis(by_hand, expected_classes, axis=1), atol=1e-5
+    )
+
+
+def test_serving_ensemble_rejects_mismatched_head():
+    towers = [_tiny(name).build_model(CLASSES) for name in ("A", "B")]
+    with pytest.raises(ValueError, match="the head reads 48 tower outputs, 2 towers give 16"):
+        build_serving_ensemble(towers, _tiny("ensemble").build_model(CLASSES, 6))
+
+
+def test_soft_binary_crossentropy_is_mean_over_classes():
+    targets = np.array([[0.0, 0.3, 1.0], [0.9, 0.5, 0.1]], "float32")
+    probabilities = np.array([[0.1, 0.2, 0.7], [0.6, 0.5, 0.4]], "float32")
+    expected = -(targets * np.log(probabilities) + (1 - targets) * np.log(1 - probabilities)).mean(axis=1)
+    np.testing.assert_allclose(soft_binary_crossentropy(targets, probabilities), expected, rtol=1e-5)
+
+
+def test_student_batch_blends_targets_and_checks_video_ids():
+    rgb, audio = np.zeros(RGB_SIZE, "float32"), np.ones(AUDIO_SIZE, "float32")
+    videos = tf.constant([_video_record("a", rgb, audio, labels=(0,)), _video_record("b", rgb, audio)])
+    soft = [encode_soft_labels("a", np.array([0, 2]), np.array([0.5, 0.8])), encode_soft_labels("b", [], [])]
+    inputs, targets = parse_student_batch(videos, tf.constant(soft), 3, hard_label_weight=0.25)
+    np.testing.assert_allclose(targets.numpy(), [[0.625, 0.0, 0.6], [0.0, 0.0, 0.0]])
+    assert inputs[MEAN_AUDIO].shape == (2, AUDIO_SIZE)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="video ids of soft labels differ"):
+        parse_student_batch(videos, tf.constant(soft[::-1]), 3, hard_label_weight=0.0)
+
+
+def test_analytic_parameter_count_equals_keras():
+    configs = [_tiny(name) for name in (*TOWERS, "ensemble")] + list(
+        map(load_student_config, sorted((CONFIGS_DIR / "students").glob("*.yaml")))
+    )
+    for config in configs:
+        for num_classes in (CLASSES, 100):
+            keras_count = config.build_model(num_classes, tower_output_count=5).count_params()
+            assert count_parameters(config, num_classes, tower_output_count=5) == keras_count, config.name
+
+
+def test_full_size_student_fits_one_gigabyte():
+    suite = load_student_suite(CONFIGS_DIR / "students_full")
+    count = serving_parameter_count(suite, NUM_CLASSES)
+    size = serving_size_bytes(suite, NUM_CLASSES)
+    print(f"full-size student: {count:,} parameters, {size / 1e9:.3f} GB in float32")
+    # The original's EnsembleModel: ~247M parameters, ~0.99 GB.
+    assert 240_000_000 < count < 250_000_000 and size == 4 * count < SIZE_LIMIT_BYTES
+    check_serving_size(suite, NUM_CLASSES)
+    original_head = dataclasses.replace(suite.head, params={**suite.head.params, "hidden": (8192, 6000)})
+    with pytest.raises(ValueError, match="exceed the limit of 1,000,000,000"):
+        check_serving_size(StudentSuite(suite.towers, original_head), NUM_CLASSES)
+
+
+@pytest.mark.parametrize("directory", ["students", "students_full"])
+def test_shipped_configs_load(directory):
+    suite = load_student_suite(CONFIGS_DIR / directory)
+    assert [tower.model for tower in suite.towers] == list(TOWERS)
+    assert len({config.name for config in (*suite.towers, suite.head)}) == 7
+    check_serving_size(suite, 100 if directory == "students" else NUM_CLASSES)
+
+
+VALID = """
+name: tower
+model: A
+params: {widths: [4]}
+training: {epochs: 1}
+"""
+
+
+@pytest.mark.parametrize(
+    ("change", "key", "reason"),
+    [
+        (("training: {epochs: 1}", "training: {epochs: 1}\noptimizer: sgd"), "optimizer", "unknown key"),
+        (("model: A", "model: G"), "model", "expected one of"),
+        (("{widths: [4]}", "{widths: [4], rgb_widths: [4]}"), "params.rgb_widths", "unknown param"),
+        (("{widths: [4]}", "{widths: wide}"), "params.widths", "expected a list of ints"),
+        (("{widths: [4]}", "{widths: []}"), "params.widths", "needs at least one width"),
+        (("{widths: [4]}", "{widths: [4], dropout: 1.0}"), "params.dropout", "must be < 1"),
+        (("{epochs: 1}", "{epochs: ten}"), "training.epochs", "expected int"),
+        (("{epochs: 1}", "{momentum: 0.9}"), "training.momentum", "unknown key"),
+        (("{epochs: 1}", "{hard_label_weight: 1.5}"), "training.hard_label_weight", "must be in [0, 1]"),
+        (("{epochs: 1}", "{clipnorm: 0}"), "training.clipnorm", "must be > 0"),
+        (("name: tower\n", ""), "name", "required key is missing"),
+    ],
+)
+def test_config_errors_name_file_and_key(tmp_path, change, key, reason):
+    path = tmp_path / "bad.yaml"
+    path.write_text(textwrap.dedent(VALID).replace(*change))
+    with pytest.raises(ConfigError) as error:
+        load_student_config(path)
+    assert str(error.value).startswith(f"{path}: {key}: ") and reason in str(error.value)
+
+
+def test_suite_errors_name_file(tmp_path):
+    for name in ("one", "two"):
+        (tmp_path / f"{name}.yaml").write_text(VALID.replace("name: tower", f"name: {name}"))
+    with pytest.raises(ConfigError, match=f"{tmp_path / 'two.yaml'}: model: tower A again"):
+        load_student_suite(tmp_path)
+    (tmp_path / "two.yaml").unlink()
+    with pytest.raises(ConfigError, match="exactly one 'ensemble' config, got 1 towers and 0 heads"):
+        load_student_suite(tmp_path)
