@@ -11,6 +11,7 @@ from pipeline.config import PipelineConfig
 from pipeline.pipeline import create_pipeline
 
 log = logging.getLogger("yt8m")
+_KNOWN_NOISE = "ArtifactQuery.property_predicate is not supported"  # TFX warns on every cache lookup
 _PROGRESS_MARKERS = ("is running.", "is finished.", "cached execution")
 
 
@@ -18,9 +19,11 @@ class _ProgressFilter(logging.Filter):
     """Keep TFX's per-component start/finish lines; drop the rest of its INFO chatter."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if _KNOWN_NOISE in message:
+            return False
         if record.levelno >= logging.WARNING or record.name.startswith("yt8m"):
             return True
-        message = record.getMessage()
         return any(marker in message for marker in _PROGRESS_MARKERS)
 
 

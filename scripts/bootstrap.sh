@@ -13,11 +13,13 @@ fi
 command -v "$PYTHON" >/dev/null || { echo "bootstrap: $PYTHON not found (Python 3.11 is required)" >&2; exit 1; }
 echo "bootstrap: creating $VENV (first run downloads ~1.5 GB; later runs reuse pip's cache)"
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
-pip=("$VENV/bin/python" -m pip --disable-pip-version-check)
-"${pip[@]}" install -q --upgrade "pip==25.3"
-"${pip[@]}" install -q -r requirements/base.txt -r requirements/dev.txt -c requirements/constraints.txt 2> >(grep -v "is ignored: it is neither" >&2)
+pip() {  # quiet pip; drops this machine's warnings about missing local index folders
+  "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@" 2> >(grep -v "is ignored: it is neither" >&2)
+}
+pip install --upgrade "pip==25.3"
+pip install -r requirements/base.txt -r requirements/dev.txt -c requirements/constraints.txt
 # tfx/ml-metadata/tfdv 1.21 metadata cannot be satisfied on glibc 2.36: install the verified set without deps.
-"${pip[@]}" install -q --no-deps -r requirements/nodeps.txt
-"${pip[@]}" install -q --no-deps --no-build-isolation -e .
+pip install --no-deps -r requirements/nodeps.txt
+pip install --no-deps -e .
 echo "$digest" > "$stamp"
 echo "bootstrap: $VENV ready"
