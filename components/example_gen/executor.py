@@ -13,12 +13,9 @@ from tfx.proto import example_gen_pb2
 from tfx.types import standard_component_specs
 from tfx.utils import proto_utils
 
+from components.splits import LEVEL_OF_PAYLOAD_FORMAT
 from trainer.records import InputDataError, decoder_for
 
-_LEVEL_OF_FORMAT = {
-    example_gen_pb2.FORMAT_TF_EXAMPLE: "video",
-    example_gen_pb2.FORMAT_TF_SEQUENCE_EXAMPLE: "frame",
-}
 _READ_BATCH = 256
 
 
@@ -64,7 +61,7 @@ def _ReadValidatedSplit(  # noqa: N802 (Beam PTransform naming)
     files = sorted(tf.io.gfile.glob(pattern))
     if not files:
         raise InputDataError(f"no input files match {pattern}")
-    level = _LEVEL_OF_FORMAT[exec_properties[standard_component_specs.OUTPUT_DATA_FORMAT_KEY]]
+    level = LEVEL_OF_PAYLOAD_FORMAT[exec_properties[standard_component_specs.OUTPUT_DATA_FORMAT_KEY]]
     labelled = _split_name(exec_properties, split_pattern) not in exec_properties["unlabelled_splits"].split(
         ","
     )

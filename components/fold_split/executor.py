@@ -11,16 +11,12 @@ import apache_beam as beam
 import numpy as np
 from tfx.components.util import examples_utils
 from tfx.dsl.components.base import base_beam_executor
-from tfx.proto import example_gen_pb2
 from tfx.types import artifact, standard_artifact_utils
 
+from components.splits import examples_level, split_files
 from trainer.records import InputDataError, VideoRecord, decoder_for
 
 HOLDOUT = "holdout"
-_LEVEL_OF_FORMAT = {
-    example_gen_pb2.FORMAT_TF_EXAMPLE: "video",
-    example_gen_pb2.FORMAT_TF_SEQUENCE_EXAMPLE: "frame",
-}
 _SUMMARY_FILE = "fold_summary.json"
 _FINGERPRINT_MODULUS = 2**64
 
@@ -113,7 +109,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         num_classes = exec_properties["num_classes"]
         unlabelled = set(filter(None, exec_properties["unlabelled_splits"].split(",")))
         payload_format = examples_utils.get_payload_format(examples)
-        decode = decoder_for(_LEVEL_OF_FORMAT[payload_format])
+        decode = decoder_for(examples_level(examples))
         input_splits = standard_artifact_utils.decode_split_names(examples.split_names)
         labelled_splits = [split for split in input_splits if split not in unlabelled]
         if not labelled_splits:
@@ -130,7 +126,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         with self._make_beam_pipeline() as pipeline:
             parts = []
             for split in input_splits:
-                pattern = os.path.join(standard_artifact_utils.get_split_uri([examples], split), "*")
+                pattern = split_files(examples, split)
                 parts.append(
                     pipeline
                     | f"Files[{split}]" >> beam.Create([pattern])

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from typing import Any
 
 import apache_beam as beam
 import numpy as np
-from tfx.components.util import examples_utils
 from tfx.dsl.components.base import base_beam_executor
-from tfx.proto import example_gen_pb2
 from tfx.types import artifact, standard_artifact_utils
 
 from components.fold_split.executor import HOLDOUT, fold_names
+from components.splits import examples_level, split_files, split_output
 from trainer.predictions import AVERAGED, decode_prediction, encode_prediction
 from trainer.records import video_id_of
 
@@ -68,18 +66,14 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         folds_seen = [p.get_int_custom_property("fold") for p in fold_predictions]
         if folds_seen != list(range(num_folds)):
             raise AssemblyError(f"{config_name}: fold predictions come from folds {folds_seen}")
-        level = (
-            "frame"
-            if examples_utils.get_payload_format(examples) == (example_gen_pb2.FORMAT_TF_SEQUENCE_EXAMPLE)
-            else "video"
-        )
+        level = examples_level(examples)
         available = standard_artifact_utils.decode_split_names(examples.split_names)
         averaged_splits = [split for split in (HOLDOUT, "test") if split in available]
 
         def example_ids(pipeline, splits: Iterable[str], label: str):
             parts = []
             for split in splits:
-                pattern = os.path.join(standard_artifact_utils.get_split_uri([examples], split), "*")
+                pattern = split_files(examples, split)
                 parts.append(
                     pipeline
                     | f"ReadExamples[{label}.{split}]" >> beam.io.ReadFromTFRecord(pattern)
@@ -92,7 +86,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             parts = []
             for fold, artifact_ in enumerate(fold_predictions):
                 split = split_of_fold(fold)
-                pattern = os.path.join(standard_artifact_utils.get_split_uri([artifact_], split), "*")
+                pattern = split_files(artifact_, split)
                 parts.append(
                     pipeline | f"ReadPredictions[{label}.{fold}]" >> beam.io.ReadFromTFRecord(pattern)
                 )
@@ -105,7 +99,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
 
         def write(pcoll, split: str):
             return pcoll | f"Write[{split}]" >> beam.io.WriteToTFRecord(
-                os.path.join(output.uri, f"Split-{split}", "predictions"), file_name_suffix=".gz"
+                split_output(output, split, "predictions"), file_name_suffix=".gz"
             )
 
         with self._make_beam_pipeline() as pipeline:

@@ -14,6 +14,7 @@ from tfx.types import artifact, standard_artifact_utils
 from tfx.utils import path_utils
 
 from components.fold_split.executor import HOLDOUT
+from components.splits import split_files, split_output
 from trainer.l1_run import TRAINING_INFO
 from trainer.predictions import encode_prediction
 
@@ -69,7 +70,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         splits = [split for split in (out_of_fold, HOLDOUT, "test") if split in available]
         with self._make_beam_pipeline() as pipeline:
             for split in splits:
-                pattern = os.path.join(standard_artifact_utils.get_split_uri([examples], split), "*")
+                pattern = split_files(examples, split)
                 _ = (
                     pipeline
                     | f"Read[{split}]" >> beam.io.ReadFromTFRecord(pattern)
@@ -77,7 +78,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                     | f"Predict[{split}]" >> beam.ParDo(PredictDoFn(model_path, fold))
                     | f"Write[{split}]"
                     >> beam.io.WriteToTFRecord(
-                        os.path.join(output.uri, f"Split-{split}", "predictions"), file_name_suffix=".gz"
+                        split_output(output, split, "predictions"), file_name_suffix=".gz"
                     )
                 )
         output.split_names = standard_artifact_utils.encode_split_names(splits)

@@ -16,6 +16,7 @@ from tfx.types import artifact, standard_artifact_utils
 from components.fold_split.executor import HOLDOUT
 from components.l1_assemble.executor import OUT_OF_FOLD
 from components.l2_merge.executor import MergedRecord, decode_merged
+from components.splits import split_files, split_output
 from trainer.predictions import AVERAGED
 
 KEY_COLUMNS = [
@@ -177,7 +178,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         schema = parquet_schema(model_names)
 
         def read(pipeline, split: str, label: str):
-            pattern = os.path.join(standard_artifact_utils.get_split_uri([merged], split), "*")
+            pattern = split_files(merged, split)
             return (
                 pipeline
                 | f"Read[{label}]" >> beam.io.ReadFromTFRecord(pattern)
@@ -202,7 +203,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                     | f"Rows[{split}]" >> beam.FlatMap(lambda rows: rows)
                     | f"Write[{split}]"
                     >> beam.io.WriteToParquet(
-                        os.path.join(output.uri, f"Split-{split}", "features"),
+                        split_output(output, split, "features"),
                         schema,
                         file_name_suffix=".parquet",
                     )

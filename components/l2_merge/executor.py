@@ -21,6 +21,7 @@ from tfx.types import artifact, standard_artifact_utils
 
 from components.fold_split.executor import HOLDOUT
 from components.l1_assemble.executor import OUT_OF_FOLD
+from components.splits import split_files, split_output
 from trainer import features as F
 from trainer.predictions import AVERAGED, decode_prediction
 
@@ -157,7 +158,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         def read_examples(pipeline, split: str):
             parts = []
             for source, fold in sources[split]:
-                pattern = os.path.join(standard_artifact_utils.get_split_uri([examples], source), "*")
+                pattern = split_files(examples, source)
                 parts.append(
                     pipeline
                     | f"ReadExamples[{source}]" >> beam.io.ReadFromTFRecord(pattern)
@@ -166,7 +167,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             return parts | f"FlattenExamples[{split}]" >> beam.Flatten()
 
         def read_predictions(pipeline, split: str, model: int):
-            pattern = os.path.join(standard_artifact_utils.get_split_uri([models[model]], split), "*")
+            pattern = split_files(models[model], split)
             return (
                 pipeline
                 | f"ReadPredictions[{split}.{model}]" >> beam.io.ReadFromTFRecord(pattern)
@@ -189,7 +190,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                     >> beam.Map(merge_video, model_names=model_names, num_classes=num_classes, split=split)
                 )
                 _ = merged | f"Write[{split}]" >> beam.io.WriteToTFRecord(
-                    os.path.join(output.uri, f"Split-{split}", "merged"), file_name_suffix=".gz"
+                    split_output(output, split, "merged"), file_name_suffix=".gz"
                 )
                 counts.append(
                     merged

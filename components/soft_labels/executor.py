@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import apache_beam as beam
@@ -11,6 +10,7 @@ from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact, standard_artifact_utils
 
 from components.fold_split.executor import fold_names
+from components.splits import split_files, split_output
 from trainer.records import video_id_of
 from trainer.soft_labels import encode_soft_labels
 
@@ -47,10 +47,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         with self._make_beam_pipeline() as pipeline:
             folds = [
                 pipeline
-                | f"ReadExamples[{split}]"
-                >> beam.io.ReadFromTFRecord(
-                    os.path.join(standard_artifact_utils.get_split_uri([examples], split), "*")
-                )
+                | f"ReadExamples[{split}]" >> beam.io.ReadFromTFRecord(split_files(examples, split))
                 | f"Ids[{split}]" >> beam.Map(lambda record: (video_id_of(record, "video"), True))
                 for split in fold_names(num_folds)
             ]
@@ -58,7 +55,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                 pipeline
                 | "ReadScores"
                 >> beam.io.ReadFromParquet(
-                    os.path.join(standard_artifact_utils.get_split_uri([scores], "oof"), "*"),
+                    split_files(scores, "oof"),
                     columns=["video_id", "class_id", "score"],
                 )
                 | "KeyRows"
@@ -69,9 +66,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                 | "Join" >> beam.CoGroupByKey()
                 | "Encode" >> beam.MapTuple(_video_record)
                 | "Write"
-                >> beam.io.WriteToTFRecord(
-                    os.path.join(output.uri, f"Split-{SPLIT}", "soft_labels"), file_name_suffix=".gz"
-                )
+                >> beam.io.WriteToTFRecord(split_output(output, SPLIT, "soft_labels"), file_name_suffix=".gz")
             )
         output.split_names = standard_artifact_utils.encode_split_names([SPLIT])
         output.set_int_custom_property("num_folds", num_folds)
