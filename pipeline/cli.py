@@ -1,4 +1,4 @@
-"""`yt8m` command line: synth, run."""
+"""`yt8m` command line: synth, run, predict, score."""
 
 from __future__ import annotations
 
@@ -37,6 +37,19 @@ def _run(args: argparse.Namespace) -> None:
     run_pipeline(config)
 
 
+def _predict(args: argparse.Namespace) -> None:
+    from pipeline.submission import write_submission
+
+    rows = write_submission(args.model, args.data, args.out)
+    log.info("predict: wrote %d videos to %s", rows, args.out)
+
+
+def _score(args: argparse.Namespace) -> None:
+    from pipeline.submission import score_submission
+
+    print(f"GAP@20 {score_submission(args.submission, args.truth):.6f}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="yt8m", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -58,6 +71,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--home", help="directory for the pipeline root and metadata (overrides the config)")
     run.add_argument("--runner", choices=["beam", "local"], help="orchestrator (overrides the config)")
     run.set_defaults(handler=_run)
+
+    predict = commands.add_parser("predict", help="write a Kaggle submission CSV with an exported model")
+    predict.add_argument(
+        "--model", required=True, help="SavedModel directory (serving_default on serialized records)"
+    )
+    predict.add_argument(
+        "--data", required=True, help="glob of TFRecord files, e.g. 'data/demo/video/test*.tfrecord'"
+    )
+    predict.add_argument("--out", required=True, help="CSV to write (VideoId,LabelConfidencePairs)")
+    predict.set_defaults(handler=_predict)
+
+    score = commands.add_parser("score", help="GAP@20 of a submission CSV against the ground truth")
+    score.add_argument("submission")
+    score.add_argument("--truth", required=True, help="VideoId,Labels CSV (e.g. data/demo/test_truth.csv)")
+    score.set_defaults(handler=_score)
     return parser
 
 

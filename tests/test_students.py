@@ -158,14 +158,14 @@ def test_serving_ensemble_is_towers_then_head_in_inference_mode_and_exports(tmp_
     export_dir = str(tmp_path / "student")
     export_student(serving, export_dir, CLASSES, top_k=5)
     after = tf.saved_model.load(export_dir).signatures["serving_default"](examples=records)
-    assert after["classes"].dtype == tf.int32 and after["scores"].dtype == tf.float32
+    assert after["class_indexes"].dtype == tf.int32 and after["predictions"].dtype == tf.float32
     assert [v.decode() for v in after["video_id"].numpy()] == [f"v{i}" for i in range(16)]
-    for key in ("classes", "scores"):
+    for key in ("class_indexes", "predictions"):
         np.testing.assert_array_equal(after[key].numpy(), before[key].numpy())
     expected_classes = np.argsort(-by_hand, axis=1, kind="stable")[:, :5]
-    np.testing.assert_array_equal(after["classes"].numpy(), expected_classes)
+    np.testing.assert_array_equal(after["class_indexes"].numpy(), expected_classes)
     np.testing.assert_allclose(
-        after["scores"].numpy(), np.take_along_axis(by_hand, expected_classes, axis=1), atol=1e-5
+        after["predictions"].numpy(), np.take_along_axis(by_hand, expected_classes, axis=1), atol=1e-5
     )
 
 

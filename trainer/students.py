@@ -246,20 +246,20 @@ def build_serving_ensemble(towers: Sequence[keras.Model], head: keras.Model) -> 
 
 
 def serving_function(model: keras.Model, num_classes: int, top_k: int = TOP_K):
-    """tf.function: serialized video-level records -> video_id, top-k `classes` (int32) and `scores`."""
+    """tf.function: serialized video-level records -> video_id, top-k `class_indexes`, `predictions`."""
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def serve(examples: tf.Tensor) -> dict[str, tf.Tensor]:
         parsed = parse_video_examples(examples, num_classes)
         probabilities = model({MEAN_RGB: parsed[MEAN_RGB], MEAN_AUDIO: parsed[MEAN_AUDIO]}, training=False)
         scores, classes = tf.math.top_k(probabilities, k=min(top_k, num_classes))
-        return {"video_id": parsed[ID], "classes": tf.cast(classes, tf.int32), "scores": scores}
+        return {"video_id": parsed[ID], "class_indexes": tf.cast(classes, tf.int32), "predictions": scores}
 
     return serve
 
 
 def export_student(model: keras.Model, path: str, num_classes: int, top_k: int = TOP_K) -> None:
-    """Write one SavedModel whose serving_default maps serialized records to video_id, classes, scores."""
+    """One SavedModel whose serving_default maps records to video_id, class_indexes, predictions."""
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint("serving_default", serving_function(model, num_classes, top_k))
