@@ -71,3 +71,21 @@ def run_pipeline(config: PipelineConfig) -> None:
     else:
         tfx.orchestration.LocalDagRunner().run(pipeline)
     log.info("pipeline %s finished", config.pipeline_name)
+    for line in stage_summary(config):
+        log.info(line)
+
+
+def stage_summary(config: PipelineConfig) -> list[str]:
+    """Holdout GAP@20 of every L1 model and of the L2 stack, from the latest run's ML Metadata."""
+    from pipeline.metadata import latest_executions, open_store, property_value
+
+    stacker = latest_executions(open_store(config.metadata_path), config.pipeline_name).get("L2LightGBM")
+    if stacker is None or not stacker.outputs.get("metrics"):
+        return []
+    metrics = stacker.outputs["metrics"][0]
+    lines = [
+        f"holdout GAP@20  {name:<28} {gap:.4f}"
+        for name, gap in property_value(metrics, "l1_holdout_gap").items()
+    ]
+    lines.append(f"holdout GAP@20  {'L2 LightGBM stack':<28} {property_value(metrics, 'holdout_gap'):.4f}")
+    return lines

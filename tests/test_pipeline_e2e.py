@@ -12,7 +12,7 @@ import yaml
 
 from pipeline import cli
 from pipeline.metadata import latest_executions, node_executions, open_store, property_value
-from pipeline.runner import run_pipeline
+from pipeline.runner import run_pipeline, stage_summary
 from tests import builders
 from tests.conftest import TINY_L1_CONFIGS, tiny_pipeline_config
 from trainer.predictions import AVERAGED, decode_prediction
@@ -89,6 +89,8 @@ def test_pipeline_runs_l1_over_folds_and_reruns_from_cache(tiny_data, tmp_path):
             assert {fold for _, fold, _ in averaged} == {AVERAGED}
 
     _assert_l2_stage(executions, fold_videos)
+    summary = stage_summary(config)
+    assert len(summary) == len(L1_NAMES) + 1 and "L2 LightGBM stack" in summary[-1]
 
     run_pipeline(config)
     reruns = node_executions(open_store(config.metadata_path), config.pipeline_name)[len(executions) :]
