@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -49,7 +50,8 @@ def _split_ids(artifact, split: str) -> list[str]:
 
 
 def test_pipeline_runs_l1_over_folds_and_reruns_from_cache(tiny_data, tmp_path):
-    config = tiny_pipeline_config(tiny_data, tmp_path / "home", l1_configs=TINY_L1_CONFIGS, num_folds=FOLDS)
+    l1_configs = tuple(shutil.copy(path, tmp_path) for path in TINY_L1_CONFIGS)
+    config = tiny_pipeline_config(tiny_data, tmp_path / "home", l1_configs=l1_configs, num_folds=FOLDS)
     run_pipeline(config)
     executions = latest_executions(open_store(config.metadata_path), config.pipeline_name)
     assert set(executions) == BASE_NODES | L1_NODES | L2_NODES
@@ -96,6 +98,15 @@ def test_pipeline_runs_l1_over_folds_and_reruns_from_cache(tiny_data, tmp_path):
     reruns = node_executions(open_store(config.metadata_path), config.pipeline_name)[len(executions) :]
     assert {e.node_id for e in reruns} == BASE_NODES | L1_NODES | L2_NODES
     assert {e.state for e in reruns} == {"CACHED"}
+
+    # Editing one L1 config reruns that model's nodes and everything downstream, nothing else.
+    frame_config = Path(l1_configs[1])
+    frame_config.write_text(frame_config.read_text().replace("epochs: 2", "epochs: 1"))
+    run_pipeline(config)
+    third = node_executions(open_store(config.metadata_path), config.pipeline_name)[2 * len(executions) :]
+    rerun = {e.node_id for e in third if e.state == "COMPLETE"}
+    assert rerun == {n for n in L1_NODES if "tiny_pooling" in n} | L2_NODES
+    assert {e.state for e in third if e.node_id not in rerun} == {"CACHED"}
 
 
 def _assert_l2_stage(executions, fold_videos: list[str]) -> None:
