@@ -83,9 +83,7 @@ def stage_summary(config: PipelineConfig) -> list[str]:
     if stacker is None or not stacker.outputs.get("metrics"):
         return []
     metrics = stacker.outputs["metrics"][0]
-    lines = [
-        f"holdout GAP@20  {name:<28} {gap:.4f}"
-        for name, gap in property_value(metrics, "l1_holdout_gap").items()
-    ]
+    l1_gaps = sorted(property_value(metrics, "l1_holdout_gap").items(), key=lambda item: -item[1])
+    lines = [f"holdout GAP@20  {name:<28} {gap:.4f}" for name, gap in l1_gaps]
     lines.append(f"holdout GAP@20  {'L2 LightGBM stack':<28} {property_value(metrics, 'holdout_gap'):.4f}")
     return lines
