@@ -57,10 +57,14 @@ def training_datasets(
             max_frames,
             shuffle_seed=shuffle_seed,
         )
-        dataset = dataset.unbatch().filter(
-            lambda x: in_validation_slice(x[F.ID], training.validation_fraction, training.seed) == validation
-        )
-        return dataset.batch(training.batch_size).map(lambda x: ({k: x[k] for k in inputs}, x[F.LABELS]))
+
+        def keep(batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+            in_slice = in_validation_slice(batch[F.ID], training.validation_fraction, training.seed)
+            chosen = in_slice == validation
+            return {key: tf.boolean_mask(batch[key], chosen) for key in (*inputs, F.LABELS)}
+
+        dataset = dataset.map(keep).rebatch(training.batch_size)
+        return dataset.map(lambda x: ({k: x[k] for k in inputs}, x[F.LABELS]))
 
     train = split(False, training.seed)
     if training.mixup_alpha > 0:
@@ -78,11 +82,14 @@ class ValidationGap(keras.callbacks.Callback):
     def __init__(self, validation: tf.data.Dataset) -> None:
         super().__init__()
         self._validation = validation
+        self._predict = None
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if self._predict is None:
+            self._predict = tf.function(lambda x: self.model(x, training=False), reduce_retracing=True)
         scores, labels = [], []
         for inputs, batch_labels in self._validation:
-            scores.append(self.model(inputs, training=False).numpy())
+            scores.append(self._predict(inputs).numpy())
             labels.append(batch_labels.numpy())
         gap = gap_at_k(np.concatenate(scores), np.concatenate(labels)) if scores else 0.0
         if logs is not None:
