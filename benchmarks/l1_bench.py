@@ -30,7 +30,6 @@ import glob  # noqa: E402
 import io  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
-import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
@@ -46,6 +45,7 @@ import tensorflow as tf  # noqa: E402
 from ml_metadata.proto import metadata_store_pb2  # noqa: E402
 from tensorflow.core.example import example_pb2  # noqa: E402
 
+from benchmarks import common
 from components.fold_split.executor import HOLDOUT, fold_names  # noqa: E402
 from components.l1_assemble.executor import OUT_OF_FOLD  # noqa: E402
 from components.l1_predict.executor import _BATCH, PredictDoFn  # noqa: E402
@@ -69,29 +69,17 @@ Arrays = dict[str, np.ndarray]
 
 
 def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-    """A plain fixed-width table; floats with 3 decimals (or none above 100)."""
-
-    def cell(value: object) -> str:
-        if isinstance(value, float):
-            return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3f}"
-        return str(value)
-
-    cells = [[cell(v) for v in row] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
-    line = "  ".join(f"{h:>{w}}" for h, w in zip(headers, widths, strict=True))
-    print(f"\n{title}\n{line}\n{'-' * len(line)}")
-    for row in cells:
-        print("  ".join(f"{c:>{w}}" for c, w in zip(row, widths, strict=True)))
+    """A fixed-width table; floats with 3 decimals (or none above 100)."""
+    common.print_table(title, headers, rows, _three_decimals)
 
 
-def pipeline_running() -> bool:
-    """Whether a `yt8m run` (pipeline.cli run) is in progress on this machine."""
-    return subprocess.run(["pgrep", "-f", "pipeline.cli run"], capture_output=True).returncode == 0
+def _three_decimals(value: float) -> str:
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3f}"
 
 
 def machine_note() -> str:
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    busy = "a pipeline run IS in progress" if pipeline_running() else "no pipeline run in progress"
+    busy = "a pipeline run IS in progress" if common.pipeline_running() else "no pipeline run in progress"
     return (
         f"machine: {os.cpu_count()} CPUs, load average {load}, {busy}. Shared machine: timings are noisy "
         "single runs, compare ratios rather than absolute rates."
@@ -376,7 +364,7 @@ def bench_quality(home: Path, data: Path) -> None:
     if not sqlite.exists():
         print(f"\n3. Quality: no ML Metadata at {sqlite}; run the demo first (`make demo`).")
         return
-    if pipeline_running():
+    if common.pipeline_running():
         print("\n   note: a pipeline run is in progress; ML Metadata may show a partial run.")
     # Per node, its latest finished execution (a run in progress leaves the previous one visible).
     executions = {

@@ -40,6 +40,8 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from benchmarks import common  # noqa: E402
+
 DEMO_CONFIG = "configs/demo.yaml"
 BEAM_ARGS = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
 GAIN_TARGET, SPEED_TARGET = 0.01, 0.5
@@ -49,26 +51,12 @@ DONE = ("COMPLETE", "CACHED")
 
 
 def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-    """A plain fixed-width table; floats: 4 decimals below 1 (GAPs), 1 below 100, none above."""
-
-    def cell(value: object) -> str:
-        if isinstance(value, float):
-            return (
-                f"{value:.4f}" if abs(value) < 1 else f"{value:.1f}" if abs(value) < 100 else f"{value:.0f}"
-            )
-        return str(value)
-
-    cells = [[cell(v) for v in row] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
-    line = "  ".join(f"{h:>{w}}" for h, w in zip(headers, widths, strict=True))
-    print(f"\n{title}\n{line}\n{'-' * len(line)}")
-    for row in cells:
-        print("  ".join(f"{c:>{w}}" for c, w in zip(row, widths, strict=True)))
+    """A fixed-width table; floats: 4 decimals below 1 (GAPs), 1 below 100, none above."""
+    common.print_table(title, headers, rows, _gap_decimals)
 
 
-def pipeline_running() -> bool:
-    """Whether a `yt8m run` (pipeline.cli run) is in progress on this machine."""
-    return subprocess.run(["pgrep", "-f", "pipeline.cli run"], capture_output=True).returncode == 0
+def _gap_decimals(value: float) -> str:
+    return f"{value:.4f}" if abs(value) < 1 else f"{value:.1f}" if abs(value) < 100 else f"{value:.0f}"
 
 
 def peak_rss_mb() -> float:
@@ -116,11 +104,11 @@ def bench_gap(home: Path, max_wait_s: float) -> None:
     from pipeline.metadata import latest_executions, open_store, property_value
 
     start = time.perf_counter()
-    if pipeline_running():
+    if common.pipeline_running():
         print(f"1. a pipeline run is in progress; waiting up to {max_wait_s:.0f}s for it to end", flush=True)
-        while pipeline_running() and time.perf_counter() - start < max_wait_s:
+        while common.pipeline_running() and time.perf_counter() - start < max_wait_s:
             time.sleep(10)
-        state = "still running (reading a partial run)" if pipeline_running() else "ended"
+        state = "still running (reading a partial run)" if common.pipeline_running() else "ended"
         print(f"   the run {state} after {time.perf_counter() - start:.0f}s", flush=True)
     name = load_pipeline_config(DEMO_CONFIG).pipeline_name
     sqlite = home / "metadata.sqlite"

@@ -1,0 +1,23 @@
+"""Helpers shared by the benchmarks: fixed-width tables and whether a pipeline run is in progress."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable, Sequence
+
+
+def print_table(
+    title: str, headers: Sequence[str], rows: Sequence[Sequence[object]], float_format: Callable[[float], str]
+) -> None:
+    """A plain fixed-width table, floats rendered by `float_format`."""
+    cells = [[float_format(v) if isinstance(v, float) else str(v) for v in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+    line = "  ".join(f"{h:>{w}}" for h, w in zip(headers, widths, strict=True))
+    print(f"\n{title}\n{line}\n{'-' * len(line)}")
+    for row in cells:
+        print("  ".join(f"{c:>{w}}" for c, w in zip(row, widths, strict=True)))
+
+
+def pipeline_running() -> bool:
+    """Whether a `yt8m run` (pipeline.cli run) is in progress on this machine."""
+    return subprocess.run(["pgrep", "-f", "pipeline.cli run"], capture_output=True).returncode == 0
