@@ -46,9 +46,9 @@ from ml_metadata.proto import metadata_store_pb2  # noqa: E402
 from tensorflow.core.example import example_pb2  # noqa: E402
 
 from benchmarks import common
-from components.fold_split.executor import HOLDOUT, fold_names  # noqa: E402
-from components.l1_assemble.executor import OUT_OF_FOLD  # noqa: E402
+from components.fold_split.executor import fold_names  # noqa: E402
 from components.l1_predict.executor import _BATCH, PredictDoFn  # noqa: E402
+from components.splits import HOLDOUT, OUT_OF_FOLD  # noqa: E402
 from pipeline.config import load_pipeline_config  # noqa: E402
 from pipeline.metadata import node_executions, open_store, property_value  # noqa: E402
 from trainer import features as F  # noqa: E402

@@ -8,6 +8,8 @@ from tfx.components.util import examples_utils
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact, standard_artifact_utils
 
+HOLDOUT, OUT_OF_FOLD, TEST = "holdout", "oof", "test"
+
 LEVEL_OF_PAYLOAD_FORMAT = {
     example_gen_pb2.FORMAT_TF_EXAMPLE: "video",
     example_gen_pb2.FORMAT_TF_SEQUENCE_EXAMPLE: "frame",

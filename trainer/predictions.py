@@ -18,6 +18,11 @@ def encode_prediction(video_id: str | bytes, scores: np.ndarray, fold: int) -> b
     return example.SerializeToString()
 
 
+def prediction_video_id(serialized: bytes) -> str:
+    """Just the video id of a prediction record (no score decoding), for keying joins."""
+    return example_pb2.Example.FromString(serialized).features.feature["id"].bytes_list.value[0].decode()
+
+
 def decode_prediction(serialized: bytes) -> tuple[str, int, np.ndarray]:
     """(video id, fold, float32 scores) of a prediction record."""
     features = example_pb2.Example.FromString(serialized).features.feature

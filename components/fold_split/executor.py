@@ -13,10 +13,9 @@ from tfx.components.util import examples_utils
 from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact, standard_artifact_utils
 
-from components.splits import examples_level, split_files
+from components.splits import HOLDOUT, examples_level, split_files
 from trainer.records import InputDataError, VideoRecord, decoder_for
 
-HOLDOUT = "holdout"
 _SUMMARY_FILE = "fold_summary.json"
 _FINGERPRINT_MODULUS = 2**64
 

@@ -10,12 +10,10 @@ import numpy as np
 from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact, standard_artifact_utils
 
-from components.fold_split.executor import HOLDOUT, fold_names
-from components.splits import examples_level, split_files, split_output
-from trainer.predictions import AVERAGED, decode_prediction, encode_prediction
+from components.fold_split.executor import fold_names
+from components.splits import HOLDOUT, OUT_OF_FOLD, TEST, examples_level, split_files, split_output
+from trainer.predictions import AVERAGED, decode_prediction, encode_prediction, prediction_video_id
 from trainer.records import video_id_of
-
-OUT_OF_FOLD = "oof"
 
 
 class AssemblyError(ValueError):
@@ -68,7 +66,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             raise AssemblyError(f"{config_name}: fold predictions come from folds {folds_seen}")
         level = examples_level(examples)
         available = standard_artifact_utils.decode_split_names(examples.split_names)
-        averaged_splits = [split for split in (HOLDOUT, "test") if split in available]
+        averaged_splits = [split for split in (HOLDOUT, TEST) if split in available]
 
         def example_ids(pipeline, splits: Iterable[str], label: str):
             parts = []
@@ -93,8 +91,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             return (
                 parts
                 | f"FlattenPredictions[{label}]" >> beam.Flatten()
-                | f"KeyPredictions[{label}]"
-                >> beam.Map(lambda record: (decode_prediction(record)[0], record))
+                | f"KeyPredictions[{label}]" >> beam.Map(lambda record: (prediction_video_id(record), record))
             )
 
         def write(pcoll, split: str):

@@ -13,8 +13,7 @@ from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact, standard_artifact_utils
 from tfx.utils import path_utils
 
-from components.fold_split.executor import HOLDOUT
-from components.splits import split_files, split_output
+from components.splits import HOLDOUT, TEST, split_files, split_output
 from trainer.l1_run import TRAINING_INFO
 from trainer.predictions import encode_prediction
 
@@ -67,7 +66,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                 f"{out_of_fold}"
             )
         available = standard_artifact_utils.decode_split_names(examples.split_names)
-        splits = [split for split in (out_of_fold, HOLDOUT, "test") if split in available]
+        splits = [split for split in (out_of_fold, HOLDOUT, TEST) if split in available]
         with self._make_beam_pipeline() as pipeline:
             for split in splits:
                 pattern = split_files(examples, split)

@@ -13,10 +13,8 @@ import pyarrow as pa
 from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact, standard_artifact_utils
 
-from components.fold_split.executor import HOLDOUT
-from components.l1_assemble.executor import OUT_OF_FOLD
 from components.l2_merge.executor import MergedRecord, decode_merged
-from components.splits import split_files, split_output
+from components.splits import HOLDOUT, OUT_OF_FOLD, split_files, split_output
 from trainer.predictions import AVERAGED
 
 KEY_COLUMNS = [

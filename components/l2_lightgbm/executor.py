@@ -16,11 +16,11 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact, standard_artifact_utils
 
 from components.l2_lightgbm.config import LightGBMConfig, parse_lightgbm_config
+from components.splits import HOLDOUT, OUT_OF_FOLD, TEST
 from trainer.metrics import gap_from_candidates
+from trainer.predictions import AVERAGED
 
 log = logging.getLogger(__name__)
-OUT_OF_FOLD, HOLDOUT, TEST = "oof", "holdout", "test"
-AVERAGED = -1
 SCORE_COLUMNS = ["video_id", "fold", "class_id", "target", "num_labels", "score", "scored_by"]
 _HASH_BUCKETS = 10_000
 

@@ -19,13 +19,11 @@ from tfx.dsl.components.base import base_beam_executor
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact, standard_artifact_utils
 
-from components.fold_split.executor import HOLDOUT
-from components.l1_assemble.executor import OUT_OF_FOLD
-from components.splits import split_files, split_output
+from components.splits import HOLDOUT, OUT_OF_FOLD, TEST, split_files, split_output
 from trainer import features as F
-from trainer.predictions import AVERAGED, decode_prediction
+from trainer.predictions import AVERAGED, decode_prediction, prediction_video_id
 
-AVERAGED_SPLITS = (HOLDOUT, "test")  # fold-averaged by L1Assemble; present when the examples have them
+AVERAGED_SPLITS = (HOLDOUT, TEST)  # fold-averaged by L1Assemble; present when the examples have them
 _EXAMPLES = "examples"
 _SUMMARY_FILE = "merge_summary.json"
 
@@ -172,7 +170,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                 pipeline
                 | f"ReadPredictions[{split}.{model}]" >> beam.io.ReadFromTFRecord(pattern)
                 | f"KeyPredictions[{split}.{model}]"
-                >> beam.Map(lambda record: (decode_prediction(record)[0], record))
+                >> beam.Map(lambda record: (prediction_video_id(record), record))
             )
 
         summary_path = os.path.join(output.uri, _SUMMARY_FILE)

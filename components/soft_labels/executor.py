@@ -10,7 +10,7 @@ from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact, standard_artifact_utils
 
 from components.fold_split.executor import fold_names
-from components.splits import split_files, split_output
+from components.splits import OUT_OF_FOLD, split_files, split_output
 from trainer.records import video_id_of
 from trainer.soft_labels import encode_soft_labels
 
@@ -55,7 +55,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                 pipeline
                 | "ReadScores"
                 >> beam.io.ReadFromParquet(
-                    split_files(scores, "oof"),
+                    split_files(scores, OUT_OF_FOLD),
                     columns=["video_id", "class_id", "score"],
                 )
                 | "KeyRows"
