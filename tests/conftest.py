@@ -43,3 +43,15 @@ def tiny_pipeline_config(
         l1=L1Settings(configs=l1_configs),
     )
     return config.with_overrides(**changes)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_data, tmp_path_factory) -> PipelineConfig:
+    """The whole pipeline, run once on `tiny_data` (3 folds, both tiny L1 configs). Tests only read it."""
+    from pipeline.runner import run_pipeline
+
+    config = tiny_pipeline_config(
+        tiny_data, tmp_path_factory.mktemp("tiny_run") / "home", l1_configs=TINY_L1_CONFIGS, num_folds=3
+    )
+    run_pipeline(config)
+    return config
