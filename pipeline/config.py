@@ -67,6 +67,33 @@ class L2Settings:
 
 
 @dataclass(frozen=True)
+class KubeflowSettings:
+    """How `yt8m compile` targets Kubeflow Pipelines: image, artifact root, per-node resources, Beam runner.
+
+    Every node gets `cpu`/`memory_gb` (request = limit); trainer nodes (L1Trainer_*, StudentTrainer_*) get the
+    trainer_* values and `trainer_accelerator_count` accelerators of `trainer_accelerator` (the Kubernetes
+    resource name on open-source KFP, e.g. nvidia.com/gpu; a type such as NVIDIA_TESLA_T4 on Vertex AI).
+    """
+
+    image: str
+    pipeline_root: str
+    cpu: float = 2.0
+    memory_gb: float = 8.0
+    trainer_cpu: float = 8.0
+    trainer_memory_gb: float = 32.0
+    trainer_accelerator: str = "nvidia.com/gpu"
+    trainer_accelerator_count: int = 1
+    beam_pipeline_args: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("cpu", "memory_gb", "trainer_cpu", "trainer_memory_gb"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.trainer_accelerator_count < 0:
+            raise ValueError(f"trainer_accelerator_count must be >= 0, got {self.trainer_accelerator_count}")
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     """Everything `create_pipeline` needs. Relative paths are resolved against the working directory."""
 
@@ -76,6 +103,7 @@ class PipelineConfig:
     folds: FoldConfig = field(default_factory=FoldConfig)
     l1: L1Settings = field(default_factory=L1Settings)
     l2: L2Settings = field(default_factory=L2Settings)
+    kubeflow: KubeflowSettings | None = None  # only `yt8m compile` reads it
     runner: Literal["beam", "local"] = "beam"
     enable_cache: bool = True
     # Naming an SDK image stops TFX from building a ~50 MB sdist of itself in /tmp for every Beam node; the
@@ -99,13 +127,18 @@ class PipelineConfig:
         return replace(self, **{key: value for key, value in changes.items() if value is not None})
 
 
+def _absolute(path: str) -> str:
+    """A local path made absolute; URLs (gs://bucket/...) unchanged."""
+    return path if "://" in path else str(Path(path).absolute())
+
+
 def load_pipeline_config(path: str | Path) -> PipelineConfig:
-    """Load and validate a pipeline config; data paths become absolute."""
+    """Load and validate a pipeline config; local data paths become absolute."""
     config = config_schema.load(PipelineConfig, path)
     data = replace(
         config.data,
-        video_dir=str(Path(config.data.video_dir).absolute()),
-        frame_dir=str(Path(config.data.frame_dir).absolute()) if config.data.frame_dir else None,
+        video_dir=_absolute(config.data.video_dir),
+        frame_dir=_absolute(config.data.frame_dir) if config.data.frame_dir else None,
     )
     l1 = L1Settings(configs=tuple(str(Path(path).absolute()) for path in config.l1.configs))
     l2 = replace(config.l2, lightgbm_config=str(Path(config.l2.lightgbm_config).absolute()))
