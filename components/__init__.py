@@ -7,6 +7,7 @@ from components.artifacts import (
     Predictions,
     SoftLabelIndex,
     StageMetrics,
+    Submission,
 )
 
 __all__ = [
@@ -16,4 +17,5 @@ __all__ = [
     "Predictions",
     "SoftLabelIndex",
     "StageMetrics",
+    "Submission",
 ]

@@ -65,3 +65,10 @@ class StageMetrics(artifact.Artifact):
 
     TYPE_NAME = "components.StageMetrics"
     TYPE_ANNOTATION = Metrics
+
+
+class Submission(artifact.Artifact):
+    """A Kaggle submission CSV (`VideoId,LabelConfidencePairs`) written by a pushed model."""
+
+    TYPE_NAME = "components.Submission"
+    TYPE_ANNOTATION = Dataset

@@ -94,6 +94,27 @@ class KubeflowSettings:
 
 
 @dataclass(frozen=True)
+class StudentSettings:
+    """The distilled student (see configs/students/): a directory of tower and head configs (null: no student
+    stage), its blessing (holdout GAP >= gap_floor and >= stack_fraction x the stack's GAP) and where the
+    blessed model is pushed (relative paths are under home) if its files fit in max_model_bytes."""
+
+    configs: str | None = None
+    gap_floor: float = 0.0
+    stack_fraction: float = 0.97
+    push_directory: str = "serving"
+    max_model_bytes: int = 1_000_000_000
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.gap_floor <= 1.0:
+            raise ValueError(f"gap_floor must be in [0, 1], got {self.gap_floor}")
+        if self.stack_fraction < 0.0:
+            raise ValueError(f"stack_fraction must be >= 0, got {self.stack_fraction}")
+        if self.max_model_bytes < 1:
+            raise ValueError(f"max_model_bytes must be >= 1, got {self.max_model_bytes}")
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     """Everything `create_pipeline` needs. Relative paths are resolved against the working directory."""
 
@@ -103,6 +124,7 @@ class PipelineConfig:
     folds: FoldConfig = field(default_factory=FoldConfig)
     l1: L1Settings = field(default_factory=L1Settings)
     l2: L2Settings = field(default_factory=L2Settings)
+    students: StudentSettings = field(default_factory=StudentSettings)
     kubeflow: KubeflowSettings | None = None  # only `yt8m compile` reads it
     runner: Literal["beam", "local"] = "beam"
     enable_cache: bool = True
@@ -121,6 +143,10 @@ class PipelineConfig:
     @property
     def metadata_path(self) -> str:
         return str(Path(self.home, "metadata.sqlite").absolute())
+
+    @property
+    def push_directory(self) -> str:
+        return str(Path(self.home, self.students.push_directory).absolute())
 
     def with_overrides(self, **changes) -> PipelineConfig:
         """A copy with top-level fields replaced (`None` values are ignored)."""
@@ -142,4 +168,7 @@ def load_pipeline_config(path: str | Path) -> PipelineConfig:
     )
     l1 = L1Settings(configs=tuple(str(Path(path).absolute()) for path in config.l1.configs))
     l2 = replace(config.l2, lightgbm_config=str(Path(config.l2.lightgbm_config).absolute()))
-    return replace(config, data=data, l1=l1, l2=l2)
+    students = config.students
+    if students.configs:
+        students = replace(students, configs=str(Path(students.configs).absolute()))
+    return replace(config, data=data, l1=l1, l2=l2, students=students)

@@ -3,43 +3,70 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from tfx import v1 as tfx
 from tfx.proto import example_gen_pb2
 
+from components.batch_inference.component import BatchInference
 from components.example_gen.component import YT8MExampleGen, split_input_config
 from components.fold_split.component import FoldSplit
+from components.head_examples.component import HeadExamples
 from components.l1_assemble.component import L1Assemble
 from components.l1_predict.component import L1Predict
 from components.l2_features.component import L2Features
 from components.l2_features.executor import model_columns
 from components.l2_lightgbm.component import L2LightGBM
 from components.l2_merge.component import L2Merge
+from components.model_pusher.component import SizeLimitedPusher
 from components.soft_labels.component import SoftLabels
+from components.student_evaluator.component import StudentEvaluator
+from components.student_export.component import StudentExport
 from pipeline.config import L2Settings, PipelineConfig
 from trainer.config_schema import ConfigError
 from trainer.l1_config import parse_l1_config
+from trainer.student_run import REFIT
+from trainer.students import StudentConfig, check_serving_size, load_student_suite
 
 L1_RUN_FN = "trainer.l1_run.run_fn"
+STUDENT_RUN_FN = "trainer.student_run.run_fn"
 
 
 def _node_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", text)
 
 
+def fold_model_nodes(
+    kind: str, config_name: str, examples, num_folds: int, trainer_of_fold: Callable[[int, list[str]], Any]
+) -> list:
+    """Per fold a Trainer (`trainer_of_fold(fold, train_splits)`) and an L1Predict of its out-of-fold split,
+    holdout and test; then one L1Assemble. Ids: <kind>Trainer_<name>_fold<k>, likewise Predict, Assemble."""
+    name = _node_name(config_name)
+    nodes, fold_predictions = [], []
+    for fold in range(num_folds):
+        train_splits = [f"fold_{k}" for k in range(num_folds) if k != fold]
+        trainer = trainer_of_fold(fold, train_splits).with_id(f"{kind}Trainer_{name}_fold{fold}")
+        predict = L1Predict(
+            model=trainer.outputs["model"], examples=examples, fold=fold, config_name=config_name
+        ).with_id(f"{kind}Predict_{name}_fold{fold}")
+        nodes += [trainer, predict]
+        fold_predictions.append(predict.outputs["predictions"])
+    assemble = L1Assemble(examples=examples, fold_predictions=fold_predictions, config_name=config_name)
+    return [*nodes, assemble.with_id(f"{kind}Assemble_{name}")]
+
+
 def l1_nodes(config_path: str, folds, num_folds: int, num_classes: int) -> list:
     """Trainer + L1Predict per fold and one L1Assemble for the L1 model config at `config_path`."""
     text = Path(config_path).read_text()
     l1_config = parse_l1_config(text, config_path)
-    name = _node_name(l1_config.name)
     examples = folds[l1_config.level]
     if examples is None:
         raise ConfigError(f"{config_path}: {l1_config.level}-level model but data.frame_dir is not set")
-    nodes, fold_predictions = [], []
-    for fold in range(num_folds):
-        train_splits = [f"fold_{k}" for k in range(num_folds) if k != fold]
-        trainer = tfx.components.Trainer(
+
+    def trainer(fold: int, train_splits: list[str]):
+        return tfx.components.Trainer(
             run_fn=L1_RUN_FN,
             examples=examples,
             train_args=tfx.proto.TrainArgs(splits=train_splits),
@@ -51,14 +78,85 @@ def l1_nodes(config_path: str, folds, num_folds: int, num_classes: int) -> list:
                 "train_splits": train_splits,
                 "num_classes": num_classes,
             },
-        ).with_id(f"L1Trainer_{name}_fold{fold}")
-        predict = L1Predict(
-            model=trainer.outputs["model"], examples=examples, fold=fold, config_name=l1_config.name
-        ).with_id(f"L1Predict_{name}_fold{fold}")
-        nodes += [trainer, predict]
-        fold_predictions.append(predict.outputs["predictions"])
-    assemble = L1Assemble(examples=examples, fold_predictions=fold_predictions, config_name=l1_config.name)
-    return [*nodes, assemble.with_id(f"L1Assemble_{name}")]
+        )
+
+    return fold_model_nodes("L1", l1_config.name, examples, num_folds, trainer)
+
+
+def student_trainer(
+    config: StudentConfig, examples, fold: int, train_splits: list[str], num_classes: int, tower_names=()
+):
+    """A Trainer of one student config (a tower, or the head when tower_names are given)."""
+    return tfx.components.Trainer(
+        run_fn=STUDENT_RUN_FN,
+        examples=examples,
+        train_args=tfx.proto.TrainArgs(splits=train_splits),
+        eval_args=tfx.proto.EvalArgs(splits=["holdout"], num_steps=0),  # the run_fn validates on a slice
+        custom_config={
+            "student_config_yaml": Path(config.source).read_text(),
+            "student_config_source": config.source,
+            "fold": fold,
+            "train_splits": train_splits,
+            "num_classes": num_classes,
+            "tower_names": list(tower_names),
+        },
+    )
+
+
+def student_nodes(config: PipelineConfig, soft_labels, video_folds, l1_predictions, stack_scores) -> list:
+    """Towers per fold (OOF predictions) and refit on every fold, the head on the towers' OOF outputs, the
+    one-graph export, its evaluation and blessing, and (when blessed) push and batch inference."""
+    suite = load_student_suite(config.students.configs)
+    settings, num_folds, num_classes = config.students, config.folds.num_folds, config.data.num_classes
+    try:
+        check_serving_size(suite, num_classes, settings.max_model_bytes)
+    except ValueError as error:
+        raise ConfigError(f"students.max_model_bytes: {error}") from None
+    examples = soft_labels.outputs["student_examples"]
+    all_folds = [f"fold_{k}" for k in range(num_folds)]
+    nodes, tower_predictions, refit_towers = [], [], []
+    for tower in suite.towers:
+        tower_nodes = fold_model_nodes(
+            "Student",
+            tower.name,
+            examples,
+            num_folds,
+            lambda fold, splits, tower=tower: student_trainer(tower, examples, fold, splits, num_classes),
+        )
+        refit = student_trainer(tower, examples, REFIT, all_folds, num_classes)
+        nodes += [*tower_nodes, refit.with_id(f"StudentTrainer_{_node_name(tower.name)}_refit")]
+        tower_predictions.append(tower_nodes[-1].outputs["predictions"])
+        refit_towers.append(refit.outputs["model"])
+    head_examples = HeadExamples(examples=examples, towers=tower_predictions).with_id("HeadExamples")
+    head = student_trainer(
+        suite.head,
+        head_examples.outputs["head_examples"],
+        REFIT,
+        all_folds,
+        num_classes,
+        [tower.name for tower in suite.towers],
+    ).with_id("StudentTrainer_head")
+    export = StudentExport(towers=refit_towers, head=head.outputs["model"]).with_id("StudentExport")
+    evaluator = StudentEvaluator(
+        examples=video_folds,
+        l1_predictions=l1_predictions,
+        tower_predictions=tower_predictions,
+        stack_scores=stack_scores,
+        model=export.outputs["model"],
+        num_classes=num_classes,
+        gap_floor=settings.gap_floor,
+        stack_fraction=settings.stack_fraction,
+    ).with_id("StudentEvaluator")
+    nodes += [head_examples, head, export, evaluator]
+    with tfx.dsl.Cond(evaluator.outputs["blessing"].future()[0].custom_property("blessed") == 1):
+        pusher = SizeLimitedPusher(
+            model=export.outputs["model"],
+            model_blessing=evaluator.outputs["blessing"],
+            base_directory=config.push_directory,
+            max_model_bytes=settings.max_model_bytes,
+        ).with_id("Pusher")
+        inference = BatchInference(pushed_model=pusher.outputs["pushed_model"], examples=video_folds)
+    return [*nodes, pusher, inference.with_id("BatchInference")]
 
 
 def create_components(config: PipelineConfig) -> list:
@@ -112,7 +210,15 @@ def create_components(config: PipelineConfig) -> list:
             model_columns(l1_names)  # duplicate or clashing model names fail here, not in L2Features
         except ValueError as error:
             raise ConfigError(f"l1.configs: {error}") from None
-        nodes += l2_nodes(config.l2, split_examples["video"], l1_predictions)
+        stage = l2_nodes(config.l2, split_examples["video"], l1_predictions)
+        nodes += stage
+        if config.students.configs:
+            stacker, soft_labels = stage[-2], stage[-1]
+            nodes += student_nodes(
+                config, soft_labels, split_examples["video"], l1_predictions, stacker.outputs["scores"]
+            )
+    elif config.students.configs:
+        raise ConfigError("students.configs: the student needs L1 models (l1.configs) to distil")
     return nodes
 
 

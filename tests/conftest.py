@@ -10,12 +10,13 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-from pipeline.config import DataConfig, FoldConfig, L1Settings, PipelineConfig  # noqa: E402
+from pipeline.config import DataConfig, FoldConfig, L1Settings, PipelineConfig, StudentSettings  # noqa: E402
 from pipeline.synth import SynthConfig, write_dataset  # noqa: E402
 
 TINY_L1_CONFIGS = tuple(
     str(Path(__file__).parent / "configs" / f"tiny_{level}.yaml") for level in ("video", "frame")
 )
+TINY_STUDENTS = str(Path(__file__).parent / "configs" / "students")
 TINY = SynthConfig(videos=240, classes=30, frames=8, seed=3, videos_per_shard=60)
 
 
@@ -47,11 +48,16 @@ def tiny_pipeline_config(
 
 @pytest.fixture(scope="session")
 def tiny_run(tiny_data, tmp_path_factory) -> PipelineConfig:
-    """The whole pipeline, run once on `tiny_data` (3 folds, both tiny L1 configs). Tests only read it."""
+    """The whole pipeline, run once on `tiny_data` (3 folds, both tiny L1 configs, two tiny towers and a head;
+    blessed at half the stack's GAP). Tests only read it."""
     from pipeline.runner import run_pipeline
 
     config = tiny_pipeline_config(
-        tiny_data, tmp_path_factory.mktemp("tiny_run") / "home", l1_configs=TINY_L1_CONFIGS, num_folds=3
+        tiny_data,
+        tmp_path_factory.mktemp("tiny_run") / "home",
+        l1_configs=TINY_L1_CONFIGS,
+        num_folds=3,
+        students=StudentSettings(configs=TINY_STUDENTS, stack_fraction=0.5),
     )
     run_pipeline(config)
     return config

@@ -166,19 +166,24 @@ def serving_function(model: keras.Model, level: str, num_classes: int, max_frame
     return serve
 
 
-def export_model(
-    model: keras.Model, config: L1Config, num_classes: int, path: str, info: dict[str, Any]
-) -> None:
-    """Write the SavedModel (serving_default: records -> video_id, scores) and its training info."""
+def write_export(model: keras.Model, serve, path: str, info: dict[str, Any]) -> None:
+    """The SavedModel with `serve` as serving_default, and `info` as its training info."""
     archive = keras.export.ExportArchive()
     archive.track(model)
-    serve = serving_function(model, config.level, num_classes, config.training.max_frames or F.MAX_FRAMES)
     archive.add_endpoint("serving_default", serve)
     archive.write_out(path, verbose=False)
     info_path = os.path.join(path, TRAINING_INFO)
     tf.io.gfile.makedirs(os.path.dirname(info_path))
     with tf.io.gfile.GFile(info_path, "w") as handle:
         json.dump(info, handle, indent=1)
+
+
+def export_model(
+    model: keras.Model, config: L1Config, num_classes: int, path: str, info: dict[str, Any]
+) -> None:
+    """Write the SavedModel (serving_default: records -> video_id, scores) and its training info."""
+    serve = serving_function(model, config.level, num_classes, config.training.max_frames or F.MAX_FRAMES)
+    write_export(model, serve, path, info)
 
 
 def run_fn(fn_args) -> None:

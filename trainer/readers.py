@@ -66,6 +66,13 @@ def _compression_of(path: tf.Tensor) -> tf.Tensor:
     return tf.where(tf.strings.regex_full_match(path, r".*\.gz"), "GZIP", "")
 
 
+def read_records(files: Sequence[str]) -> tf.data.Dataset:
+    """Serialized records of `files`, file after file; names ending in .gz are read as GZIP."""
+    return tf.data.Dataset.from_tensor_slices(list(files)).interleave(
+        lambda path: tf.data.TFRecordDataset(path, compression_type=_compression_of(path)), cycle_length=1
+    )
+
+
 def make_dataset(
     file_patterns: Sequence[str],
     level: str,

@@ -1,6 +1,7 @@
-"""The soft-label record format: tf.train.Example {id, class_ids int64 list, scores float list}.
+"""Soft labels: the L2 out-of-fold probabilities of a video's candidate classes; every other class is 0.
 
-A video's soft labels are the L2 out-of-fold probabilities of its candidate classes; every other class is 0.
+Two record formats: the index record tf.train.Example {id, class_ids int64 list, scores float list}, and the
+student's training record, a video-level example with `soft_class_ids` and `soft_scores` added.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import tensorflow as tf
 from tensorflow.core.example import example_pb2
 
 ID, CLASS_IDS, SCORES = "id", "class_ids", "scores"
+SOFT_CLASS_IDS, SOFT_SCORES = "soft_class_ids", "soft_scores"
 
 
 def encode_soft_labels(video_id: str, class_ids: np.ndarray, scores: np.ndarray) -> bytes:
@@ -18,6 +20,15 @@ def encode_soft_labels(video_id: str, class_ids: np.ndarray, scores: np.ndarray)
     features[ID].bytes_list.value.append(video_id.encode())
     features[CLASS_IDS].int64_list.value.extend(np.asarray(class_ids, np.int64).tolist())
     features[SCORES].float_list.value.extend(np.asarray(scores, np.float32).tolist())
+    return example.SerializeToString()
+
+
+def with_soft_labels(video_record: bytes, class_ids: np.ndarray, scores: np.ndarray) -> bytes:
+    """The video-level record with the video's soft labels added as `soft_class_ids` and `soft_scores`."""
+    example = example_pb2.Example.FromString(video_record)
+    features = example.features.feature
+    features[SOFT_CLASS_IDS].int64_list.value.extend(np.asarray(class_ids, np.int64).tolist())
+    features[SOFT_SCORES].float_list.value.extend(np.asarray(scores, np.float32).tolist())
     return example.SerializeToString()
 
 
@@ -30,8 +41,21 @@ def decode_soft_labels(serialized: bytes) -> tuple[str, np.ndarray, np.ndarray]:
     )
 
 
+SOFT_LABEL_SPEC = {
+    SOFT_CLASS_IDS: tf.io.VarLenFeature(tf.int64),
+    SOFT_SCORES: tf.io.VarLenFeature(tf.float32),
+}
+
+
+def dense_soft_labels(class_ids: tf.SparseTensor, scores: tf.SparseTensor, num_classes: int) -> tf.Tensor:
+    """Parsed sparse class ids and scores [B, ?] -> dense soft targets [B, num_classes] (0 elsewhere)."""
+    indices = tf.stack([class_ids.indices[:, 0], class_ids.values], axis=1)
+    shape = tf.stack([class_ids.dense_shape[0], tf.constant(num_classes, tf.int64)])
+    return tf.sparse.to_dense(tf.sparse.reorder(tf.SparseTensor(indices, scores.values, shape)))
+
+
 def parse_soft_labels(serialized: tf.Tensor, num_classes: int) -> dict[str, tf.Tensor]:
-    """tf.data: a batch of soft-label records -> id [B] and dense soft targets [B, num_classes]."""
+    """tf.data: a batch of soft-label index records -> id [B] and dense soft targets [B, num_classes]."""
     parsed = tf.io.parse_example(
         serialized,
         {
@@ -40,8 +64,4 @@ def parse_soft_labels(serialized: tf.Tensor, num_classes: int) -> dict[str, tf.T
             SCORES: tf.io.VarLenFeature(tf.float32),
         },
     )
-    ids, scores = parsed[CLASS_IDS], parsed[SCORES]
-    indices = tf.stack([ids.indices[:, 0], ids.values], axis=1)
-    shape = tf.stack([tf.shape(serialized, out_type=tf.int64)[0], tf.constant(num_classes, tf.int64)])
-    dense = tf.sparse.to_dense(tf.sparse.reorder(tf.SparseTensor(indices, scores.values, shape)))
-    return {ID: parsed[ID], SCORES: dense}
+    return {ID: parsed[ID], SCORES: dense_soft_labels(parsed[CLASS_IDS], parsed[SCORES], num_classes)}

@@ -26,10 +26,11 @@ from trainer import soft_labels
 from trainer.config_schema import ConfigError, build, parse_yaml
 from trainer.features import AUDIO_SIZE, ID, LABELS, MEAN_AUDIO, MEAN_RGB, NUM_CLASSES, RGB_SIZE
 from trainer.models import VIDEO_LEVEL, ModelSpec, ParamError
-from trainer.readers import parse_video_examples
+from trainer.readers import VIDEO_FEATURE_SPEC, multi_hot, parse_video_examples
 
 FEATURES_SIZE = RGB_SIZE + AUDIO_SIZE
 TOWER_OUTPUTS = "tower_outputs"
+TARGETS = "targets"
 TOWERS = ("A", "B", "C", "D", "E", "F")
 ENSEMBLE = "ensemble"
 StudentModel = Literal["A", "B", "C", "D", "E", "F", "ensemble"]
@@ -245,24 +246,45 @@ def build_serving_ensemble(towers: Sequence[keras.Model], head: keras.Model) -> 
     return keras.Model(inputs, probabilities, name="student")
 
 
+def _probabilities(model: keras.Model, examples: tf.Tensor, num_classes: int) -> dict[str, tf.Tensor]:
+    parsed = parse_video_examples(examples, num_classes)
+    probabilities = model({MEAN_RGB: parsed[MEAN_RGB], MEAN_AUDIO: parsed[MEAN_AUDIO]}, training=False)
+    return {"video_id": parsed[ID], "scores": probabilities}
+
+
 def serving_function(model: keras.Model, num_classes: int, top_k: int = TOP_K):
     """tf.function: serialized video-level records -> video_id, top-k `class_indexes`, `predictions`."""
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def serve(examples: tf.Tensor) -> dict[str, tf.Tensor]:
-        parsed = parse_video_examples(examples, num_classes)
-        probabilities = model({MEAN_RGB: parsed[MEAN_RGB], MEAN_AUDIO: parsed[MEAN_AUDIO]}, training=False)
-        scores, classes = tf.math.top_k(probabilities, k=min(top_k, num_classes))
-        return {"video_id": parsed[ID], "class_indexes": tf.cast(classes, tf.int32), "predictions": scores}
+        outputs = _probabilities(model, examples, num_classes)
+        scores, classes = tf.math.top_k(outputs["scores"], k=min(top_k, num_classes))
+        return {
+            "video_id": outputs["video_id"],
+            "class_indexes": tf.cast(classes, tf.int32),
+            "predictions": scores,
+        }
 
     return serve
 
 
+def scores_function(model: keras.Model, num_classes: int):
+    """tf.function: serialized video-level records -> video_id, `scores` (every class's probability)."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def scores(examples: tf.Tensor) -> dict[str, tf.Tensor]:
+        return _probabilities(model, examples, num_classes)
+
+    return scores
+
+
 def export_student(model: keras.Model, path: str, num_classes: int, top_k: int = TOP_K) -> None:
-    """One SavedModel whose serving_default maps records to video_id, class_indexes, predictions."""
+    """One SavedModel: `serving_default` maps records to video_id, class_indexes, predictions (top-k) and
+    `scores` to video_id, scores (all classes, for evaluation)."""
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint("serving_default", serving_function(model, num_classes, top_k))
+    archive.add_endpoint("scores", scores_function(model, num_classes))
     archive.write_out(path, verbose=False)
 
 
@@ -280,19 +302,22 @@ def blend_targets(soft: tf.Tensor, hard: tf.Tensor, hard_label_weight: float) ->
     return (1.0 - hard_label_weight) * soft + hard_label_weight * tf.cast(hard, soft.dtype)
 
 
-def parse_student_batch(
-    video_records: tf.Tensor, soft_label_records: tf.Tensor, num_classes: int, hard_label_weight: float
-) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
-    """A batch of video records and the soft-label records of the same videos, in the same order ->
-    (mean_rgb/mean_audio, blended targets). Fails unless the video ids agree row by row."""
-    videos = parse_video_examples(video_records, num_classes)
-    soft = soft_labels.parse_soft_labels(soft_label_records, num_classes)
-    check = tf.debugging.assert_equal(
-        videos[ID], soft[soft_labels.ID], message="video ids of soft labels differ"
+def parse_student_examples(
+    serialized: tf.Tensor, num_classes: int, hard_label_weight: float, tower_output_size: int = 0
+) -> dict[str, tf.Tensor]:
+    """A batch of student records (video-level records with soft labels, and `tower_outputs` when
+    tower_output_size > 0) -> id, mean_rgb, mean_audio, [tower_outputs], multi-hot labels and the blended
+    `targets`. Records without soft labels (holdout, test) get soft targets of 0."""
+    spec = {**VIDEO_FEATURE_SPEC, **soft_labels.SOFT_LABEL_SPEC}
+    if tower_output_size:
+        spec[TOWER_OUTPUTS] = tf.io.FixedLenFeature([tower_output_size], tf.float32)
+    parsed = tf.io.parse_example(serialized, spec)
+    parsed[LABELS] = multi_hot(parsed[LABELS], num_classes)
+    soft = soft_labels.dense_soft_labels(
+        parsed.pop(soft_labels.SOFT_CLASS_IDS), parsed.pop(soft_labels.SOFT_SCORES), num_classes
     )
-    with tf.control_dependencies([check]):
-        targets = blend_targets(soft[soft_labels.SCORES], videos[LABELS], hard_label_weight)
-    return {MEAN_RGB: videos[MEAN_RGB], MEAN_AUDIO: videos[MEAN_AUDIO]}, targets
+    parsed[TARGETS] = blend_targets(soft, parsed[LABELS], hard_label_weight)
+    return parsed
 
 
 def make_optimizer(training: StudentTraining) -> keras.optimizers.Optimizer:
@@ -340,7 +365,8 @@ STUDENT_MODELS: Mapping[str, ModelSpec] = MappingProxyType(
 @dataclass(frozen=True)
 class StudentTraining:
     """Adam with exponential (staircase) decay every `decay_examples`, per-weight gradient clipping by norm;
-    targets = (1 - hard_label_weight) * soft labels + hard_label_weight * labels."""
+    targets = (1 - hard_label_weight) * soft labels + hard_label_weight * labels. Early stopping watches GAP
+    on a validation slice of the training videos (hash of seed and id)."""
 
     epochs: int = 5
     batch_size: int = 1024
@@ -350,6 +376,8 @@ class StudentTraining:
     clipnorm: float = 1.0
     hard_label_weight: float = 0.0
     seed: int = 0
+    validation_fraction: float = 0.05
+    early_stopping_patience: int = 3
 
 
 @dataclass(frozen=True)
@@ -394,6 +422,8 @@ _TRAINING_RULES: Mapping[str, tuple[Callable[[Any], bool], str]] = {
     "clipnorm": (lambda value: value > 0, "> 0"),
     "hard_label_weight": (lambda value: 0 <= value <= 1, "in [0, 1]"),
     "seed": (lambda value: value >= 0, ">= 0"),
+    "validation_fraction": (lambda value: 0 < value < 1, "in (0, 1)"),
+    "early_stopping_patience": (lambda value: value >= 1, ">= 1"),
 }
 
 

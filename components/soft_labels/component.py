@@ -16,12 +16,16 @@ class SoftLabelsSpec(ComponentSpec):
         "scores": ChannelParameter(type=CandidateScores),
         "examples": ChannelParameter(type=standard_artifacts.Examples),
     }
-    OUTPUTS = {"soft_labels": ChannelParameter(type=SoftLabelIndex)}
+    OUTPUTS = {
+        "soft_labels": ChannelParameter(type=SoftLabelIndex),
+        "student_examples": ChannelParameter(type=standard_artifacts.Examples),
+    }
 
 
 class SoftLabels(base_beam_component.BaseBeamComponent):
-    """Groups the L2 OOF probabilities by video (trainer.soft_labels record format) and fails unless every
-    labelled fold video of `examples` has its record."""
+    """Groups the L2 OOF probabilities by video (trainer.soft_labels formats) and fails unless every labelled
+    fold video of `examples` has them. Outputs the soft-label index and `student_examples`: the video-level
+    fold splits with soft labels added (the students' training data), holdout and test unchanged."""
 
     SPEC_CLASS = SoftLabelsSpec
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
@@ -29,6 +33,9 @@ class SoftLabels(base_beam_component.BaseBeamComponent):
     def __init__(self, scores: channel.BaseChannel, examples: channel.BaseChannel) -> None:
         super().__init__(
             spec=SoftLabelsSpec(
-                scores=scores, examples=examples, soft_labels=channel.Channel(type=SoftLabelIndex)
+                scores=scores,
+                examples=examples,
+                soft_labels=channel.Channel(type=SoftLabelIndex),
+                student_examples=channel.Channel(type=standard_artifacts.Examples),
             )
         )

@@ -1,4 +1,5 @@
-"""Executor of SoftLabels: Parquet OOF scores -> per-video soft-label TFRecords, checked against the folds."""
+"""Executor of SoftLabels: Parquet OOF scores -> per-video soft-label index, and the student's examples (the
+fold-split video records with their soft labels added; holdout and test copied unchanged)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,14 @@ from typing import Any
 
 import apache_beam as beam
 import numpy as np
+from tfx.components.util import examples_utils
 from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact, standard_artifact_utils
 
 from components.fold_split.executor import fold_names
-from components.splits import OUT_OF_FOLD, split_files, split_output
+from components.splits import HOLDOUT, OUT_OF_FOLD, TEST, split_files, split_output
 from trainer.records import video_id_of
-from trainer.soft_labels import encode_soft_labels
+from trainer.soft_labels import encode_soft_labels, with_soft_labels
 
 SPLIT = "train"
 
@@ -21,17 +23,23 @@ class SoftLabelError(ValueError):
     """Soft labels that do not cover the training videos exactly."""
 
 
-def _video_record(video_id: str, grouped: dict[str, list]) -> bytes:
+def _soft_labels(video_id: str, grouped: dict[str, list]) -> tuple[int, bytes, bytes]:
+    """(fold index, index record, student record) of one video; fails unless it has exactly one fold record
+    and at least one distinct candidate score."""
     in_folds, rows = list(grouped["fold_video"]), list(grouped["rows"])
     if not in_folds:
         raise SoftLabelError(f"soft labels for video '{video_id}' which is in no fold split")
     if not rows:
         raise SoftLabelError(f"video '{video_id}' of the fold splits has no L2 out-of-fold scores")
+    if len(in_folds) != 1:
+        raise SoftLabelError(f"video '{video_id}' appears {len(in_folds)} times in the fold splits")
     rows.sort(key=lambda row: row[0])
     class_ids = np.array([class_id for class_id, _ in rows], np.int64)
     if np.unique(class_ids).size != class_ids.size:
         raise SoftLabelError(f"video '{video_id}' has repeated candidate classes")
-    return encode_soft_labels(video_id, class_ids, np.array([score for _, score in rows], np.float32))
+    scores = np.array([score for _, score in rows], np.float32)
+    fold, record = in_folds[0]
+    return fold, encode_soft_labels(video_id, class_ids, scores), with_soft_labels(record, class_ids, scores)
 
 
 class Executor(base_beam_executor.BaseBeamExecutor):
@@ -42,14 +50,18 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         exec_properties: dict[str, Any],
     ) -> None:
         scores, examples = input_dict["scores"][0], input_dict["examples"][0]
-        output = output_dict["soft_labels"][0]
+        index, student = output_dict["soft_labels"][0], output_dict["student_examples"][0]
         num_folds = len(scores.get_json_value_custom_property("fold_models"))
+        folds = fold_names(num_folds)
+        available = standard_artifact_utils.decode_split_names(examples.split_names)
+        passed_through = [split for split in (HOLDOUT, TEST) if split in available]
         with self._make_beam_pipeline() as pipeline:
-            folds = [
+            fold_records = [
                 pipeline
                 | f"ReadExamples[{split}]" >> beam.io.ReadFromTFRecord(split_files(examples, split))
-                | f"Ids[{split}]" >> beam.Map(lambda record: (video_id_of(record, "video"), True))
-                for split in fold_names(num_folds)
+                | f"Key[{split}]"
+                >> beam.Map(lambda record, fold: (video_id_of(record, "video"), (fold, record)), fold)
+                for fold, split in enumerate(folds)
             ]
             rows = (
                 pipeline
@@ -61,12 +73,38 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                 | "KeyRows"
                 >> beam.Map(lambda row: (row["video_id"], (int(row["class_id"]), float(row["score"]))))
             )
-            _ = (
-                {"fold_video": folds | "FlattenIds" >> beam.Flatten(), "rows": rows}
+            labelled = (
+                {"fold_video": fold_records | "FlattenFolds" >> beam.Flatten(), "rows": rows}
                 | "Join" >> beam.CoGroupByKey()
-                | "Encode" >> beam.MapTuple(_video_record)
-                | "Write"
-                >> beam.io.WriteToTFRecord(split_output(output, SPLIT, "soft_labels"), file_name_suffix=".gz")
+                | "SoftLabels" >> beam.MapTuple(_soft_labels)
             )
-        output.split_names = standard_artifact_utils.encode_split_names([SPLIT])
-        output.set_int_custom_property("num_folds", num_folds)
+            _ = (
+                labelled
+                | "IndexRecords" >> beam.Map(lambda result: result[1])
+                | "WriteIndex"
+                >> beam.io.WriteToTFRecord(split_output(index, SPLIT, "soft_labels"), file_name_suffix=".gz")
+            )
+            by_fold = labelled | "ByFold" >> beam.Partition(lambda result, _: result[0], num_folds)
+            for fold, split in enumerate(folds):
+                _ = (
+                    by_fold[fold]
+                    | f"StudentRecords[{split}]" >> beam.Map(lambda result: result[2])
+                    | f"WriteStudent[{split}]"
+                    >> beam.io.WriteToTFRecord(
+                        split_output(student, split, "examples"), file_name_suffix=".gz"
+                    )
+                )
+            for split in passed_through:
+                _ = (
+                    pipeline
+                    | f"Read[{split}]" >> beam.io.ReadFromTFRecord(split_files(examples, split))
+                    | f"Copy[{split}]"
+                    >> beam.io.WriteToTFRecord(
+                        split_output(student, split, "examples"), file_name_suffix=".gz"
+                    )
+                )
+        index.split_names = standard_artifact_utils.encode_split_names([SPLIT])
+        index.set_int_custom_property("num_folds", num_folds)
+        student.split_names = standard_artifact_utils.encode_split_names([*folds, *passed_through])
+        examples_utils.set_payload_format(student, examples_utils.get_payload_format(examples))
+        student.set_int_custom_property("num_folds", num_folds)

@@ -1,0 +1,122 @@
+"""Executor of HeadExamples: student records joined by video id with every tower's prediction."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+from tensorflow.core.example import example_pb2
+from tfx.components.util import examples_utils
+from tfx.dsl.components.base import base_beam_executor
+from tfx.types import artifact, standard_artifact_utils
+
+from components.splits import HOLDOUT, OUT_OF_FOLD, TEST, split_files, split_output
+from trainer.predictions import AVERAGED, decode_prediction, prediction_video_id
+from trainer.records import video_id_of
+from trainer.students import TOWER_OUTPUTS
+
+
+class HeadExamplesError(ValueError):
+    """Tower predictions that do not match the student examples one to one, or are not out-of-fold."""
+
+
+def towers_key(tower: int) -> str:
+    return f"towers_{tower}"
+
+
+def prediction_split(split: str) -> str:
+    """The split of an assembled prediction artifact that holds the predictions for examples of `split`."""
+    return split if split in (HOLDOUT, TEST) else OUT_OF_FOLD
+
+
+def expected_fold(split: str) -> int:
+    """fold_k videos need the prediction of the model of fold k; holdout/test ones the fold average."""
+    return int(split.removeprefix("fold_")) if split.startswith("fold_") else AVERAGED
+
+
+def with_tower_outputs(
+    video_id: str, grouped: dict[str, list], tower_names: list[str], splits: list[str]
+) -> tuple[int, bytes]:
+    """(split index, the record with `tower_outputs` = the towers' scores concatenated in tower order)."""
+    records = list(grouped["record"])
+    if len(records) != 1:
+        state = "is in no split" if not records else f"appears {len(records)} times"
+        raise HeadExamplesError(f"video '{video_id}' with tower predictions {state} of the student examples")
+    split, record = records[0]
+    outputs = []
+    for tower, name in enumerate(tower_names):
+        predictions = list(grouped[towers_key(tower)])
+        if len(predictions) != 1:
+            state = "missing" if not predictions else f"duplicated ({len(predictions)})"
+            raise HeadExamplesError(f"{name}: prediction of video '{video_id}' ({split}) is {state}")
+        _, fold, scores = decode_prediction(predictions[0])
+        if fold != expected_fold(split):
+            raise HeadExamplesError(
+                f"{name}: video '{video_id}' of {split} was predicted by the model of fold {fold}, "
+                f"expected {expected_fold(split)}"
+            )
+        outputs.append(scores)
+    example = example_pb2.Example.FromString(record)
+    example.features.feature[TOWER_OUTPUTS].float_list.value.extend(np.concatenate(outputs).tolist())
+    return splits.index(split), example.SerializeToString()
+
+
+class Executor(base_beam_executor.BaseBeamExecutor):
+    def Do(  # noqa: N802 (TFX API)
+        self,
+        input_dict: dict[str, list[artifact.Artifact]],
+        output_dict: dict[str, list[artifact.Artifact]],
+        exec_properties: dict[str, Any],
+    ) -> None:
+        examples, output = input_dict["examples"][0], output_dict["head_examples"][0]
+        towers = [input_dict[towers_key(t)][0] for t in range(exec_properties["num_towers"])]
+        tower_names = [tower.get_string_custom_property("config_name") for tower in towers]
+        splits = standard_artifact_utils.decode_split_names(examples.split_names)
+        with self._make_beam_pipeline() as pipeline:
+            records = [
+                pipeline
+                | f"Read[{split}]" >> beam.io.ReadFromTFRecord(split_files(examples, split))
+                | f"Key[{split}]"
+                >> beam.Map(lambda record, split: (video_id_of(record, "video"), (split, record)), split)
+                for split in splits
+            ]
+            grouped = {"record": records | "FlattenRecords" >> beam.Flatten()}
+            for tower, (name, predictions) in enumerate(zip(tower_names, towers, strict=True)):
+                sources = sorted({prediction_split(split) for split in splits})
+                grouped[towers_key(tower)] = (
+                    [
+                        pipeline
+                        | f"ReadTower[{name}.{source}]"
+                        >> beam.io.ReadFromTFRecord(split_files(predictions, source))
+                        for source in sources
+                    ]
+                    | f"FlattenTower[{name}]" >> beam.Flatten()
+                    | f"KeyTower[{name}]" >> beam.Map(lambda record: (prediction_video_id(record), record))
+                )
+            parts = (
+                grouped
+                | "Join" >> beam.CoGroupByKey()
+                | "TowerOutputs" >> beam.Map(lambda item: with_tower_outputs(*item, tower_names, splits))
+                | "BySplit" >> beam.Partition(lambda item, _: item[0], len(splits))
+            )
+            for split, part in zip(splits, parts, strict=True):
+                _ = (
+                    part
+                    | f"Records[{split}]" >> beam.Map(lambda item: item[1])
+                    | f"Write[{split}]"
+                    >> beam.io.WriteToTFRecord(
+                        split_output(output, split, "examples"), file_name_suffix=".gz"
+                    )
+                )
+        output.split_names = standard_artifact_utils.encode_split_names(splits)
+        examples_utils.set_payload_format(output, examples_utils.get_payload_format(examples))
+        output.set_json_value_custom_property("tower_names", tower_names)
+        output.set_json_value_custom_property(
+            "tower_fold_models",
+            {
+                name: tower.get_json_value_custom_property("fold_models")
+                for name, tower in zip(tower_names, towers, strict=True)
+            },
+        )
+        output.set_string_custom_property("fold_splits_from", OUT_OF_FOLD)

@@ -1,0 +1,145 @@
+"""TFX Trainer `run_fn` of the students: a tower (A..F) per fold or refit on every fold, and the
+EnsembleModel head, trained on the towers' out-of-fold outputs.
+
+Targets are the soft labels joined into the examples by SoftLabels, blended with the hard labels by the
+config's `hard_label_weight`. Early stopping watches GAP@20 against the hard labels on a validation slice of
+the training videos (a hash of seed and id), never on an out-of-fold split. The export is a SavedModel whose
+`serving_default` maps serialized records to `video_id` and `scores` (so L1Predict and L1Assemble give the
+towers' out-of-fold predictions), with the Keras model (`assets.extra/model.keras`, for the serving
+ensemble) and the training info (`assets.extra/training_info.json`) beside it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from trainer.features import ID, LABELS, MEAN_AUDIO, MEAN_RGB
+from trainer.l1_run import ValidationGap, distribution_strategy, in_validation_slice, write_export
+from trainer.students import (
+    TARGETS,
+    TOWER_OUTPUTS,
+    StudentConfig,
+    compile_student,
+    parse_student_config,
+    parse_student_examples,
+    scores_function,
+)
+
+KERAS_MODEL = os.path.join("assets.extra", "model.keras")
+REFIT = -1  # the `fold` of a model trained on every fold
+
+
+def _model_inputs(config: StudentConfig) -> tuple[str, ...]:
+    return (MEAN_RGB, MEAN_AUDIO) if config.is_tower else (TOWER_OUTPUTS, MEAN_RGB, MEAN_AUDIO)
+
+
+def student_datasets(
+    config: StudentConfig, train_patterns: list[str], num_classes: int, tower_output_size: int = 0
+) -> tuple[tf.data.Dataset, tf.data.Dataset]:
+    """(train: (inputs, blended targets), validation: (inputs, hard labels)) from the training splits."""
+    training = config.training
+    files = sorted({path for pattern in train_patterns for path in tf.io.gfile.glob(pattern)})
+    if not files:
+        raise FileNotFoundError(f"no student examples match {train_patterns}")
+    inputs = _model_inputs(config)
+
+    def split(validation: bool, target: str, shuffle_seed: int | None) -> tf.data.Dataset:
+        dataset = tf.data.TFRecordDataset(files, compression_type="GZIP", num_parallel_reads=tf.data.AUTOTUNE)
+        if shuffle_seed is not None:
+            dataset = dataset.shuffle(10 * training.batch_size, seed=shuffle_seed)
+        dataset = dataset.batch(training.batch_size).map(
+            lambda records: parse_student_examples(
+                records, num_classes, training.hard_label_weight, tower_output_size
+            ),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+
+        def keep(batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+            in_slice = in_validation_slice(batch[ID], training.validation_fraction, training.seed)
+            return {key: tf.boolean_mask(batch[key], in_slice == validation) for key in (*inputs, target)}
+
+        dataset = dataset.map(keep).rebatch(training.batch_size)
+        return dataset.map(lambda batch: ({key: batch[key] for key in inputs}, batch[target]))
+
+    train = split(False, TARGETS, training.seed).prefetch(tf.data.AUTOTUNE)
+    return train, split(True, LABELS, None).cache()
+
+
+def train_student(
+    config: StudentConfig,
+    train_patterns: list[str],
+    num_classes: int,
+    tower_count: int = 0,
+    log_dir: str | None = None,
+) -> tuple[keras.Model, dict[str, list[float]]]:
+    """Train one student (the head when tower_count > 0); returns the best-val-GAP model and its history."""
+    keras.utils.set_random_seed(config.training.seed)
+    train, validation = student_datasets(config, train_patterns, num_classes, tower_count * num_classes)
+    with distribution_strategy().scope():
+        model = compile_student(config.build_model(num_classes, tower_count), config.training)
+    callbacks: list[keras.callbacks.Callback] = [
+        ValidationGap(validation),
+        keras.callbacks.EarlyStopping(
+            monitor="val_gap",
+            mode="max",
+            patience=config.training.early_stopping_patience,
+            restore_best_weights=True,
+        ),
+    ]
+    if log_dir:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=log_dir))
+    history = model.fit(train, epochs=config.training.epochs, callbacks=callbacks, verbose=2)
+    return model, {key: [float(v) for v in values] for key, values in history.history.items()}
+
+
+def head_scores_function(model: keras.Model, num_classes: int, tower_output_size: int):
+    """tf.function: serialized head examples (with `tower_outputs`) -> video_id, scores."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def serve(examples: tf.Tensor) -> dict[str, tf.Tensor]:
+        parsed = parse_student_examples(examples, num_classes, 0.0, tower_output_size)
+        scores = model({key: parsed[key] for key in (TOWER_OUTPUTS, MEAN_RGB, MEAN_AUDIO)}, training=False)
+        return {"video_id": parsed[ID], "scores": scores}
+
+    return serve
+
+
+def export_student_model(
+    model: keras.Model, config: StudentConfig, num_classes: int, path: str, info: dict[str, Any]
+) -> None:
+    """SavedModel (serving_default: records -> video_id, scores), training info and the Keras model."""
+    if config.is_tower:
+        serve = scores_function(model, num_classes)
+    else:
+        serve = head_scores_function(model, num_classes, model.input[TOWER_OUTPUTS].shape[-1])
+    write_export(model, serve, path, info)
+    model.save(os.path.join(path, KERAS_MODEL))
+
+
+def run_fn(fn_args) -> None:
+    """TFX Trainer entry point. custom_config: student_config_yaml, student_config_source, fold (-1: refit on
+    every fold), train_splits, num_classes, tower_names (the head's towers in order; [] for a tower)."""
+    custom = fn_args.custom_config
+    config = parse_student_config(custom["student_config_yaml"], custom["student_config_source"])
+    num_classes, tower_names = int(custom["num_classes"]), list(custom["tower_names"])
+    model, history = train_student(
+        config, list(fn_args.train_files), num_classes, len(tower_names), fn_args.model_run_dir
+    )
+    info = {
+        "config": config.name,
+        "model": config.model,
+        "level": "video",
+        "fold": int(custom["fold"]),
+        "train_splits": list(custom["train_splits"]),
+        "train_files": list(fn_args.train_files),
+        "tower_names": tower_names,
+        "training": asdict(config.training),
+        "history": history,
+        "num_classes": num_classes,
+    }
+    export_student_model(model, config, num_classes, fn_args.serving_model_dir, info)
