@@ -1,4 +1,4 @@
-"""`yt8m` command line: synth, run, predict, score."""
+"""`yt8m` command line: synth, run, predict, score, compile, submit, lineage, report."""
 
 from __future__ import annotations
 
@@ -7,11 +7,13 @@ import logging
 import sys
 from pathlib import Path
 
+from pipeline.kubeflow import SubmitError
+from pipeline.lineage import LineageError
 from trainer.config_schema import ConfigError
 from trainer.records import InputDataError
 
 log = logging.getLogger("yt8m")
-USER_ERRORS = (ConfigError, InputDataError, FileNotFoundError, PermissionError)
+USER_ERRORS = (ConfigError, InputDataError, FileNotFoundError, PermissionError, SubmitError, LineageError)
 
 
 def _synth(args: argparse.Namespace) -> None:
@@ -50,6 +52,73 @@ def _score(args: argparse.Namespace) -> None:
     print(f"GAP@20 {score_submission(args.submission, args.truth):.6f}")
 
 
+def _compile(args: argparse.Namespace) -> None:
+    from pipeline.config import load_pipeline_config
+    from pipeline.kubeflow import compile_pipeline
+
+    job = compile_pipeline(load_pipeline_config(args.config), args.out)
+    tasks = job["pipelineSpec"]["root"]["dag"]["tasks"]
+    log.info("compile: wrote %s (%d tasks) for Kubeflow Pipelines", args.out, len(tasks))
+
+
+def _parameter(text: str) -> tuple[str, str]:
+    name, equals, value = text.partition("=")
+    if not equals or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name, value
+
+
+def _submit(args: argparse.Namespace) -> None:
+    from pipeline.kubeflow import submit_pipeline
+
+    run_id = submit_pipeline(
+        args.package,
+        args.host,
+        experiment=args.experiment,
+        run_name=args.run_name,
+        parameters=dict(args.param),
+        pipeline_root=args.pipeline_root,
+    )
+    print(f"run {run_id}")
+
+
+def _lineage(args: argparse.Namespace) -> None:
+    from pipeline import lineage
+    from pipeline.metadata import open_store
+
+    if args.png and not lineage.graphviz_available():
+        raise LineageError(
+            f"graphviz `dot` is not on PATH: cannot write {args.png} (use --dot and render it elsewhere)"
+        )
+    store = open_store(lineage.metadata_path(args.home, args.config))
+    artifact_id = args.artifact if args.artifact is not None else lineage.latest_pushed_model_id(store)
+    traced = lineage.trace(store, artifact_id)
+    print(lineage.text_tree(traced), end="")
+    dot = lineage.to_dot(traced)
+    if args.dot:
+        Path(args.dot).write_text(dot)
+        log.info("lineage: wrote %s", args.dot)
+    if args.png:
+        Path(args.png).write_bytes(lineage.render_dot(dot, "png"))
+        log.info("lineage: wrote %s", args.png)
+
+
+def _report(args: argparse.Namespace) -> None:
+    from pipeline.config import load_pipeline_config
+    from pipeline.lineage import metadata_path
+    from pipeline.report import write_report
+
+    pipeline_name = load_pipeline_config(args.config).pipeline_name if args.config else None
+    write_report(metadata_path(args.home, args.config), args.out, pipeline_name)
+    log.info("report: wrote %s", args.out)
+
+
+def _add_metadata_source(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--home", help="pipeline home holding metadata.sqlite (default yt8m_home)")
+    source.add_argument("--config", help="pipeline config whose home to read")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="yt8m", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -86,6 +155,54 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("submission")
     score.add_argument("--truth", required=True, help="VideoId,Labels CSV (e.g. data/demo/test_truth.csv)")
     score.set_defaults(handler=_score)
+
+    compile_ = commands.add_parser("compile", help="compile the pipeline for Kubeflow Pipelines (TFX KFP V2)")
+    compile_.add_argument(
+        "--config", default="configs/kubeflow.yaml", help="pipeline config with a kubeflow section"
+    )
+    compile_.add_argument(
+        "--out", required=True, help="pipeline.yaml (KFP PipelineSpec) or pipeline.json (Vertex AI)"
+    )
+    compile_.set_defaults(handler=_compile)
+
+    submit = commands.add_parser(
+        "submit", help="start a run of a compiled pipeline on a Kubeflow Pipelines server"
+    )
+    submit.add_argument(
+        "--package", required=True, help="compiled pipeline YAML (yt8m compile --out ...yaml)"
+    )
+    submit.add_argument("--host", required=True, help="KFP API endpoint, e.g. http://localhost:8080")
+    submit.add_argument("--experiment", default="Default", help="experiment to file the run under")
+    submit.add_argument("--run-name", help="run display name (default: package name and time)")
+    submit.add_argument(
+        "--param",
+        type=_parameter,
+        action="append",
+        default=[],
+        help="runtime parameter NAME=VALUE (video_dir, frame_dir)",
+    )
+    submit.add_argument("--pipeline-root", help="override the compiled pipeline root (gs://...)")
+    submit.set_defaults(handler=_submit)
+
+    lineage = commands.add_parser(
+        "lineage", help="trace an artifact back to the input files through ML Metadata"
+    )
+    _add_metadata_source(lineage)
+    target = lineage.add_mutually_exclusive_group()
+    target.add_argument("--artifact", type=int, help="artifact id (default: the latest pushed model)")
+    target.add_argument(
+        "--latest-pushed", action="store_true", help="the newest PushedModel artifact (default)"
+    )
+    lineage.add_argument("--dot", help="also write the lineage graph as Graphviz DOT")
+    lineage.add_argument("--png", help="also render it as PNG (needs graphviz `dot` on PATH)")
+    lineage.set_defaults(handler=_lineage)
+
+    report = commands.add_parser(
+        "report", help="write a static HTML report of the latest run (from ML Metadata)"
+    )
+    _add_metadata_source(report)
+    report.add_argument("--out", required=True, help="HTML file to write")
+    report.set_defaults(handler=_report)
     return parser
 
 

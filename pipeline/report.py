@@ -1,0 +1,214 @@
+"""Static HTML report of the latest run from ML Metadata alone: GAPs, fold spread, timings, data, lineage."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ml_metadata import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+
+from pipeline import lineage
+from pipeline.metadata import NodeExecution, latest_executions, open_store, property_value
+
+STACK_NODE, STACK_OUTPUT = "L2LightGBM", "metrics"
+EVALUATOR_NODE, EVALUATOR_OUTPUT = "StudentEvaluator", "evaluation"
+FOLD_SPLIT_NODES = ("VideoFoldSplit", "FrameFoldSplit")
+STACK_NAME = "L2 LightGBM stack"
+STUDENT_METRICS = ("gap", "hit_at_1", "perr", "map")
+_STATE_COLORS = {"COMPLETE": "#4c72b0", "CACHED": "#a0a0a0", "FAILED": "#c44e52"}
+_STYLE = """
+body { font-family: Helvetica, Arial, sans-serif; margin: 2em; color: #222; max-width: 1100px; }
+table { border-collapse: collapse; margin: 0.5em 0 1em; }
+th, td { border: 1px solid #ccc; padding: 3px 10px; text-align: left; }
+td.number { text-align: right; font-variant-numeric: tabular-nums; }
+pre { background: #f6f6f6; padding: 1em; overflow-x: auto; font-size: 11px; }
+.note { color: #666; }
+"""
+
+
+def pipeline_name_in(store: metadata_store.MetadataStore) -> str:
+    """The one pipeline recorded in the store (several: the caller has to name one)."""
+    names = sorted(context.name for context in store.get_contexts_by_type("pipeline"))
+    if len(names) != 1:
+        found = ", ".join(names) or "none"
+        raise lineage.LineageError(f"expected one pipeline in ML Metadata, found {found}: pass --config")
+    return names[0]
+
+
+def _output(executions: dict[str, NodeExecution], node: str, key: str) -> metadata_store_pb2.Artifact | None:
+    execution = executions.get(node)
+    artifacts = execution.outputs.get(key) if execution else None
+    return artifacts[0] if artifacts else None
+
+
+def _optional_property(artifact: metadata_store_pb2.Artifact | None, name: str) -> Any:
+    if artifact is None or name not in artifact.custom_properties:
+        return None
+    return property_value(artifact, name)
+
+
+def _png(figure) -> str:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    encoded = base64.b64encode(buffer.getvalue()).decode()
+    return f'<img alt="chart" src="data:image/png;base64,{encoded}">'
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return f'<td class="number">{value:.4f}</td>'
+        if isinstance(value, int):
+            return f'<td class="number">{value}</td>'
+        return f"<td>{html.escape(str(value))}</td>"
+
+    head = "".join(f"<th>{html.escape(name)}</th>" for name in header)
+    body = "".join("<tr>" + "".join(cell(value) for value in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _gap_section(stack_metrics, evaluation) -> str:
+    from matplotlib.figure import Figure
+
+    if stack_metrics is None:
+        return f'<p class="note">No {STACK_NODE} metrics in ML Metadata (has the L2 stage run?).</p>'
+    bars = [(name, gap, "L1") for name, gap in property_value(stack_metrics, "l1_holdout_gap").items()]
+    bars.append((STACK_NAME, property_value(stack_metrics, "holdout_gap"), "stack"))
+    known = {name for name, _, _ in bars}
+    holdout = _optional_property(evaluation, "holdout") or {}
+    bars += [(name, scores["gap"], "student") for name, scores in holdout.items() if name not in known]
+    bars.sort(key=lambda bar: bar[1])
+    colors = {"L1": "#4c72b0", "stack": "#dd8452", "student": "#55a868"}
+    figure = Figure(figsize=(8, 0.35 * len(bars) + 1))
+    axes = figure.add_subplot()
+    axes.barh([name for name, _, _ in bars], [gap for _, gap, _ in bars], color=[colors[k] for *_, k in bars])
+    for index, (_, gap, _) in enumerate(bars):
+        axes.text(gap, index, f" {gap:.4f}", va="center", fontsize=8)
+    axes.set_xlabel("holdout GAP@20")
+    axes.set_xlim(0, max(1.0, max(gap for _, gap, _ in bars) * 1.1))
+    rows = [[name, kind, gap] for name, gap, kind in reversed(bars)]
+    return _png(figure) + _table(["model", "kind", "holdout GAP@20"], rows)
+
+
+def _student_section(evaluation) -> str:
+    holdout = _optional_property(evaluation, "holdout")
+    if not holdout:
+        return f'<p class="note">No {EVALUATOR_NODE} evaluation in ML Metadata (students not run).</p>'
+    blessed = _optional_property(evaluation, "blessed")
+    rows = [
+        [name, *(scores.get(metric, "") for metric in STUDENT_METRICS)] for name, scores in holdout.items()
+    ]
+    verdict = "blessed" if blessed else "not blessed"
+    return f"<p>Student model: <b>{verdict}</b>.</p>" + _table(["model", *STUDENT_METRICS], rows)
+
+
+def _fold_section(stack_metrics) -> str:
+    from matplotlib.figure import Figure
+
+    fold_gap = _optional_property(stack_metrics, "fold_gap")
+    if not fold_gap:
+        return '<p class="note">No per-fold GAP in ML Metadata.</p>'
+    folds = sorted(fold_gap, key=int)
+    figure = Figure(figsize=(6, 3))
+    axes = figure.add_subplot()
+    axes.bar([f"fold {fold}" for fold in folds], [fold_gap[fold] for fold in folds], color="#dd8452")
+    oof_gap = _optional_property(stack_metrics, "oof_gap")
+    if oof_gap is not None:
+        axes.axhline(oof_gap, color="#333", linestyle="--", label=f"all OOF {oof_gap:.4f}")
+        axes.legend(loc="lower right")
+    axes.set_ylabel("stack OOF GAP@20")
+    axes.set_ylim(0, 1)
+    rows = [[f"fold {fold}", fold_gap[fold]] for fold in folds]
+    note = (
+        '<p class="note">L1 models: ML Metadata holds their holdout GAP only (per-fold L1 GAPs are not '
+        "recorded), shown above.</p>"
+    )
+    return _png(figure) + _table(["fold", "stack OOF GAP@20"], rows) + note
+
+
+def _timeline_section(store: metadata_store.MetadataStore, executions: dict[str, NodeExecution]) -> str:
+    from matplotlib.figure import Figure
+
+    by_id = {e.id: e for e in store.get_executions_by_id([n.execution_id for n in executions.values()])}
+    spans = sorted(
+        (by_id[n.execution_id].create_time_since_epoch, by_id[n.execution_id].last_update_time_since_epoch, n)
+        for n in executions.values()
+    )
+    start = spans[0][0]
+    figure = Figure(figsize=(9, 0.2 * len(spans) + 1))
+    axes = figure.add_subplot()
+    for index, (created, updated, node) in enumerate(spans):
+        color = _STATE_COLORS.get(node.state, "#8172b2")
+        axes.barh(index, max(updated - created, 100) / 1000, left=(created - start) / 1000, color=color)
+    axes.set_yticks(range(len(spans)), [node.node_id for _, _, node in spans], fontsize=7)
+    axes.set_ylim(len(spans) - 0.5, -0.5)
+    axes.set_xlabel("seconds since the first node started")
+    rows = [[n.node_id, n.state, lineage.format_time(c), (u - c) / 1000] for c, u, n in spans]
+    wall = (max(u for _, u, _ in spans) - start) / 1000
+    summary = f"<p>{len(spans)} nodes, {wall:.0f} s from the first start to the last update.</p>"
+    return summary + _png(figure) + _table(["node", "state", "started (UTC)", "seconds"], rows)
+
+
+def _counts_section(executions: dict[str, NodeExecution]) -> str:
+    parts = []
+    for node in FOLD_SPLIT_NODES:
+        counts = _optional_property(_output(executions, node, "split_examples"), "split_counts")
+        if counts:
+            rows = [[split, int(count)] for split, count in counts.items()]
+            parts.append(f"<h3>{node}</h3>" + _table(["split", "videos"], rows))
+    return "".join(parts) or '<p class="note">No fold split in ML Metadata.</p>'
+
+
+def _lineage_section(store: metadata_store.MetadataStore, stack_metrics) -> str:
+    pushed = store.get_artifacts_by_type(lineage.PUSHED_MODEL_TYPE)
+    if pushed:
+        root_id = lineage.latest_pushed_model_id(store)
+    elif stack_metrics is not None:
+        root_id = stack_metrics.id
+    else:
+        return '<p class="note">Nothing to trace yet.</p>'
+    traced = lineage.trace(store, root_id)
+    title = f"<p>From artifact {root_id} ({traced.artifacts[root_id].type_name}) back to the input files.</p>"
+    if lineage.graphviz_available():
+        return title + lineage.render_dot(lineage.to_dot(traced), "svg").decode()
+    return title + f"<pre>{html.escape(lineage.text_tree(traced))}</pre>"
+
+
+def build_report(metadata_file: str, pipeline_name: str | None = None) -> str:
+    """The report of the latest execution of every node of `pipeline_name` as one self-contained HTML page."""
+    store = open_store(metadata_file)
+    pipeline_name = pipeline_name or pipeline_name_in(store)
+    executions = latest_executions(store, pipeline_name)
+    if not executions:
+        raise lineage.LineageError(f"no executions of pipeline {pipeline_name} in {metadata_file}")
+    stack_metrics = _output(executions, STACK_NODE, STACK_OUTPUT)
+    evaluation = _output(executions, EVALUATOR_NODE, EVALUATOR_OUTPUT)
+    generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    sections = [
+        ("Holdout GAP@20 of every model", _gap_section(stack_metrics, evaluation)),
+        ("Students", _student_section(evaluation)),
+        ("Per-fold spread", _fold_section(stack_metrics)),
+        ("Component durations", _timeline_section(store, executions)),
+        ("Dataset counts", _counts_section(executions)),
+        ("Lineage", _lineage_section(store, stack_metrics)),
+    ]
+    body = "".join(f"<h2>{html.escape(title)}</h2>\n{content}\n" for title, content in sections)
+    title = f"yt8m-tfx run report: {html.escape(pipeline_name)}"
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
+        f"<style>{_STYLE}</style></head><body><h1>{title}</h1>"
+        f'<p class="note">ML Metadata {html.escape(metadata_file)}; generated {generated} UTC.</p>\n'
+        f"{body}</body></html>\n"
+    )
+
+
+def write_report(metadata_file: str, out: str | Path, pipeline_name: str | None = None) -> Path:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(build_report(metadata_file, pipeline_name))
+    return out
