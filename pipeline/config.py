@@ -146,7 +146,8 @@ class PipelineConfig:
 
     @property
     def push_directory(self) -> str:
-        return str(Path(self.home, self.students.push_directory).absolute())
+        directory = self.students.push_directory
+        return directory if "://" in directory else str(Path(self.home, directory).absolute())
 
     def with_overrides(self, **changes) -> PipelineConfig:
         """A copy with top-level fields replaced (`None` values are ignored)."""
