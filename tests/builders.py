@@ -26,3 +26,23 @@ def write_tfrecord(path, records: list[bytes]) -> None:
     with tf.io.TFRecordWriter(str(path)) as writer:
         for record in records:
             writer.write(record)
+
+
+def split_artifact(artifact, root, splits: dict[str, list[bytes]]):
+    """`artifact` at `root` with one GZIP TFRecord file per split (`Split-<name>/part.gz`); returns it."""
+    from tfx.types import standard_artifact_utils
+
+    artifact.uri = str(root)
+    artifact.split_names = standard_artifact_utils.encode_split_names(list(splits))
+    for split, records in splits.items():
+        (root / f"Split-{split}").mkdir(parents=True)
+        with tf.io.TFRecordWriter(str(root / f"Split-{split}" / "part.gz"), "GZIP") as writer:
+            for record in records:
+                writer.write(record)
+    return artifact
+
+
+def read_split(uri, split: str) -> list[bytes]:
+    """Every record of `Split-<split>` of an artifact directory (GZIP TFRecords)."""
+    files = tf.io.gfile.glob(f"{uri}/Split-{split}/*")
+    return [record.numpy() for record in tf.data.TFRecordDataset(files, compression_type="GZIP")]

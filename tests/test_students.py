@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from trainer.config_schema import ConfigError
 from trainer.features import AUDIO_SIZE, MEAN_AUDIO, MEAN_RGB, NUM_CLASSES, RGB_SIZE
-from trainer.soft_labels import encode_soft_labels
+from trainer.soft_labels import with_soft_labels
 from trainer.students import (
     SIZE_LIMIT_BYTES,
     TOWER_OUTPUTS,
@@ -27,8 +27,8 @@ from trainer.students import (
     export_student,
     load_student_config,
     load_student_suite,
-    parse_student_batch,
     parse_student_config,
+    parse_student_examples,
     serving_function,
     serving_parameter_count,
     serving_size_bytes,
@@ -162,6 +162,8 @@ def test_serving_ensemble_is_towers_then_head_in_inference_mode_and_exports(tmp_
     assert [v.decode() for v in after["video_id"].numpy()] == [f"v{i}" for i in range(16)]
     for key in ("class_indexes", "predictions"):
         np.testing.assert_array_equal(after[key].numpy(), before[key].numpy())
+    scores = tf.saved_model.load(export_dir).signatures["scores"](examples=records)["scores"].numpy()
+    np.testing.assert_allclose(scores, by_hand, atol=1e-5)
     expected_classes = np.argsort(-by_hand, axis=1, kind="stable")[:, :5]
     np.testing.assert_array_equal(after["class_indexes"].numpy(), expected_classes)
     np.testing.assert_allclose(
@@ -182,15 +184,20 @@ def test_soft_binary_crossentropy_is_mean_over_classes():
     np.testing.assert_allclose(soft_binary_crossentropy(targets, probabilities), expected, rtol=1e-5)
 
 
-def test_student_batch_blends_targets_and_checks_video_ids():
+def test_student_examples_blend_soft_and_hard_targets():
     rgb, audio = np.zeros(RGB_SIZE, "float32"), np.ones(AUDIO_SIZE, "float32")
-    videos = tf.constant([_video_record("a", rgb, audio, labels=(0,)), _video_record("b", rgb, audio)])
-    soft = [encode_soft_labels("a", np.array([0, 2]), np.array([0.5, 0.8])), encode_soft_labels("b", [], [])]
-    inputs, targets = parse_student_batch(videos, tf.constant(soft), 3, hard_label_weight=0.25)
-    np.testing.assert_allclose(targets.numpy(), [[0.625, 0.0, 0.6], [0.0, 0.0, 0.0]])
-    assert inputs[MEAN_AUDIO].shape == (2, AUDIO_SIZE)
-    with pytest.raises(tf.errors.InvalidArgumentError, match="video ids of soft labels differ"):
-        parse_student_batch(videos, tf.constant(soft[::-1]), 3, hard_label_weight=0.0)
+    soft = with_soft_labels(
+        _video_record("a", rgb, audio, labels=(0,)), np.array([0, 2]), np.array([0.5, 0.8])
+    )
+    holdout = _video_record("b", rgb, audio, labels=(1,))  # no soft labels: soft targets 0
+    parsed = parse_student_examples(tf.constant([soft, holdout]), 3, hard_label_weight=0.25)
+    np.testing.assert_allclose(parsed["targets"].numpy(), [[0.625, 0.0, 0.6], [0.0, 0.25, 0.0]])
+    np.testing.assert_array_equal(parsed["labels"].numpy(), [[1, 0, 0], [0, 1, 0]])
+    assert [v.decode() for v in parsed["id"].numpy()] == ["a", "b"] and parsed[MEAN_AUDIO].shape == (
+        2,
+        AUDIO_SIZE,
+    )
+    assert TOWER_OUTPUTS not in parsed
 
 
 def test_analytic_parameter_count_equals_keras():

@@ -15,15 +15,17 @@ from components.soft_labels.executor import Executor, SoftLabelError
 from pipeline.synth import video_example
 from tests import builders
 from trainer.soft_labels import decode_soft_labels, parse_soft_labels
+from trainer.students import parse_student_examples
 
 FOLDS = {"fold_0": ["a", "b"], "fold_1": ["c"]}
+SPLITS = {**FOLDS, "holdout": ["h"]}
 
 
 def _examples(root) -> standard_artifacts.Examples:
     examples = standard_artifacts.Examples()
     examples.uri = str(root)
-    examples.split_names = standard_artifact_utils.encode_split_names(list(FOLDS))
-    for split, ids in FOLDS.items():
+    examples.split_names = standard_artifact_utils.encode_split_names(list(SPLITS))
+    for split, ids in SPLITS.items():
         os.makedirs(root / f"Split-{split}")
         with tf.io.TFRecordWriter(str(root / f"Split-{split}" / "part.gz"), "GZIP") as writer:
             for video_id in ids:
@@ -45,14 +47,19 @@ def _scores(root, rows: list[tuple[str, int, float]]) -> CandidateScores:
 
 
 def _run(tmp_path, rows) -> SoftLabelIndex:
-    output = SoftLabelIndex()
-    output.uri = str(tmp_path / "out")
+    output, student = SoftLabelIndex(), standard_artifacts.Examples()
+    output.uri, student.uri = str(tmp_path / "out"), str(tmp_path / "student")
     Executor().Do(
         {"scores": [_scores(tmp_path / "scores", rows)], "examples": [_examples(tmp_path / "examples")]},
-        {"soft_labels": [output]},
+        {"soft_labels": [output], "student_examples": [student]},
         {},
     )
     return output
+
+
+def _split_records(uri: str, split: str) -> list[bytes]:
+    files = tf.io.gfile.glob(os.path.join(uri, f"Split-{split}", "*"))
+    return [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
 
 
 ROWS = [("b", 7, 0.25), ("a", 3, 0.875), ("c", 1, 0.5), ("a", 1, 0.125), ("b", 2, 0.75)]
@@ -60,8 +67,7 @@ ROWS = [("b", 7, 0.25), ("a", 3, 0.875), ("c", 1, 0.5), ("a", 1, 0.125), ("b", 2
 
 def test_every_fold_video_gets_its_candidate_scores(tmp_path):
     output = _run(tmp_path, ROWS)
-    files = tf.io.gfile.glob(os.path.join(output.uri, "Split-train", "*"))
-    records = [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+    records = _split_records(output.uri, "train")
     decoded = {
         video_id: (ids.tolist(), scores.tolist())
         for video_id, ids, scores in map(decode_soft_labels, records)
@@ -70,6 +76,19 @@ def test_every_fold_video_gets_its_candidate_scores(tmp_path):
     dense = parse_soft_labels(tf.constant(records), num_classes=8)
     row = [i.decode() for i in dense["id"].numpy()].index("b")
     np.testing.assert_allclose(dense["scores"].numpy()[row], [0, 0, 0.75, 0, 0, 0, 0, 0.25])
+
+
+def test_student_examples_are_the_fold_records_with_soft_labels_and_holdout_unchanged(tmp_path):
+    _run(tmp_path, ROWS)
+    student = str(tmp_path / "student")
+    for split, ids in SPLITS.items():
+        parsed = parse_student_examples(tf.constant(_split_records(student, split)), 8, hard_label_weight=0.0)
+        assert sorted(v.decode() for v in parsed["id"].numpy()) == ids
+        assert parsed["mean_rgb"].shape == (len(ids), 1024)
+        if split == "fold_0":
+            row = [v.decode() for v in parsed["id"].numpy()].index("b")
+            np.testing.assert_allclose(parsed["targets"].numpy()[row], [0, 0, 0.75, 0, 0, 0, 0, 0.25])
+    assert _split_records(student, "holdout") == _split_records(str(tmp_path / "examples"), "holdout")
 
 
 def test_a_fold_video_without_scores_fails(tmp_path):

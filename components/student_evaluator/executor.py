@@ -157,5 +157,7 @@ class Executor(base_executor.BaseExecutor):
         blessing.set_string_custom_property("reason", reason)
         blessing.set_string_custom_property("current_model", model.uri)
         blessing.set_int_custom_property("current_model_id", model.id)
-        with tf.io.gfile.GFile(os.path.join(blessing.uri, "BLESSED" if blessed else "NOT_BLESSED"), "w"):
-            pass
+        with tf.io.gfile.GFile(
+            os.path.join(blessing.uri, "BLESSED" if blessed else "NOT_BLESSED"), "w"
+        ) as marker:
+            marker.write(reason + "\n")
