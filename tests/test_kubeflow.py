@@ -157,9 +157,17 @@ def test_cli_compiles_the_kubeflow_config_as_pipeline_job_json(tmp_path):
     names = [Path(path).stem for path in config.l1.configs]
     expected = {f"L1Trainer_{name}_fold{fold}" for name in names for fold in range(config.folds.num_folds)}
     assert expected <= set(spec.root.dag.tasks)
-    trainer = _executors(spec)[f"L1Trainer_{names[0]}_fold0"].container
+    executors = _executors(spec)
+    trainer = executors[f"L1Trainer_{names[0]}_fold0"].container
     assert trainer.image == config.kubeflow.image
     assert "--runner=DataflowRunner" in trainer.args
+    students = [task for task in spec.root.dag.tasks if task.startswith("StudentTrainer_")]
+    assert "StudentTrainer_head" in students
+    for task in students:
+        assert executors[task].container.resources.accelerator.count == 1, task
+    pusher = spec.root.dag.tasks["Pusher"]
+    assert "blessed" in pusher.trigger_policy.condition
+    assert config.students.push_directory in json.dumps(json_format.MessageToDict(pusher))
 
 
 def test_compile_without_kubeflow_section_is_a_one_line_error(tmp_path, capsys):

@@ -1,0 +1,166 @@
+"""`yt8m lineage` and `yt8m report` on the ML Metadata of one tiny pipeline run."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from components.artifacts import SoftLabelIndex
+from pipeline import cli, lineage
+from pipeline.metadata import latest_executions, open_store, property_value
+
+pytestmark = pytest.mark.slow
+L1_CONFIGS = {"tiny_gated_mlp": ("Video", "tiny_video.yaml"), "tiny_pooling": ("Frame", "tiny_frame.yaml")}
+FOLDS = 3
+
+
+@pytest.fixture(scope="module")
+def store(tiny_run):
+    return open_store(tiny_run.metadata_path)
+
+
+@pytest.fixture(scope="module")
+def soft_labels_lineage(store) -> lineage.Lineage:
+    return lineage.trace(store, lineage.latest_artifact_id(store, SoftLabelIndex.TYPE_NAME))
+
+
+def _producers(traced: lineage.Lineage) -> dict[str, lineage.Producer]:
+    return {node.producer.node_id: node.producer for node in traced.artifacts.values() if node.producer}
+
+
+def test_lineage_walks_back_to_the_input_files(tiny_run, soft_labels_lineage):
+    producers = _producers(soft_labels_lineage)
+    l1_nodes = {f"L1Assemble_{name}" for name in L1_CONFIGS} | {
+        f"{kind}_{name}_fold{fold}"
+        for kind in ("L1Trainer", "L1Predict")
+        for name in L1_CONFIGS
+        for fold in range(FOLDS)
+    }
+    base = {"VideoExampleGen", "FrameExampleGen", "VideoFoldSplit", "FrameFoldSplit"}
+    assert set(producers) == {"SoftLabels", "L2LightGBM", "L2Features", "L2Merge"} | l1_nodes | base
+    assert soft_labels_lineage.artifacts[soft_labels_lineage.root_id].producer.node_id == "SoftLabels"
+    for name, (level, config_file) in L1_CONFIGS.items():
+        assert producers[f"L1Assemble_{name}"].properties["config_name"] == name
+        for fold in range(FOLDS):
+            trainer = producers[f"L1Trainer_{name}_fold{fold}"]
+            assert trainer.properties["fold"] == fold
+            assert Path(trainer.properties["l1_config_source"]).name == config_file
+            predict = producers[f"L1Predict_{name}_fold{fold}"]
+            assert (predict.properties["config_name"], predict.properties["fold"]) == (name, fold)
+            assert set(predict.inputs) == {"examples", "model"}
+            (model_id,) = predict.inputs["model"]
+            assert soft_labels_lineage.artifacts[model_id].producer is trainer or (
+                soft_labels_lineage.artifacts[model_id].producer.node_id == trainer.node_id
+            )
+            (examples_id,) = predict.inputs["examples"]
+            assert soft_labels_lineage.artifacts[examples_id].producer.node_id == f"{level}FoldSplit"
+    for layout, directory in (("Video", tiny_run.data.video_dir), ("Frame", tiny_run.data.frame_dir)):
+        example_gen = producers[f"{layout}ExampleGen"]
+        assert example_gen.inputs == {}
+        assert example_gen.properties["input_base"] == directory
+        assert example_gen.input_files == [
+            f"{directory}/{s}*.tfrecord" for s in ("train", "validate", "test")
+        ]
+    fold_split = next(
+        n for n in soft_labels_lineage.artifacts.values() if n.producer.node_id == "VideoFoldSplit"
+    )
+    assert set(fold_split.properties["split_counts"]) == {"fold_0", "fold_1", "fold_2", "holdout", "test"}
+    merge = producers["L2Merge"]
+    assert len([key for key in merge.inputs if key.startswith("predictions")]) == len(L1_CONFIGS)
+    for producer in producers.values():
+        assert producer.state == "COMPLETE" and producer.created_ms <= producer.updated_ms
+
+
+def test_text_tree_prints_shared_artifacts_once(soft_labels_lineage):
+    tree = lineage.text_tree(soft_labels_lineage)
+    lines = tree.splitlines()
+    root = soft_labels_lineage.root_id
+    assert lines[0].startswith(f"artifact {root} {SoftLabelIndex.TYPE_NAME}  <- SoftLabels (execution ")
+    printed = re.findall(r"artifact (\d+) \S+  (?:<-|\(no producing)", tree)
+    assert sorted(map(int, printed)) == sorted(soft_labels_lineage.artifacts)
+    fold_split_id = next(
+        i for i, n in soft_labels_lineage.artifacts.items() if n.producer.node_id == "VideoFoldSplit"
+    )
+    assert tree.count(f"artifact {fold_split_id} Examples (shown above)") >= 2 * FOLDS
+    assert "| input files " in tree and "train*.tfrecord" in tree
+
+
+def test_dot_has_every_artifact_execution_and_input(soft_labels_lineage):
+    dot = lineage.to_dot(soft_labels_lineage)
+    assert dot.startswith("digraph lineage {") and dot.rstrip().endswith("}")
+    artifact_nodes = re.findall(r"^  a(\d+) \[shape=ellipse", dot, flags=re.M)
+    assert sorted(map(int, artifact_nodes)) == sorted(soft_labels_lineage.artifacts)
+    producers = _producers(soft_labels_lineage)
+    for node_id, producer in producers.items():
+        assert f'label="{node_id}\\nexecution {producer.execution_id} COMPLETE' in dot
+    trainer = producers["L1Trainer_tiny_pooling_fold2"]
+    (model_id,) = producers["L1Predict_tiny_pooling_fold2"].inputs["model"]
+    assert f"e{trainer.execution_id} -> a{model_id};" in dot
+    predict_id = producers["L1Predict_tiny_pooling_fold2"].execution_id
+    assert f'a{model_id} -> e{predict_id} [label="model"];' in dot
+    assert len(re.findall(r"\[shape=note", dot)) == 6  # 3 split patterns x 2 ExampleGens
+
+
+def test_lineage_cli_prints_the_tree_and_writes_dot(tiny_run, soft_labels_lineage, tmp_path, capsys):
+    dot_file = tmp_path / "lineage.dot"
+    argv = ["lineage", "--home", tiny_run.home, "--artifact", str(soft_labels_lineage.root_id)]
+    assert cli.main([*argv, "--dot", str(dot_file)]) == 0
+    assert capsys.readouterr().out == lineage.text_tree(soft_labels_lineage)
+    assert dot_file.read_text() == lineage.to_dot(soft_labels_lineage)
+    png = tmp_path / "lineage.png"
+    if lineage.graphviz_available():
+        assert cli.main([*argv, "--png", str(png)]) == 0
+        assert png.read_bytes().startswith(b"\x89PNG")
+    else:
+        assert cli.main([*argv, "--png", str(png)]) == 2
+        assert "graphviz `dot` is not on PATH" in capsys.readouterr().err
+        assert not png.exists()
+
+
+def test_lineage_errors_are_one_line(tiny_run, store, tmp_path, capsys):
+    assert cli.main(["lineage", "--home", tiny_run.home, "--artifact", "987654"]) == 2
+    assert capsys.readouterr().err.strip() == "yt8m: error: no artifact with id 987654 in ML Metadata"
+    assert cli.main(["lineage", "--home", str(tmp_path)]) == 2
+    message = capsys.readouterr().err.strip()
+    assert (
+        message
+        == f"yt8m: error: no ML Metadata at {tmp_path / 'metadata.sqlite'} (run the pipeline first: yt8m run)"
+    )
+    pushed = store.get_artifacts_by_type(lineage.PUSHED_MODEL_TYPE)
+    status = cli.main(["lineage", "--home", tiny_run.home, "--latest-pushed"])
+    if pushed:  # the Pusher ran: its newest output is traced back to the input files
+        assert status == 0
+        assert capsys.readouterr().out.startswith(f"artifact {max(a.id for a in pushed)} PushedModel  <- ")
+    else:
+        assert status == 2
+        assert "no PushedModel artifact in ML Metadata" in capsys.readouterr().err
+
+
+def test_report_shows_gaps_folds_timings_counts_and_lineage(tiny_run, store, tmp_path):
+    out = tmp_path / "report.html"
+    assert cli.main(["report", "--home", tiny_run.home, "--out", str(out)]) == 0
+    page = out.read_text()
+    executions = latest_executions(store, tiny_run.pipeline_name)
+    metrics = executions["L2LightGBM"].outputs["metrics"][0]
+    for name, gap in property_value(metrics, "l1_holdout_gap").items():
+        assert re.search(rf"<td>{name}</td><td>L1</td><td class=\"number\">{gap:.4f}</td>", page)
+    stack_gap = property_value(metrics, "holdout_gap")
+    assert f'<td>L2 LightGBM stack</td><td>stack</td><td class="number">{stack_gap:.4f}</td>' in page
+    for fold, gap in property_value(metrics, "fold_gap").items():
+        assert f'<td>fold {fold}</td><td class="number">{gap:.4f}</td>' in page
+    counts = property_value(executions["VideoFoldSplit"].outputs["split_examples"][0], "split_counts")
+    for split, count in counts.items():
+        assert f'<td>{split}</td><td class="number">{int(count)}</td>' in page
+    for node_id, execution in executions.items():
+        assert f"<td>{node_id}</td><td>{execution.state}</td>" in page
+    assert len(re.findall(r'<img alt="chart" src="data:image/png;base64,[A-Za-z0-9+/=]{200,}">', page)) >= 3
+    assert "VideoExampleGen" in page.split("<h2>Lineage</h2>", 1)[1]
+    evaluation = executions.get("StudentEvaluator")
+    if evaluation and evaluation.outputs.get("evaluation"):
+        holdout = property_value(evaluation.outputs["evaluation"][0], "holdout")
+        for name, scores in holdout.items():
+            assert f'<td>{name}</td><td class="number">{scores["gap"]:.4f}</td>' in page
+    else:
+        assert "No StudentEvaluator evaluation in ML Metadata" in page
