@@ -25,6 +25,7 @@ class DataConfig:
     num_classes: int = NUM_CLASSES
     split_patterns: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_SPLIT_PATTERNS))
     unlabelled_splits: tuple[str, ...] = ("test",)
+    test_truth: str | None = None  # VideoId,Labels CSV of the test videos: the run then scores its submission
 
     def __post_init__(self) -> None:
         if self.num_classes < 2:
@@ -166,6 +167,7 @@ def load_pipeline_config(path: str | Path) -> PipelineConfig:
         config.data,
         video_dir=_absolute(config.data.video_dir),
         frame_dir=_absolute(config.data.frame_dir) if config.data.frame_dir else None,
+        test_truth=_absolute(config.data.test_truth) if config.data.test_truth else None,
     )
     l1 = L1Settings(configs=tuple(str(Path(path).absolute()) for path in config.l1.configs))
     l2 = replace(config.l2, lightgbm_config=str(Path(config.l2.lightgbm_config).absolute()))

@@ -10,6 +10,7 @@ from ml_metadata.proto import metadata_store_pb2
 
 _TFX_JSON_KEY = "__value__"
 _OUTPUT_EVENTS = (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
+_INPUT_EVENTS = (metadata_store_pb2.Event.INPUT, metadata_store_pb2.Event.DECLARED_INPUT)
 
 
 def open_store(sqlite_path: str) -> metadata_store.MetadataStore:
@@ -21,12 +22,22 @@ def open_store(sqlite_path: str) -> metadata_store.MetadataStore:
 
 @dataclass(frozen=True)
 class NodeExecution:
-    """One execution of a pipeline node and the artifacts it published."""
+    """One execution of a pipeline node, the artifacts it read and those it published, by key."""
 
     node_id: str
     execution_id: int
     state: str
     outputs: dict[str, list[metadata_store_pb2.Artifact]]
+    inputs: dict[str, list[metadata_store_pb2.Artifact]]
+
+
+def _artifacts_by_key(store: metadata_store.MetadataStore, events: list) -> dict[str, list]:
+    """The artifacts of `events`, grouped by the input/output key each event names."""
+    event_of = {event.artifact_id: event for event in events}
+    by_key: dict[str, list] = {}
+    for artifact in store.get_artifacts_by_id(list(event_of)) if event_of else []:
+        by_key.setdefault(event_of[artifact.id].path.steps[0].key, []).append(artifact)
+    return by_key
 
 
 def node_executions(store: metadata_store.MetadataStore, pipeline_name: str) -> list[NodeExecution]:
@@ -38,14 +49,10 @@ def node_executions(store: metadata_store.MetadataStore, pipeline_name: str) -> 
             continue
         for execution in store.get_executions_by_context(context.id):
             events = store.get_events_by_execution_ids([execution.id])
-            output_ids = {e.artifact_id: e for e in events if e.type in _OUTPUT_EVENTS}
-            artifacts = store.get_artifacts_by_id(list(output_ids)) if output_ids else []
-            outputs: dict[str, list] = {}
-            for artifact in artifacts:
-                key = output_ids[artifact.id].path.steps[0].key
-                outputs.setdefault(key, []).append(artifact)
             state = metadata_store_pb2.Execution.State.Name(execution.last_known_state)
-            result.append(NodeExecution(node_id, execution.id, state, outputs))
+            outputs = _artifacts_by_key(store, [e for e in events if e.type in _OUTPUT_EVENTS])
+            inputs = _artifacts_by_key(store, [e for e in events if e.type in _INPUT_EVENTS])
+            result.append(NodeExecution(node_id, execution.id, state, outputs, inputs))
     return sorted(result, key=lambda e: e.execution_id)
 
 

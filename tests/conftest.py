@@ -37,6 +37,7 @@ def tiny_pipeline_config(
             video_dir=str(data_dir / "video"),
             frame_dir=str(data_dir / "frame") if (data_dir / "frame").exists() else None,
             num_classes=TINY.classes,
+            test_truth=str(data_dir / "test_truth.csv") if (data_dir / "test_truth.csv").exists() else None,
         ),
         pipeline_name="yt8m-test",
         home=str(home),

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -14,9 +17,10 @@ import yaml
 from pipeline import cli
 from pipeline.metadata import latest_executions, node_executions, open_store, property_value
 from pipeline.runner import run_pipeline, stage_summary
+from pipeline.submission import score_submission
 from tests import builders
 from tests.conftest import TINY_L1_CONFIGS, tiny_pipeline_config
-from trainer.predictions import AVERAGED, decode_prediction
+from trainer.predictions import AVERAGED, decode_prediction, prediction_video_id
 from trainer.records import video_id_of
 from trainer.soft_labels import decode_soft_labels
 
@@ -36,6 +40,18 @@ L1_NODES = {
     f"{kind}_{name}_fold{k}" for kind in ("L1Trainer", "L1Predict") for name in L1_NAMES for k in range(FOLDS)
 } | {f"L1Assemble_{name}" for name in L1_NAMES}
 L2_NODES = {"L2Merge", "L2Features", "L2LightGBM", "SoftLabels"}
+TOWER_NAMES = ("tiny_tower_a", "tiny_tower_c")
+STUDENT_NODES = (
+    {
+        f"{kind}_{name}_fold{k}"
+        for kind in ("StudentTrainer", "StudentPredict")
+        for name in TOWER_NAMES
+        for k in range(FOLDS)
+    }
+    | {f"StudentAssemble_{name}" for name in TOWER_NAMES}
+    | {f"StudentTrainer_{name}_refit" for name in TOWER_NAMES}
+    | {"HeadExamples", "StudentTrainer_head", "StudentExport", "StudentEvaluator", "Pusher", "BatchInference"}
+)
 pytestmark = pytest.mark.slow
 
 
@@ -49,12 +65,10 @@ def _split_ids(artifact, split: str) -> list[str]:
     return sorted(video_id_of(record, level) for record in _records(artifact.uri, split))
 
 
-def test_pipeline_runs_l1_over_folds_and_reruns_from_cache(tiny_data, tmp_path):
-    l1_configs = tuple(shutil.copy(path, tmp_path) for path in TINY_L1_CONFIGS)
-    config = tiny_pipeline_config(tiny_data, tmp_path / "home", l1_configs=l1_configs, num_folds=FOLDS)
-    run_pipeline(config)
+def test_pipeline_runs_every_stage_over_folds(tiny_run):
+    config = tiny_run
     executions = latest_executions(open_store(config.metadata_path), config.pipeline_name)
-    assert set(executions) == BASE_NODES | L1_NODES | L2_NODES
+    assert set(executions) == BASE_NODES | L1_NODES | L2_NODES | STUDENT_NODES
     assert {e.state for e in executions.values()} == {"COMPLETE"}
 
     video, frame = (executions[n].outputs["split_examples"][0] for n in ("VideoFoldSplit", "FrameFoldSplit"))
@@ -91,8 +105,21 @@ def test_pipeline_runs_l1_over_folds_and_reruns_from_cache(tiny_data, tmp_path):
             assert {fold for _, fold, _ in averaged} == {AVERAGED}
 
     _assert_l2_stage(executions, fold_videos)
+    _assert_student_stage(executions, config, fold_videos)
     summary = stage_summary(config)
-    assert len(summary) == len(L1_NAMES) + 1 and "L2 LightGBM stack" in summary[-1]
+    named = [
+        name for name in ("L2 stack", "EnsembleModel", *L1_NAMES, *TOWER_NAMES) if name in "\n".join(summary)
+    ]
+    assert len(named) == 6
+    assert summary[-1].startswith("submission GAP@20 against") and 0 < float(summary[-1].split()[-1]) <= 1
+
+
+def test_unchanged_rerun_is_cached_and_an_edited_l1_config_reruns_only_its_nodes(tiny_data, tmp_path):
+    l1_configs = tuple(shutil.copy(path, tmp_path) for path in TINY_L1_CONFIGS)
+    config = tiny_pipeline_config(tiny_data, tmp_path / "home", l1_configs=l1_configs, num_folds=FOLDS)
+    run_pipeline(config)
+    executions = latest_executions(open_store(config.metadata_path), config.pipeline_name)
+    assert set(executions) == BASE_NODES | L1_NODES | L2_NODES
 
     run_pipeline(config)
     reruns = node_executions(open_store(config.metadata_path), config.pipeline_name)[len(executions) :]
@@ -125,6 +152,85 @@ def _assert_l2_stage(executions, fold_videos: list[str]) -> None:
     decoded = [decode_soft_labels(r) for r in _records(soft_labels.uri, "train")]
     assert sorted(video_id for video_id, _, _ in decoded) == fold_videos
     assert all(ids.size > 0 and ((scores >= 0) & (scores <= 1)).all() for _, ids, scores in decoded)
+
+
+def _training_info(model) -> dict:
+    with open(os.path.join(model.uri, "Format-Serving", "assets.extra", "training_info.json")) as handle:
+        return json.load(handle)
+
+
+def _assert_student_stage(executions, config, fold_videos: list[str]) -> None:
+    """Towers OOF + refit, head on OOF tower outputs, one exported graph, evaluation, push and submission."""
+    all_folds = [f"fold_{k}" for k in range(FOLDS)]
+    for name in TOWER_NAMES:
+        refit = _training_info(executions[f"StudentTrainer_{name}_refit"].outputs["model"][0])
+        assert refit["fold"] == -1 and refit["train_splits"] == all_folds and refit["config"] == name
+        assembled = executions[f"StudentAssemble_{name}"].outputs["predictions"][0]
+        assert sorted(prediction_video_id(r) for r in _records(assembled.uri, "oof")) == fold_videos
+
+    head_examples = executions["HeadExamples"].outputs["head_examples"][0]
+    assert property_value(head_examples, "tower_names") == list(TOWER_NAMES)
+    for name, fold_models in property_value(head_examples, "tower_fold_models").items():
+        assert sorted(fold_models) == [str(k) for k in range(FOLDS)], name
+        for (
+            fold,
+            model,
+        ) in fold_models.items():  # each fold's tower outputs come from a model that did not see it
+            assert f"fold_{fold}" not in model["train_splits"]
+    head = executions["StudentTrainer_head"]
+    assert head.inputs["examples"][0].id == head_examples.id
+    head_info = _training_info(head.outputs["model"][0])
+    assert head_info["tower_names"] == list(TOWER_NAMES) and head_info["train_splits"] == all_folds
+
+    exported = executions["StudentExport"].outputs["model"][0]
+    assert property_value(exported, "tower_names") == list(TOWER_NAMES)
+    assert property_value(exported, "parameter_count") > 0 and property_value(exported, "size_bytes") > 0
+
+    evaluation = executions["StudentEvaluator"].outputs["evaluation"][0]
+    holdout = property_value(evaluation, "holdout")
+    assert set(holdout) == {*L1_NAMES, *TOWER_NAMES, "L2 stack", "EnsembleModel"}
+    assert all(0 <= value <= 1 for metrics in holdout.values() for value in metrics.values())
+    assert set(holdout["EnsembleModel"]) == {"gap", "hit_at_1", "perr", "map"}
+    assert property_value(evaluation, "blessed") == 1
+    assert property_value(executions["StudentEvaluator"].outputs["blessing"][0], "blessed") == 1
+
+    pushed = executions["Pusher"].outputs["pushed_model"][0]
+    destination = property_value(pushed, "pushed_destination")
+    assert property_value(pushed, "pushed") == 1 and destination.startswith(config.push_directory)
+    assert os.path.exists(os.path.join(destination, "saved_model.pb"))
+
+    submission = executions["BatchInference"].outputs["submission"][0]
+    assert property_value(submission, "rows") == 36
+    with open(property_value(submission, "file")) as handle:
+        lines = handle.read().splitlines()
+    assert lines[0] == "VideoId,LabelConfidencePairs" and len(lines) == 37
+    for line in lines[1:]:
+        video_id, pairs = line.split(",")
+        values = pairs.split(" ")
+        classes, scores = [int(c) for c in values[::2]], [float(v) for v in values[1::2]]
+        assert len(classes) == 20 == len(set(classes)) and all(0 <= c < 30 for c in classes)
+        assert scores == sorted(scores, reverse=True) and all(0 <= v <= 1 for v in scores)
+
+
+def test_pushed_model_predicts_and_scores_in_a_fresh_process(tiny_run, tiny_data, tmp_path):
+    executions = latest_executions(open_store(tiny_run.metadata_path), tiny_run.pipeline_name)
+    destination = property_value(executions["Pusher"].outputs["pushed_model"][0], "pushed_destination")
+    out = tmp_path / "submission.csv"
+    command = [sys.executable, "-m", "pipeline.cli"]
+    data = str(tiny_data / "video" / "test*.tfrecord")
+    subprocess.run(
+        [*command, "predict", "--model", destination, "--data", data, "--out", str(out)], check=True
+    )
+    scored = subprocess.run(
+        [*command, "score", str(out), "--truth", str(tiny_data / "test_truth.csv")],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    gap = float(scored.stdout.split()[-1])
+    batch = property_value(executions["BatchInference"].outputs["submission"][0], "file")
+    assert sorted(out.read_text().splitlines()) == sorted(Path(batch).read_text().splitlines())
+    assert gap == pytest.approx(score_submission(batch, tiny_data / "test_truth.csv")) and 0 < gap <= 1
 
 
 def _write_config(tmp_path, data_dir, frame: bool = False) -> str:

@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from trainer.config_schema import ConfigError
 from trainer.features import AUDIO_SIZE, MEAN_AUDIO, MEAN_RGB, NUM_CLASSES, RGB_SIZE
+from trainer.l1_run import precision_policy
 from trainer.soft_labels import with_soft_labels
 from trainer.students import (
     SIZE_LIMIT_BYTES,
@@ -271,3 +272,22 @@ def test_suite_errors_name_file(tmp_path):
     (tmp_path / "two.yaml").unlink()
     with pytest.raises(ConfigError, match="exactly one 'ensemble' config, got 1 towers and 0 heads"):
         load_student_suite(tmp_path)
+
+
+def test_mixed_precision_builds_float16_compute_with_float32_probabilities_and_restores_the_policy():
+    config = dataclasses.replace(
+        _tiny("A"), training=dataclasses.replace(_tiny("A").training, mixed_precision=True)
+    )
+    with precision_policy(config.training.mixed_precision):
+        tower = compile_student(config.build_model(CLASSES), config.training)
+        assert {layer.compute_dtype for layer in tower.layers if isinstance(layer, keras.layers.Dense)} == {
+            "float16",
+            "float32",  # the probabilities layer
+        }
+        assert all(weight.dtype == "float32" for weight in tower.weights)
+        losses = _fit_losses(tower, config, *_data())
+    assert keras.config.dtype_policy().name == "float32"
+    assert tower.output.dtype == "float32" and np.isfinite(losses).all() and losses[-1] < losses[0]
+    assert parse_student_config(
+        "name: t\nmodel: A\nparams: {widths: [4]}\ntraining: {mixed_precision: true}", "t.yaml"
+    ).training.mixed_precision

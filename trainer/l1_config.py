@@ -35,6 +35,7 @@ class TrainingConfig:
     validation_fraction: float = 0.1
     max_frames: int | None = None
     seed: int = 0
+    mixed_precision: bool = False  # float16 compute, float32 weights and logits (for GPUs)
 
 
 # Per training key: its type and a (check, requirement) pair on the value.
@@ -50,6 +51,7 @@ _TRAINING_RULES: Mapping[str, tuple[type, Callable[[Any], bool], str]] = {
     "validation_fraction": (float, lambda value: 0 < value < 1, "in (0, 1)"),
     "max_frames": (int, lambda value: value >= 1, ">= 1"),
     "seed": (int, lambda value: value >= 0, ">= 0"),
+    "mixed_precision": (bool, lambda value: True, "true or false"),
 }
 
 

@@ -9,9 +9,11 @@ prediction stage can prove that no out-of-fold prediction comes from a model tha
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import asdict
 from typing import Any
 
@@ -103,36 +105,65 @@ def distribution_strategy() -> tf.distribute.Strategy:
     return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
 
 
+@contextlib.contextmanager
+def precision_policy(mixed: bool) -> Iterator[None]:
+    """Keras's global dtype policy while building and training: mixed_float16 (float16 compute, float32
+    weights; the models' output layers stay float32, and compile adds loss scaling) or float32."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16" if mixed else "float32")
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
 def train_model(
     config: L1Config, train_patterns: list[str], num_classes: int, log_dir: str | None = None
 ) -> tuple[keras.Model, dict[str, Any]]:
     """Train one L1 model; returns it (best validation-GAP weights) and its training history."""
     keras.utils.set_random_seed(config.training.seed)
     train, validation = training_datasets(config, train_patterns, num_classes)
-    with distribution_strategy().scope():
+    with distribution_strategy().scope(), precision_policy(config.training.mixed_precision):
         model = config.build_model(num_classes)
         model.compile(
             optimizer=keras.optimizers.Adam(config.training.learning_rate),
             loss=get_loss(config.training.loss),
         )
-    callbacks: list[keras.callbacks.Callback] = [
-        ValidationGap(validation),
-        keras.callbacks.ReduceLROnPlateau(
-            monitor="val_gap",
-            mode="max",
-            factor=config.training.reduce_lr_factor,
-            patience=config.training.reduce_lr_patience,
-        ),
-        keras.callbacks.EarlyStopping(
-            monitor="val_gap",
-            mode="max",
-            patience=config.training.early_stopping_patience,
-            restore_best_weights=True,
-        ),
-    ]
+    reduce_lr = keras.callbacks.ReduceLROnPlateau(
+        monitor="val_gap",
+        mode="max",
+        factor=config.training.reduce_lr_factor,
+        patience=config.training.reduce_lr_patience,
+    )
+    return fit_on_validation_gap(
+        model,
+        train,
+        validation,
+        config.training.epochs,
+        config.training.early_stopping_patience,
+        log_dir,
+        reduce_lr,
+    )
+
+
+def fit_on_validation_gap(
+    model: keras.Model,
+    train: tf.data.Dataset,
+    validation: tf.data.Dataset,
+    epochs: int,
+    patience: int,
+    log_dir: str | None,
+    *callbacks: keras.callbacks.Callback,
+) -> tuple[keras.Model, dict[str, list[float]]]:
+    """Fit with `val_gap` in the epoch logs (before `callbacks` see them) and early stopping that restores
+    the best-GAP weights; TensorBoard logs in `log_dir`. Returns the model and its history."""
+    early_stopping = keras.callbacks.EarlyStopping(
+        monitor="val_gap", mode="max", patience=patience, restore_best_weights=True
+    )
+    every = [ValidationGap(validation), *callbacks, early_stopping]
     if log_dir:
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=log_dir))
-    history = model.fit(train, epochs=config.training.epochs, callbacks=callbacks, verbose=2)
+        every.append(keras.callbacks.TensorBoard(log_dir=log_dir))
+    history = model.fit(train, epochs=epochs, callbacks=every, verbose=2)
     return model, {key: [float(v) for v in values] for key, values in history.history.items()}
 
 

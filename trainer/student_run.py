@@ -19,7 +19,13 @@ import keras
 import tensorflow as tf
 
 from trainer.features import ID, LABELS, MEAN_AUDIO, MEAN_RGB
-from trainer.l1_run import ValidationGap, distribution_strategy, in_validation_slice, write_export
+from trainer.l1_run import (
+    distribution_strategy,
+    fit_on_validation_gap,
+    in_validation_slice,
+    precision_policy,
+    write_export,
+)
 from trainer.students import (
     TARGETS,
     TOWER_OUTPUTS,
@@ -80,21 +86,12 @@ def train_student(
     """Train one student (the head when tower_count > 0); returns the best-val-GAP model and its history."""
     keras.utils.set_random_seed(config.training.seed)
     train, validation = student_datasets(config, train_patterns, num_classes, tower_count * num_classes)
-    with distribution_strategy().scope():
+    with distribution_strategy().scope(), precision_policy(config.training.mixed_precision):
         model = compile_student(config.build_model(num_classes, tower_count), config.training)
-    callbacks: list[keras.callbacks.Callback] = [
-        ValidationGap(validation),
-        keras.callbacks.EarlyStopping(
-            monitor="val_gap",
-            mode="max",
-            patience=config.training.early_stopping_patience,
-            restore_best_weights=True,
-        ),
-    ]
-    if log_dir:
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=log_dir))
-    history = model.fit(train, epochs=config.training.epochs, callbacks=callbacks, verbose=2)
-    return model, {key: [float(v) for v in values] for key, values in history.history.items()}
+    training = config.training
+    return fit_on_validation_gap(
+        model, train, validation, training.epochs, training.early_stopping_patience, log_dir
+    )
 
 
 def head_scores_function(model: keras.Model, num_classes: int, tower_output_size: int):

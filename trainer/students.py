@@ -378,6 +378,7 @@ class StudentTraining:
     seed: int = 0
     validation_fraction: float = 0.05
     early_stopping_patience: int = 3
+    mixed_precision: bool = False  # float16 compute, float32 weights and probabilities (for GPUs)
 
 
 @dataclass(frozen=True)
