@@ -7,13 +7,15 @@ import logging
 import sys
 from pathlib import Path
 
+from pipeline.home import HomeInUseError
 from pipeline.kubeflow import SubmitError
 from pipeline.lineage import LineageError
 from trainer.config_schema import ConfigError
 from trainer.records import InputDataError
 
 log = logging.getLogger("yt8m")
-USER_ERRORS = (ConfigError, InputDataError, FileNotFoundError, PermissionError, SubmitError, LineageError)
+# OSError: a missing, unwritable or full path.
+USER_ERRORS = (ConfigError, InputDataError, HomeInUseError, OSError, SubmitError, LineageError)
 
 
 def _synth(args: argparse.Namespace) -> None:
@@ -220,6 +222,11 @@ def _user_error(error: BaseException) -> BaseException | None:
     return None
 
 
+def _one_line(error: BaseException) -> str:
+    """The error's message on one line, without the step name Beam appends to errors raised in a transform."""
+    return " ".join(str(error).split(" [while running")[0].split())
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from pipeline.runner import configure_logging
@@ -231,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         user_error = _user_error(error)
         if user_error is None:
             raise
-        print(f"yt8m: error: {user_error}", file=sys.stderr)
+        print(f"yt8m: error: {_one_line(user_error)}", file=sys.stderr)
         return 2
     return 0
 

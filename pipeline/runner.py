@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 from pipeline.config import PipelineConfig
+from pipeline.home import home_lock
 from pipeline.pipeline import create_pipeline
 
 log = logging.getLogger("yt8m")
@@ -57,19 +58,20 @@ def run_pipeline(config: PipelineConfig) -> None:
     from tfx.orchestration.beam.beam_dag_runner import BeamDagRunner
 
     check_home_writable(config.home)
-    pipeline = create_pipeline(config)
-    log.info(
-        "running %s with %s runner; pipeline root %s; metadata %s",
-        config.pipeline_name,
-        config.runner,
-        config.pipeline_root,
-        config.metadata_path,
-    )
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if config.runner == "beam":
-        BeamDagRunner().run(pipeline)
-    else:
-        tfx.orchestration.LocalDagRunner().run(pipeline)
+    with home_lock(config.home):
+        pipeline = create_pipeline(config)
+        log.info(
+            "running %s with %s runner; pipeline root %s; metadata %s",
+            config.pipeline_name,
+            config.runner,
+            config.pipeline_root,
+            config.metadata_path,
+        )
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        if config.runner == "beam":
+            BeamDagRunner().run(pipeline)
+        else:
+            tfx.orchestration.LocalDagRunner().run(pipeline)
     log.info("pipeline %s finished", config.pipeline_name)
     for line in stage_summary(config):
         log.info(line)
