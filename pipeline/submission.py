@@ -109,8 +109,10 @@ def _csv_rows(path: str | Path, header: list[str]) -> Iterator[tuple[int, list[s
                 raise InputDataError(f"{path}: line 1: expected header {','.join(header)}")
             for row in reader:
                 yield reader.line_num, row
-        except (UnicodeDecodeError, csv.Error) as error:
-            raise InputDataError(f"{path}: line {reader.line_num + 1}: not CSV text ({error})") from None
+        except UnicodeDecodeError as error:
+            raise InputDataError(f"{path}: not UTF-8 text ({error.reason})") from None
+        except csv.Error as error:
+            raise InputDataError(f"{path}: line {reader.line_num + 1}: {error}") from None
 
 
 def read_truth(path: str | Path) -> dict[str, list[int]]:

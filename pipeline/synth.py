@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from trainer import features as F
+from trainer.config_schema import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -60,16 +61,16 @@ class SynthConfig:
 
     def __post_init__(self) -> None:
         if self.videos < 1 or self.classes < 2 or self.frames < 1:
-            raise ValueError("synth: --videos >= 1, --classes >= 2 and --frames >= 1 are required")
+            raise ConfigError("synth: --videos >= 1, --classes >= 2 and --frames >= 1 are required")
         if self.frames > F.MAX_FRAMES:
-            raise ValueError(
+            raise ConfigError(
                 f"synth: --frames must be <= {F.MAX_FRAMES} (YouTube-8M keeps at most 300 frames)"
             )
         if not 0 <= self.validate_fraction + self.test_fraction < 1:
-            raise ValueError("synth: validate and test fractions must sum to less than 1")
+            raise ConfigError("synth: validate and test fractions must sum to less than 1")
         unknown = set(self.layouts) - {"video", "frame"}
         if unknown or not self.layouts:
-            raise ValueError(f"synth: layouts must be a non-empty subset of video,frame; got {self.layouts}")
+            raise ConfigError(f"synth: layouts must be a non-empty subset of video,frame; got {self.layouts}")
 
 
 def video_id(index: int) -> str:

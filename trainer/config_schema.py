@@ -37,6 +37,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         text = Path(path).read_text()
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a UTF-8 text file") from None
     return parse_yaml(text, str(path))
 
 
@@ -97,7 +99,7 @@ def build(cls: type[T], data: Any, source: str, where: str = "") -> T:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: {where or 'top level'}: expected a mapping, got {_describe(data)}")
     fields = {field.name: field for field in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted(set(data) - set(fields), key=str)  # YAML keys may be numbers
     if unknown:
         raise ConfigError(f"{source}: {prefix}{unknown[0]}: unknown key (valid keys: {', '.join(fields)})")
     hints = typing.get_type_hints(cls)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import apache_beam as beam
 import numpy as np
+import tensorflow as tf
 from tfx.components.util import examples_utils
 from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact, standard_artifact_utils
@@ -16,6 +19,7 @@ from tfx.types import artifact, standard_artifact_utils
 from components.splits import HOLDOUT, examples_level, split_files
 from trainer.records import InputDataError, VideoRecord, decoder_for
 
+log = logging.getLogger(__name__)
 _SUMMARY_FILE = "fold_summary.json"
 _FINGERPRINT_MODULUS = 2**64
 
@@ -83,10 +87,45 @@ def _decode(serialized: bytes, path: str, decode, num_classes: int, labelled: bo
         raise InputDataError(f"{path}: {error}") from None
 
 
+def _read_split_file(
+    split_and_path: tuple[str, str], decode, num_classes: int, unlabelled: set[str]
+) -> Iterator[tuple[str, VideoRecord, bytes]]:
+    """(input split, decoded record, serialized record) for every record of one input file, in file order."""
+    split, path = split_and_path
+    compression = "GZIP" if path.endswith(".gz") else ""
+    for serialized in tf.data.TFRecordDataset(path, compression_type=compression).as_numpy_iterator():
+        yield split, _decode(serialized, path, decode, num_classes, split not in unlabelled), serialized
+
+
 def _write_summary(stats: list[tuple[str, dict]], fingerprint: int, path: str) -> None:
     summary = {"splits": dict(sorted(stats)), "fold_map_fingerprint": f"{fingerprint:016x}"}
     with open(path, "w") as handle:
         json.dump(summary, handle, indent=1)
+
+
+def _check_split_sizes(
+    uri: str, split_stats: dict[str, dict], num_folds: int, holdout_fraction: float, num_classes: int
+) -> None:
+    """An empty fold (or holdout) is an error; a fold without positives of some class is only a warning:
+    its model learns that class from the other folds' positives, and GAP ignores classes without positives."""
+    expected = [*fold_names(num_folds), *([HOLDOUT] if holdout_fraction > 0 else [])]
+    empty = [split for split in expected if split_stats.get(split, {}).get("videos", 0) == 0]
+    if empty:
+        labelled = sum(split_stats.get(split, {}).get("videos", 0) for split in expected)
+        raise InputDataError(
+            f"{uri}: {', '.join(empty)} got no videos: {labelled} labelled videos are too few for "
+            f"folds.num_folds={num_folds} and folds.holdout_fraction={holdout_fraction}"
+        )
+    for split in expected:
+        missing = num_classes - split_stats[split]["classes_with_positives"]
+        if missing:
+            log.warning(
+                "%s: %s has no positive video for %d of %d classes (see its label_coverage)",
+                uri,
+                split,
+                missing,
+                num_classes,
+            )
 
 
 class Executor(base_beam_executor.BaseBeamExecutor):
@@ -123,23 +162,18 @@ class Executor(base_beam_executor.BaseBeamExecutor):
 
         summary_path = os.path.join(output.uri, _SUMMARY_FILE)
         with self._make_beam_pipeline() as pipeline:
-            parts = []
-            for split in input_splits:
-                pattern = split_files(examples, split)
-                parts.append(
-                    pipeline
-                    | f"Files[{split}]" >> beam.Create([pattern])
-                    | f"Read[{split}]" >> beam.io.ReadAllFromTFRecord(with_filename=True)
-                    | f"Decode[{split}]"
-                    >> beam.Map(
-                        lambda item, split=split: (
-                            split,
-                            _decode(item[1], item[0], decode, num_classes, split not in unlabelled),
-                            item[1],
-                        )
-                    )
-                )
-            records = parts | "Flatten" >> beam.Flatten()
+            # One ordered read of every input file (no Flatten, no reshuffle): the record order of each
+            # output split, and so what a seeded L1 model trains on, does not change from run to run.
+            input_files = [
+                (split, path)
+                for split in input_splits
+                for path in sorted(tf.io.gfile.glob(split_files(examples, split)))
+            ]
+            records = (
+                pipeline
+                | "ListFiles" >> beam.Create(input_files, reshuffle=False)
+                | "ReadInOrder" >> beam.FlatMap(_read_split_file, decode, num_classes, unlabelled)
+            )
             _ = (
                 records
                 | "KeyById" >> beam.Map(lambda r: (r[1].video_id, r[0]))
@@ -186,6 +220,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                     f"({reference.uri}): the two layouts do not hold the same videos"
                 )
         split_stats = summary["splits"]
+        _check_split_sizes(examples.uri, split_stats, num_folds, holdout_fraction, num_classes)
         output.split_names = standard_artifact_utils.encode_split_names(output_splits)
         examples_utils.set_payload_format(output, payload_format)
         output.set_json_value_custom_property(
