@@ -25,10 +25,11 @@ format: venv
 	.venv/bin/ruff format .
 	.venv/bin/ruff check --fix .
 
-bench: venv  # the L1/L2 quality tables read the latest `make demo` run from yt8m_home
+bench: venv  # the L1/L2/student quality tables read the latest `make demo` run from yt8m_home
 	$(PY) -m benchmarks.ingest_bench
 	$(PY) -m benchmarks.l1_bench
 	$(PY) -m benchmarks.l2_bench
+	$(PY) -m benchmarks.student_bench
 
 clean:
 	rm -rf yt8m_home $(DEMO_DATA) bench_out
