@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import apache_beam as beam
@@ -35,6 +36,7 @@ SUMMARY_COLUMNS = [
 ]
 LABELLED_SPLITS = (OUT_OF_FOLD, HOLDOUT)
 _SUMMARY_FILE = "features_summary.json"
+_BATCH_SCORES = 2**21  # scores per batch of videos (see batch_size)
 
 
 def model_columns(model_names: list[str]) -> list[tuple[str, str]]:
@@ -67,15 +69,28 @@ def feature_columns(model_names: list[str]) -> list[str]:
 
 
 def class_ranks(scores: np.ndarray) -> np.ndarray:
-    """1-based rank of each class in each row of [models, classes] scores; ties: lower class index first."""
-    order = np.argsort(-scores, axis=1, kind="stable")
-    ranks = np.empty(scores.shape, np.int32)
-    np.put_along_axis(ranks, order, np.arange(1, scores.shape[1] + 1, dtype=np.int32)[None, :], axis=1)
-    return ranks
+    """1-based rank of each class along the last axis of `scores`, which must hold float16 values (the merged
+    record format; other values are rounded to float16). Ties: lower class index first; NaN ranks last. The
+    same ranks as a stable argsort of -scores, computed as a radix sort of uint16 keys of the float16 bits."""
+    bits = np.ascontiguousarray(scores, dtype=np.float16).view(np.uint16)
+    keys = np.where(bits & 0x8000, bits, 0x7FFF - bits).astype(np.uint16)  # ascending = descending value
+    keys[bits == 0x8000] = 0x7FFF  # -0.0 ties with +0.0
+    keys[(bits & 0x7FFF) > 0x7C00] = 0xFFFF  # every NaN last, ties among them by class
+    num_classes = keys.shape[-1]
+    order = np.argsort(keys.reshape(-1, num_classes), axis=-1, kind="stable")
+    order += np.arange(0, keys.size, num_classes)[:, None]  # flat positions: one scatter for all rows
+    ranks = np.empty(keys.size, np.int32)
+    ranks[order.ravel()] = np.tile(np.arange(1, num_classes + 1, dtype=np.int32), order.shape[0])
+    return ranks.reshape(keys.shape)
+
+
+def batch_size(num_models: int, num_classes: int) -> int:
+    """Videos per batch: about 2M scores (~40 MB of working arrays), 1 to 2048 videos."""
+    return max(1, min(2048, _BATCH_SCORES // (num_models * num_classes)))
 
 
 class ClassCounts(beam.CombineFn):
-    """Per fold: number of videos and of videos per class, from (fold, labels) of the out-of-fold videos."""
+    """Per fold: number of videos and of videos per class, from batches of out-of-fold videos."""
 
     def __init__(self, num_folds: int, num_classes: int) -> None:
         self._num_folds, self._num_classes = num_folds, num_classes
@@ -83,11 +98,11 @@ class ClassCounts(beam.CombineFn):
     def create_accumulator(self) -> tuple[np.ndarray, np.ndarray]:
         return np.zeros(self._num_folds, np.int64), np.zeros((self._num_folds, self._num_classes), np.int64)
 
-    def add_input(self, accumulator, fold_and_labels: tuple[int, tuple[int, ...]]):
+    def add_input(self, accumulator, records: Sequence[MergedRecord]):
         videos, class_counts = accumulator
-        fold, labels = fold_and_labels
-        videos[fold] += 1
-        class_counts[fold, list(labels)] += 1
+        for record in records:
+            videos[record.fold] += 1
+            class_counts[record.fold, list(record.labels)] += 1
         return videos, class_counts
 
     def merge_accumulators(self, accumulators):
@@ -110,44 +125,53 @@ def prior_table(counts: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     return np.divide(rows, totals, out=np.zeros_like(rows), where=totals > 0).astype(np.float32)
 
 
-def candidate_rows(
-    record: MergedRecord, columns: list[tuple[str, str]], top_k: int, priors: np.ndarray
-) -> list[dict[str, Any]]:
-    """One row per candidate class (in the top-k of some model), candidates in ascending class order."""
-    ranks = class_ranks(record.scores)
+def candidate_table(
+    records: Sequence[MergedRecord], top_k: int, priors: np.ndarray, schema: pa.Schema
+) -> tuple[pa.Table, list[tuple[str, int]]]:
+    """The rows of a batch of videos (per video: one per candidate class, i.e. in the top-k of some model,
+    in ascending class order; videos in batch order) and the batch's rows, true labels among the candidates
+    and true labels."""
+    scores = np.stack([record.scores for record in records])  # float32 [videos, models, classes]
+    num_classes = scores.shape[2]
+    ranks = class_ranks(scores)
     in_top_k = ranks <= top_k
-    candidates = np.flatnonzero(in_top_k.any(axis=0))
-    scores = record.scores[:, candidates]
-    labels = set(record.labels)
-    prior = priors[-1] if record.fold == AVERAGED else priors[record.fold]
-    count = candidates.size
-    values = {
-        "video_id": [record.video_id] * count,
-        "fold": [record.fold] * count,
-        "class_id": candidates.tolist(),
-        "target": [int(c in labels) for c in candidates.tolist()],
-        "num_labels": [len(labels)] * count,
-    }
-    for model, (score_column, rank_column) in enumerate(columns):
-        values[score_column] = scores[model].tolist()
-        values[rank_column] = ranks[model, candidates].tolist()
-    values.update(
-        score_mean=scores.mean(axis=0).tolist(),
-        score_max=scores.max(axis=0).tolist(),
-        score_std=scores.std(axis=0).tolist(),
-        topk_count=in_top_k[:, candidates].sum(axis=0).tolist(),
-        prior=prior[candidates].tolist(),
-    )
-    return [dict(zip(values, row, strict=True)) for row in zip(*values.values(), strict=True)]
-
-
-def _video_stats(rows: list[dict[str, Any]], split: str) -> list[tuple[tuple[str, str], int]]:
-    """Rows, true labels among the candidates, and true labels of one video (every video has candidates)."""
-    return [
-        ((split, "rows"), len(rows)),
-        ((split, "hits"), sum(row["target"] for row in rows)),
-        ((split, "labels"), rows[0]["num_labels"]),
+    video, candidate = np.nonzero(in_top_k.any(axis=1))
+    picked = np.ascontiguousarray(scores[video, :, candidate].T)  # [models, rows], as one video's [M, K]
+    picked_ranks = ranks[video, :, candidate]  # [rows, models]
+    label_sets = [set(record.labels) for record in records]
+    num_labels = np.array([len(labels) for labels in label_sets], np.int32)
+    labels = np.fromiter((c for labels in label_sets for c in labels), np.int64, int(num_labels.sum()))
+    owners = np.repeat(np.arange(len(records)), num_labels)
+    valid = (labels >= 0) & (labels < num_classes)
+    is_label = np.zeros((len(records), num_classes), bool)
+    is_label[owners[valid], labels[valid]] = True
+    target = is_label[video, candidate].astype(np.int8)
+    folds = np.array([record.fold for record in records], np.int64)
+    values = [
+        pa.array([record.video_id for record in records], pa.string()).take(video),
+        folds.astype(np.int32)[video],
+        candidate.astype(np.int32),
+        target,
+        num_labels[video],
     ]
+    for model in range(picked.shape[0]):
+        values += [picked[model], picked_ranks[:, model]]
+    prior_rows = np.where(folds == AVERAGED, -1, folds)  # holdout/test: the all-folds row
+    values += [
+        picked.mean(axis=0),
+        picked.max(axis=0),
+        picked.std(axis=0),
+        in_top_k[video, :, candidate].sum(axis=1, dtype=np.int32),
+        priors[prior_rows[video], candidate],
+    ]
+    stats = [("rows", int(video.size)), ("hits", int(target.sum())), ("labels", int(num_labels.sum()))]
+    return pa.Table.from_pydict(dict(zip(schema.names, values, strict=True)), schema=schema), stats
+
+
+def _split_stats(
+    table_and_stats: tuple[pa.Table, list[tuple[str, int]]], split: str
+) -> list[tuple[tuple[str, str], int]]:
+    return [((split, name), value) for name, value in table_and_stats[1]]
 
 
 def _write_summary(stats: list[tuple[tuple[str, str], int]], path: str) -> None:
@@ -172,41 +196,40 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         num_classes = merged.get_int_custom_property("num_classes")
         num_folds = merged.get_int_custom_property("num_folds")
         splits = standard_artifact_utils.decode_split_names(merged.split_names)
-        columns = model_columns(model_names)
         schema = parquet_schema(model_names)
+        size = batch_size(len(model_names), num_classes)
 
         def read(pipeline, split: str, label: str):
-            pattern = split_files(merged, split)
+            """Batches of `size` decoded videos of `split`."""
             return (
                 pipeline
-                | f"Read[{label}]" >> beam.io.ReadFromTFRecord(pattern)
-                | f"Decode[{label}]" >> beam.Map(decode_merged, num_classes=num_classes)
+                | f"Read[{label}]" >> beam.io.ReadFromTFRecord(split_files(merged, split))
+                | f"Batch[{label}]" >> beam.BatchElements(min_batch_size=size, max_batch_size=size)
+                | f"Decode[{label}]"
+                >> beam.Map(lambda batch: [decode_merged(record, num_classes) for record in batch])
             )
 
         summary_path = os.path.join(output.uri, _SUMMARY_FILE)
         with self._make_beam_pipeline() as pipeline:
             priors = (
                 read(pipeline, OUT_OF_FOLD, "FoldVideos")
-                | "FoldAndLabels" >> beam.Map(lambda record: (record.fold, record.labels))
                 | "CountClasses" >> beam.CombineGlobally(ClassCounts(num_folds, num_classes))
                 | "Priors" >> beam.Map(prior_table)
             )
             stats = []
             for split in splits:
-                videos = read(pipeline, split, split) | f"Candidates[{split}]" >> beam.Map(
-                    candidate_rows, columns, top_k, beam.pvalue.AsSingleton(priors)
+                batches = read(pipeline, split, split) | f"Candidates[{split}]" >> beam.Map(
+                    candidate_table, top_k, beam.pvalue.AsSingleton(priors), schema
                 )
                 _ = (
-                    videos
-                    | f"Rows[{split}]" >> beam.FlatMap(lambda rows: rows)
+                    batches
+                    | f"Tables[{split}]" >> beam.Map(lambda table_and_stats: table_and_stats[0])
                     | f"Write[{split}]"
-                    >> beam.io.WriteToParquet(
-                        split_output(output, split, "features"),
-                        schema,
-                        file_name_suffix=".parquet",
+                    >> beam.io.WriteToParquetBatched(
+                        split_output(output, split, "features"), schema, file_name_suffix=".parquet"
                     )
                 )
-                stats.append(videos | f"Stats[{split}]" >> beam.FlatMap(_video_stats, split))
+                stats.append(batches | f"Stats[{split}]" >> beam.FlatMap(_split_stats, split))
             _ = (
                 stats
                 | "FlattenStats" >> beam.Flatten()

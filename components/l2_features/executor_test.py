@@ -12,6 +12,7 @@ import tensorflow as tf
 from tfx.types import channel, standard_artifact_utils
 
 from components.artifacts import CandidateFeatures, MergedPredictions
+from components.l2_features import executor
 from components.l2_features.component import L2Features
 from components.l2_features.executor import Executor, class_ranks, model_columns, parquet_schema
 from components.l2_merge.executor import encode_merged
@@ -146,3 +147,86 @@ def test_model_names_are_sanitized_and_must_not_clash():
 def test_component_rejects_top_k_below_1():
     with pytest.raises(ValueError, match="top_k"):
         L2Features(channel.Channel(type=MergedPredictions), top_k=0)
+
+
+def _reference_ranks(scores: np.ndarray) -> np.ndarray:
+    """1-based ranks from a stable argsort of -scores (float32), one class at a time."""
+    ranks = np.empty(scores.shape, np.int32)
+    for row, order in zip(ranks, np.argsort(-scores.astype(np.float32), axis=-1, kind="stable"), strict=True):
+        for rank, c in enumerate(order.tolist(), start=1):
+            row[c] = rank
+    return ranks
+
+
+def test_ranks_match_a_stable_argsort_on_special_float16_values():
+    special = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, -np.nan, 6e-8, -6e-8, 65504, -65504], np.float16)
+    rng = np.random.default_rng(1)
+    scores = rng.choice(np.concatenate([special, [0.5, 0.25, -0.5]]).astype(np.float16), size=(200, 9))
+    assert np.array_equal(class_ranks(scores), _reference_ranks(scores))
+    assert np.array_equal(class_ranks(scores.astype(np.float32)), _reference_ranks(scores))
+
+
+def _reference_rows(
+    video_id: str, fold: int, labels: tuple[int, ...], scores: np.ndarray, k: int, priors: np.ndarray
+) -> list[tuple]:
+    """A video's rows computed one candidate at a time in plain Python (float32 arithmetic as numpy's)."""
+    ranks = _reference_ranks(scores)
+    candidates = sorted({c for row in ranks for c in np.flatnonzero(row <= k).tolist()})
+    picked = scores[:, candidates]  # [models, candidates], as the executor lays them out
+    prior = priors[-1] if fold == AVERAGED else priors[fold]
+    rows = []
+    for j, c in enumerate(candidates):
+        per_model = [v for m in range(scores.shape[0]) for v in (scores[m, c], ranks[m, c])]
+        summary = (picked.mean(axis=0)[j], picked.max(axis=0)[j], picked.std(axis=0)[j])
+        count = int((ranks[:, c] <= k).sum())
+        rows.append(
+            (video_id, fold, c, int(c in labels), len(set(labels)), *per_model, *summary, count, prior[c])
+        )
+    return rows
+
+
+def test_batched_rows_equal_a_per_row_reference_on_random_data(tmp_path, monkeypatch):
+    num_models, num_classes, num_folds, k = 3, 30, 3, 4
+    rng = np.random.default_rng(7)
+    videos: dict[str, list] = {"oof": [], "holdout": [], "test": []}
+    for i in range(60):
+        split = "oof" if i < 40 else "holdout" if i < 50 else "test"
+        fold = i % num_folds if split == "oof" else AVERAGED
+        labels = () if split == "test" else tuple(rng.integers(0, num_classes, rng.integers(1, 5)).tolist())
+        scores = (rng.integers(0, 12, (num_models, num_classes)) / 11).astype(np.float16)  # ties
+        scores[0, :3] = -0.0
+        videos[split].append((f"v{i:02d}", fold, labels, scores.astype(np.float32)))
+    root = tmp_path / "merged"
+    merged = MergedPredictions()
+    merged.uri = str(root)
+    merged.split_names = standard_artifact_utils.encode_split_names(list(videos))
+    merged.set_json_value_custom_property("model_names", ["m0", "m1", "m2"])
+    merged.set_int_custom_property("num_classes", num_classes)
+    merged.set_int_custom_property("num_folds", num_folds)
+    for split, split_videos in videos.items():
+        os.makedirs(root / f"Split-{split}")
+        with tf.io.TFRecordWriter(str(root / f"Split-{split}" / "part.gz"), "GZIP") as writer:
+            for video in split_videos:
+                writer.write(encode_merged(*video))
+    # Priors: class frequency among the OOF videos of the other folds (all folds for holdout and test).
+    counts = np.zeros((num_folds + 1, num_classes))
+    totals = np.zeros(num_folds + 1)
+    for _, fold, labels, _ in videos["oof"]:
+        for row in [*(f for f in range(num_folds) if f != fold), num_folds]:
+            totals[row] += 1
+            counts[row, sorted(set(labels))] += 1
+    priors = (counts / totals[:, None]).astype(np.float32)
+
+    monkeypatch.setattr(executor, "_BATCH_SCORES", 7 * num_models * num_classes)  # batches of 7 videos
+    output = CandidateFeatures()
+    output.uri = str(tmp_path / "features")
+    Executor().Do({"merged": [merged]}, {"features": [output]}, {"top_k": k})
+    for split, split_videos in videos.items():
+        expected = [row for video in split_videos for row in _reference_rows(*video, k, priors)]
+        table = _table(output, split)
+        assert table.schema.equals(parquet_schema(["m0", "m1", "m2"]))
+        assert [tuple(row.values()) for row in table.to_pylist()] == sorted(expected, key=lambda r: r[:3])
+    assert output.get_json_value_custom_property("rows") == {
+        split: sum(len(_reference_rows(*video, k, priors)) for video in split_videos)
+        for split, split_videos in videos.items()
+    }
