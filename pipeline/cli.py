@@ -38,7 +38,8 @@ def _run(args: argparse.Namespace) -> None:
     from pipeline.runner import run_pipeline
 
     config = load_pipeline_config(args.config).with_overrides(home=args.home, runner=args.runner)
-    run_pipeline(config)
+    for line in run_pipeline(config):
+        print(line)
 
 
 def _predict(args: argparse.Namespace) -> None:

@@ -52,8 +52,8 @@ def check_home_writable(home: str) -> None:
         raise PermissionError(f"home directory {path.absolute()} is not writable: {error.strerror}") from None
 
 
-def run_pipeline(config: PipelineConfig) -> None:
-    """Run every node (cached ones are reused) and block until the pipeline ends."""
+def run_pipeline(config: PipelineConfig) -> list[str]:
+    """Run every node (cached ones are reused), block until the pipeline ends; returns `stage_summary`."""
     from tfx import v1 as tfx
     from tfx.orchestration.beam.beam_dag_runner import BeamDagRunner
 
@@ -73,19 +73,48 @@ def run_pipeline(config: PipelineConfig) -> None:
         else:
             tfx.orchestration.LocalDagRunner().run(pipeline)
     log.info("pipeline %s finished", config.pipeline_name)
-    for line in stage_summary(config):
-        log.info(line)
+    return stage_summary(config)
 
 
 def stage_summary(config: PipelineConfig) -> list[str]:
-    """Holdout GAP@20 of every L1 model and of the L2 stack, from the latest run's ML Metadata."""
+    """Holdout GAP@20 of every model (L1, stack, students), the blessing, the pushed model and the submission
+    (with its GAP when data.test_truth is set), from the latest run's ML Metadata."""
     from pipeline.metadata import latest_executions, open_store, property_value
 
-    stacker = latest_executions(open_store(config.metadata_path), config.pipeline_name).get("L2LightGBM")
-    if stacker is None or not stacker.outputs.get("metrics"):
+    executions = latest_executions(open_store(config.metadata_path), config.pipeline_name)
+    evaluator, stacker = executions.get("StudentEvaluator"), executions.get("L2LightGBM")
+    if evaluator is not None and evaluator.outputs.get("evaluation"):
+        evaluation = evaluator.outputs["evaluation"][0]
+        roles = property_value(evaluation, "roles")
+        order = ["l1", "stack", "tower", "student"]
+        ranked = sorted(
+            property_value(evaluation, "holdout").items(),
+            key=lambda item: (order.index(roles[item[0]]), -item[1]["gap"]),
+        )
+        lines = [
+            f"holdout GAP@20  {name:<28} {metrics['gap']:.4f}  ({roles[name]})" for name, metrics in ranked
+        ]
+        lines.append(f"blessing: {property_value(evaluation, 'reason')}")
+    elif stacker is not None and stacker.outputs.get("metrics"):
+        metrics = stacker.outputs["metrics"][0]
+        l1_gaps = sorted(property_value(metrics, "l1_holdout_gap").items(), key=lambda item: -item[1])
+        lines = [f"holdout GAP@20  {name:<28} {gap:.4f}" for name, gap in l1_gaps]
+        lines.append(
+            f"holdout GAP@20  {'L2 LightGBM stack':<28} {property_value(metrics, 'holdout_gap'):.4f}"
+        )
+    else:
         return []
-    metrics = stacker.outputs["metrics"][0]
-    l1_gaps = sorted(property_value(metrics, "l1_holdout_gap").items(), key=lambda item: -item[1])
-    lines = [f"holdout GAP@20  {name:<28} {gap:.4f}" for name, gap in l1_gaps]
-    lines.append(f"holdout GAP@20  {'L2 LightGBM stack':<28} {property_value(metrics, 'holdout_gap'):.4f}")
+    pusher, inference = executions.get("Pusher"), executions.get("BatchInference")
+    if pusher is not None and pusher.outputs.get("pushed_model"):
+        lines.append(
+            f"pushed model: {property_value(pusher.outputs['pushed_model'][0], 'pushed_destination')}"
+        )
+    if inference is not None and inference.outputs.get("submission"):
+        submission = property_value(inference.outputs["submission"][0], "file")
+        lines.append(f"submission: {submission}")
+        if config.data.test_truth:
+            from pipeline.submission import score_submission
+
+            gap = score_submission(submission, config.data.test_truth)
+            lines.append(f"submission GAP@20 against {config.data.test_truth}: {gap:.4f}")
     return lines
