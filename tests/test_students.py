@@ -291,3 +291,20 @@ def test_mixed_precision_builds_float16_compute_with_float32_probabilities_and_r
     assert parse_student_config(
         "name: t\nmodel: A\nparams: {widths: [4]}\ntraining: {mixed_precision: true}", "t.yaml"
     ).training.mixed_precision
+
+
+def test_tower_mean_prior_head_starts_at_the_towers_mean_and_learns_a_correction():
+    config = parse_student_config(
+        f"name: h\nmodel: ensemble\nparams: {{hidden: [16], tower_mean_prior: true}}\ntraining: {TRAINING}",
+        "h",
+    )
+    head = config.build_model(CLASSES, 2)
+    assert head.count_params() == count_parameters(config, CLASSES, 2)
+    inputs, targets = _data(64, seed=4)
+    rng = np.random.default_rng(5)
+    towers = rng.uniform(0.05, 0.95, size=(64, 2 * CLASSES)).astype("float32")
+    mean = (towers[:, :CLASSES] + towers[:, CLASSES:]) / 2
+    np.testing.assert_allclose(head({TOWER_OUTPUTS: towers, **inputs}).numpy(), mean, atol=1e-5)
+    losses = _fit_losses(head, config, {TOWER_OUTPUTS: towers, **inputs}, targets)
+    assert losses[-1] < losses[0]
+    assert not np.allclose(head({TOWER_OUTPUTS: towers, **inputs}).numpy(), mean, atol=1e-3)

@@ -79,6 +79,28 @@ class InferenceMode(keras.layers.Layer):
         return cls(wrapped, **config)
 
 
+@keras.saving.register_keras_serializable(package="yt8m")
+class TowerMeanLogit(keras.layers.Layer):
+    """tower_outputs [B, towers * classes] (probabilities, tower after tower) -> logit of their mean."""
+
+    def __init__(self, num_classes: int, **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes = num_classes
+
+    def call(self, tower_outputs):
+        per_tower = ops.reshape(
+            tower_outputs, (-1, tower_outputs.shape[-1] // self.num_classes, self.num_classes)
+        )
+        mean = ops.clip(ops.mean(per_tower, axis=1), 1e-6, 1.0 - 1e-6)
+        return ops.log(mean) - ops.log1p(-mean)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.num_classes)
+
+    def get_config(self):
+        return {**super().get_config(), "num_classes": self.num_classes}
+
+
 # -------------------------------------------------------------------------------------------- building blocks
 
 
@@ -215,15 +237,27 @@ def build_ensemble_head(
     *,
     hidden: tuple[int, ...] = (8192, 6000),
     dropout: float = 0.0,
+    tower_mean_prior: bool = False,
 ) -> keras.Model:
     """concat(tower_outputs [B, tower_output_count * num_classes], x) -> FC -> BN -> ReLU per hidden width
-    -> sigmoid head. Inputs: `tower_outputs`, `mean_rgb`, `mean_audio`."""
+    -> sigmoid head. Inputs: `tower_outputs`, `mean_rgb`, `mean_audio`. With tower_mean_prior the head's
+    logits (zero-initialised) are a correction added to the logit of the towers' mean probability, so
+    training starts from the towers' average instead of from scratch (no extra weights)."""
     inputs = {
         TOWER_OUTPUTS: keras.Input(shape=(tower_output_count * num_classes,), name=TOWER_OUTPUTS),
         **_inputs(),
     }
     x = keras.layers.Concatenate()([inputs[TOWER_OUTPUTS], _features(inputs)])
-    return _model(inputs, _stack(x, hidden, keras.layers.ReLU, dropout), num_classes, "ensemble_head")
+    x = _stack(x, hidden, keras.layers.ReLU, dropout)
+    if not tower_mean_prior:
+        return _model(inputs, x, num_classes, "ensemble_head")
+    correction = keras.layers.Dense(
+        num_classes, kernel_initializer="zeros", name="correction", dtype="float32"
+    )(x)
+    prior = TowerMeanLogit(num_classes, name="tower_mean_logit", dtype="float32")(inputs[TOWER_OUTPUTS])
+    logits = keras.layers.Add(dtype="float32")([prior, correction])
+    probabilities = keras.layers.Activation("sigmoid", name="probabilities", dtype="float32")(logits)
+    return keras.Model(inputs, probabilities, name="ensemble_head")
 
 
 def build_serving_ensemble(towers: Sequence[keras.Model], head: keras.Model) -> keras.Model:
