@@ -15,6 +15,7 @@ $(DEMO_DATA)/synth.json: | venv
 
 demo: venv $(DEMO_DATA)/synth.json
 	$(PY) -m pipeline.cli run --config configs/demo.yaml
+	$(PY) -m pipeline.cli report --config configs/demo.yaml --out yt8m_home/report.html
 
 test: venv
 	.venv/bin/ruff check .
