@@ -230,7 +230,9 @@ def test_pushed_model_predicts_and_scores_in_a_fresh_process(tiny_run, tiny_data
     gap = float(scored.stdout.split()[-1])
     batch = property_value(executions["BatchInference"].outputs["submission"][0], "file")
     assert sorted(out.read_text().splitlines()) == sorted(Path(batch).read_text().splitlines())
-    assert gap == pytest.approx(score_submission(batch, tiny_data / "test_truth.csv"), abs=1e-6) and 0 < gap <= 1
+    assert (
+        gap == pytest.approx(score_submission(batch, tiny_data / "test_truth.csv"), abs=1e-6) and 0 < gap <= 1
+    )
 
 
 def _write_config(tmp_path, data_dir, frame: bool = False) -> str:
