@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import apache_beam as beam
 from tfx.components.util import examples_utils
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact, standard_artifact_utils
@@ -24,6 +25,35 @@ def split_files(source: artifact.Artifact, split: str) -> str:
 def split_output(output: artifact.Artifact, split: str, name: str) -> str:
     """File path prefix for writing `split` of an output artifact (`<uri>/Split-<split>/<name>`)."""
     return os.path.join(output.uri, f"Split-{split}", name)
+
+
+def write_split(output: artifact.Artifact, split: str, name: str) -> beam.PTransform:
+    """Writes serialized records as gzipped TFRecord shards of `split` of an output artifact."""
+    return beam.io.WriteToTFRecord(split_output(output, split, name), file_name_suffix=".gz")
+
+
+def write_splits(
+    indexed_records: beam.PCollection, output: artifact.Artifact, splits: list[str], name: str
+) -> None:
+    """(index into `splits`, serialized record) pairs -> each record into its split of `output`."""
+    parts = indexed_records | "BySplit" >> beam.Partition(lambda item, _: item[0], len(splits))
+    for split, part in zip(splits, parts, strict=True):
+        _ = (
+            part
+            | f"Records[{split}]" >> beam.Map(lambda item: item[1])
+            | f"Write[{split}]" >> write_split(output, split, name)
+        )
+
+
+def directory_bytes(path: str) -> int:
+    """Total size of the files under `path` (local or any tf.io.gfile filesystem)."""
+    import tensorflow as tf
+
+    return sum(
+        tf.io.gfile.stat(os.path.join(root, name)).length
+        for root, _, names in tf.io.gfile.walk(path)
+        for name in names
+    )
 
 
 def examples_level(examples: artifact.Artifact) -> str:

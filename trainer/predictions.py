@@ -28,3 +28,10 @@ def decode_prediction(serialized: bytes) -> tuple[str, int, np.ndarray]:
     features = example_pb2.Example.FromString(serialized).features.feature
     scores = np.frombuffer(features["scores"].bytes_list.value[0], dtype="<f2").astype(np.float32)
     return features["id"].bytes_list.value[0].decode(), features["fold"].int64_list.value[0], scores
+
+
+def count_problem(predictions: list[bytes]) -> str | None:
+    """None when a join found exactly one prediction, else "missing" or "duplicated (N predictions)"."""
+    if len(predictions) == 1:
+        return None
+    return "missing" if not predictions else f"duplicated ({len(predictions)} predictions)"

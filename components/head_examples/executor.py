@@ -11,8 +11,8 @@ from tfx.components.util import examples_utils
 from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact, standard_artifact_utils
 
-from components.splits import HOLDOUT, OUT_OF_FOLD, TEST, split_files, split_output
-from trainer.predictions import AVERAGED, decode_prediction, prediction_video_id
+from components.splits import HOLDOUT, OUT_OF_FOLD, TEST, split_files, write_splits
+from trainer.predictions import AVERAGED, count_problem, decode_prediction, prediction_video_id
 from trainer.records import video_id_of
 from trainer.students import TOWER_OUTPUTS
 
@@ -47,9 +47,9 @@ def with_tower_outputs(
     outputs = []
     for tower, name in enumerate(tower_names):
         predictions = list(grouped[towers_key(tower)])
-        if len(predictions) != 1:
-            state = "missing" if not predictions else f"duplicated ({len(predictions)})"
-            raise HeadExamplesError(f"{name}: prediction of video '{video_id}' ({split}) is {state}")
+        problem = count_problem(predictions)
+        if problem:
+            raise HeadExamplesError(f"{name}: prediction of video '{video_id}' ({split}) is {problem}")
         _, fold, scores = decode_prediction(predictions[0])
         if fold != expected_fold(split):
             raise HeadExamplesError(
@@ -94,21 +94,12 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                     | f"FlattenTower[{name}]" >> beam.Flatten()
                     | f"KeyTower[{name}]" >> beam.Map(lambda record: (prediction_video_id(record), record))
                 )
-            parts = (
+            indexed = (
                 grouped
                 | "Join" >> beam.CoGroupByKey()
                 | "TowerOutputs" >> beam.Map(lambda item: with_tower_outputs(*item, tower_names, splits))
-                | "BySplit" >> beam.Partition(lambda item, _: item[0], len(splits))
             )
-            for split, part in zip(splits, parts, strict=True):
-                _ = (
-                    part
-                    | f"Records[{split}]" >> beam.Map(lambda item: item[1])
-                    | f"Write[{split}]"
-                    >> beam.io.WriteToTFRecord(
-                        split_output(output, split, "examples"), file_name_suffix=".gz"
-                    )
-                )
+            write_splits(indexed, output, splits, "examples")
         output.split_names = standard_artifact_utils.encode_split_names(splits)
         examples_utils.set_payload_format(output, examples_utils.get_payload_format(examples))
         output.set_json_value_custom_property("tower_names", tower_names)

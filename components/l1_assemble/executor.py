@@ -11,8 +11,14 @@ from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact, standard_artifact_utils
 
 from components.fold_split.executor import fold_names
-from components.splits import HOLDOUT, OUT_OF_FOLD, TEST, examples_level, split_files, split_output
-from trainer.predictions import AVERAGED, decode_prediction, encode_prediction, prediction_video_id
+from components.splits import HOLDOUT, OUT_OF_FOLD, TEST, examples_level, split_files, write_split
+from trainer.predictions import (
+    AVERAGED,
+    count_problem,
+    decode_prediction,
+    encode_prediction,
+    prediction_video_id,
+)
 from trainer.records import video_id_of
 
 
@@ -25,9 +31,9 @@ def check_out_of_fold(video_id: str, grouped: dict[str, list], config_name: str)
     expected, predictions = list(grouped["split"]), list(grouped["predictions"])
     if len(expected) != 1:
         raise AssemblyError(f"{config_name}: prediction for video '{video_id}' which is in no fold split")
-    if len(predictions) != 1:
-        state = "missing" if not predictions else f"duplicated ({len(predictions)} predictions)"
-        raise AssemblyError(f"{config_name}: out-of-fold prediction of video '{video_id}' is {state}")
+    problem = count_problem(predictions)
+    if problem:
+        raise AssemblyError(f"{config_name}: out-of-fold prediction of video '{video_id}' is {problem}")
     _, fold, _ = decode_prediction(predictions[0])
     if expected[0] != f"fold_{fold}":
         raise AssemblyError(
@@ -95,9 +101,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             )
 
         def write(pcoll, split: str):
-            return pcoll | f"Write[{split}]" >> beam.io.WriteToTFRecord(
-                split_output(output, split, "predictions"), file_name_suffix=".gz"
-            )
+            return pcoll | f"Write[{split}]" >> write_split(output, split, "predictions")
 
         with self._make_beam_pipeline() as pipeline:
             oof = (

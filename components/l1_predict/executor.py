@@ -13,7 +13,7 @@ from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact, standard_artifact_utils
 from tfx.utils import path_utils
 
-from components.splits import HOLDOUT, TEST, split_files, split_output
+from components.splits import HOLDOUT, TEST, split_files, write_split
 from trainer.l1_run import TRAINING_INFO
 from trainer.predictions import encode_prediction
 
@@ -75,10 +75,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                     | f"Read[{split}]" >> beam.io.ReadFromTFRecord(pattern)
                     | f"Batch[{split}]" >> beam.BatchElements(**_BATCH)
                     | f"Predict[{split}]" >> beam.ParDo(PredictDoFn(model_path, fold))
-                    | f"Write[{split}]"
-                    >> beam.io.WriteToTFRecord(
-                        split_output(output, split, "predictions"), file_name_suffix=".gz"
-                    )
+                    | f"Write[{split}]" >> write_split(output, split, "predictions")
                 )
         output.split_names = standard_artifact_utils.encode_split_names(splits)
         output.set_string_custom_property("config_name", exec_properties["config_name"])

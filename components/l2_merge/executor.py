@@ -19,9 +19,9 @@ from tfx.dsl.components.base import base_beam_executor
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact, standard_artifact_utils
 
-from components.splits import HOLDOUT, OUT_OF_FOLD, TEST, split_files, split_output
+from components.splits import HOLDOUT, OUT_OF_FOLD, TEST, split_files, write_split
 from trainer import features as F
-from trainer.predictions import AVERAGED, decode_prediction, prediction_video_id
+from trainer.predictions import AVERAGED, count_problem, decode_prediction, prediction_video_id
 
 AVERAGED_SPLITS = (HOLDOUT, TEST)  # fold-averaged by L1Assemble; present when the examples have them
 _EXAMPLES = "examples"
@@ -96,9 +96,9 @@ def merge_video(
     rows = []
     for model, name in enumerate(model_names):
         predictions = list(grouped[_model_tag(model)])
-        if len(predictions) != 1:
-            state = "missing" if not predictions else f"duplicated ({len(predictions)} predictions)"
-            raise MergeError(f"{name}: {split} prediction of video '{video_id}' is {state}")
+        problem = count_problem(predictions)
+        if problem:
+            raise MergeError(f"{name}: {split} prediction of video '{video_id}' is {problem}")
         _, predicted_fold, scores = decode_prediction(predictions[0])
         if predicted_fold != fold:
             raise MergeError(
@@ -187,9 +187,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                     | f"Merge[{split}]"
                     >> beam.Map(merge_video, model_names=model_names, num_classes=num_classes, split=split)
                 )
-                _ = merged | f"Write[{split}]" >> beam.io.WriteToTFRecord(
-                    split_output(output, split, "merged"), file_name_suffix=".gz"
-                )
+                _ = merged | f"Write[{split}]" >> write_split(output, split, "merged")
                 counts.append(
                     merged
                     | f"Count[{split}]" >> beam.combiners.Count.Globally()

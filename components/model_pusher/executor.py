@@ -8,7 +8,7 @@ from typing import Any
 from tfx.components.pusher import executor as pusher_executor
 from tfx.types import artifact
 
-from components.student_export.executor import directory_bytes
+from components.splits import directory_bytes
 
 MAX_MODEL_BYTES = "max_model_bytes"
 

@@ -12,7 +12,7 @@ from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact, standard_artifact_utils
 
 from components.fold_split.executor import fold_names
-from components.splits import HOLDOUT, OUT_OF_FOLD, TEST, split_files, split_output
+from components.splits import HOLDOUT, OUT_OF_FOLD, TEST, split_files, write_split, write_splits
 from trainer.records import video_id_of
 from trainer.soft_labels import encode_soft_labels, with_soft_labels
 
@@ -81,27 +81,15 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             _ = (
                 labelled
                 | "IndexRecords" >> beam.Map(lambda result: result[1])
-                | "WriteIndex"
-                >> beam.io.WriteToTFRecord(split_output(index, SPLIT, "soft_labels"), file_name_suffix=".gz")
+                | "WriteIndex" >> write_split(index, SPLIT, "soft_labels")
             )
-            by_fold = labelled | "ByFold" >> beam.Partition(lambda result, _: result[0], num_folds)
-            for fold, split in enumerate(folds):
-                _ = (
-                    by_fold[fold]
-                    | f"StudentRecords[{split}]" >> beam.Map(lambda result: result[2])
-                    | f"WriteStudent[{split}]"
-                    >> beam.io.WriteToTFRecord(
-                        split_output(student, split, "examples"), file_name_suffix=".gz"
-                    )
-                )
+            student_records = labelled | "StudentRecords" >> beam.Map(lambda result: (result[0], result[2]))
+            write_splits(student_records, student, folds, "examples")
             for split in passed_through:
                 _ = (
                     pipeline
                     | f"Read[{split}]" >> beam.io.ReadFromTFRecord(split_files(examples, split))
-                    | f"Copy[{split}]"
-                    >> beam.io.WriteToTFRecord(
-                        split_output(student, split, "examples"), file_name_suffix=".gz"
-                    )
+                    | f"Copy[{split}]" >> write_split(student, split, "examples")
                 )
         index.split_names = standard_artifact_utils.encode_split_names([SPLIT])
         index.set_int_custom_property("num_folds", num_folds)

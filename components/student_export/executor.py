@@ -13,6 +13,7 @@ from tfx.types import artifact
 from tfx.utils import path_utils
 
 from components.head_examples.executor import towers_key
+from components.splits import directory_bytes
 from trainer.l1_run import TRAINING_INFO
 from trainer.student_run import KERAS_MODEL, REFIT
 from trainer.students import build_serving_ensemble, export_student
@@ -20,15 +21,6 @@ from trainer.students import build_serving_ensemble, export_student
 
 class StudentExportError(ValueError):
     """Towers and head that do not fit together."""
-
-
-def directory_bytes(path: str) -> int:
-    """Total size of the files under `path`."""
-    return sum(
-        tf.io.gfile.stat(os.path.join(root, name)).length
-        for root, _, names in tf.io.gfile.walk(path)
-        for name in names
-    )
 
 
 def load_trained(model: artifact.Artifact) -> tuple[keras.Model, dict[str, Any]]:
