@@ -127,7 +127,7 @@ class PipelineConfig:
     l2: L2Settings = field(default_factory=L2Settings)
     students: StudentSettings = field(default_factory=StudentSettings)
     kubeflow: KubeflowSettings | None = None  # only `yt8m compile` reads it
-    runner: Literal["beam", "local"] = "beam"
+    runner: Literal["beam", "local"] = "local"
     enable_cache: bool = True
     # Naming an SDK image stops TFX from building a ~50 MB sdist of itself in /tmp for every Beam node; the
     # in-memory DirectRunner ignores the image.

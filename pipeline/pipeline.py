@@ -7,8 +7,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tfx import v1 as tfx
-from tfx.proto import example_gen_pb2
+from tfx.components import SchemaGen, StatisticsGen, Trainer
+from tfx.dsl.experimental.conditionals.conditional import Cond
+from tfx.orchestration import metadata
+from tfx.orchestration.pipeline import Pipeline
+from tfx.proto import example_gen_pb2, trainer_pb2
 
 from components.batch_inference.component import BatchInference
 from components.example_gen.component import YT8MExampleGen, split_input_config
@@ -66,11 +69,11 @@ def l1_nodes(config_path: str, folds, num_folds: int, num_classes: int) -> list:
         raise ConfigError(f"{config_path}: {l1_config.level}-level model but data.frame_dir is not set")
 
     def trainer(fold: int, train_splits: list[str]):
-        return tfx.components.Trainer(
+        return Trainer(
             run_fn=L1_RUN_FN,
             examples=examples,
-            train_args=tfx.proto.TrainArgs(splits=train_splits),
-            eval_args=tfx.proto.EvalArgs(splits=["holdout"], num_steps=0),  # the run_fn validates on a slice
+            train_args=trainer_pb2.TrainArgs(splits=train_splits),
+            eval_args=trainer_pb2.EvalArgs(splits=["holdout"], num_steps=0),  # the run_fn validates on a slice
             custom_config={
                 "l1_config_yaml": text,
                 "l1_config_source": config_path,
@@ -87,11 +90,11 @@ def student_trainer(
     config: StudentConfig, examples, fold: int, train_splits: list[str], num_classes: int, tower_names=()
 ):
     """A Trainer of one student config (a tower, or the head when tower_names are given)."""
-    return tfx.components.Trainer(
+    return Trainer(
         run_fn=STUDENT_RUN_FN,
         examples=examples,
-        train_args=tfx.proto.TrainArgs(splits=train_splits),
-        eval_args=tfx.proto.EvalArgs(splits=["holdout"], num_steps=0),  # the run_fn validates on a slice
+        train_args=trainer_pb2.TrainArgs(splits=train_splits),
+        eval_args=trainer_pb2.EvalArgs(splits=["holdout"], num_steps=0),  # the run_fn validates on a slice
         custom_config={
             "student_config_yaml": Path(config.source).read_text(),
             "student_config_source": config.source,
@@ -148,7 +151,7 @@ def student_nodes(config: PipelineConfig, soft_labels, video_folds, l1_predictio
         stack_fraction=settings.stack_fraction,
     ).with_id("StudentEvaluator")
     nodes += [head_examples, head, export, evaluator]
-    with tfx.dsl.Cond(evaluator.outputs["blessing"].future()[0].custom_property("blessed") == 1):
+    with Cond(evaluator.outputs["blessing"].future()[0].custom_property("blessed") == 1):
         pusher = SizeLimitedPusher(
             model=export.outputs["model"],
             model_blessing=evaluator.outputs["blessing"],
@@ -169,8 +172,8 @@ def create_components(config: PipelineConfig) -> list:
         num_classes=data.num_classes,
         unlabelled_splits=data.unlabelled_splits,
     ).with_id("VideoExampleGen")
-    statistics = tfx.components.StatisticsGen(examples=video_examples.outputs["examples"])
-    schema = tfx.components.SchemaGen(statistics=statistics.outputs["statistics"], infer_feature_shape=True)
+    statistics = StatisticsGen(examples=video_examples.outputs["examples"])
+    schema = SchemaGen(statistics=statistics.outputs["statistics"], infer_feature_shape=True)
     video_folds = FoldSplit(
         examples=video_examples.outputs["examples"],
         num_classes=data.num_classes,
@@ -231,13 +234,13 @@ def l2_nodes(settings: L2Settings, video_folds, l1_predictions: list) -> list:
     return [merge, features, stacker.with_id("L2LightGBM"), soft_labels]
 
 
-def create_pipeline(config: PipelineConfig, metadata_connection_config=None) -> tfx.dsl.Pipeline:
+def create_pipeline(config: PipelineConfig, metadata_connection_config=None) -> Pipeline:
     """The TFX pipeline for `config` (sqlite ML Metadata under the config's home unless given)."""
     if metadata_connection_config is None:
-        metadata_connection_config = tfx.orchestration.metadata.sqlite_metadata_connection_config(
+        metadata_connection_config = metadata.sqlite_metadata_connection_config(
             config.metadata_path
         )
-    return tfx.dsl.Pipeline(
+    return Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,
         components=create_components(config),

@@ -1,4 +1,4 @@
-"""Run the pipeline locally: BeamDagRunner (default) or LocalDagRunner, sqlite ML Metadata under `home`."""
+"""Run the pipeline locally: LocalDagRunner (default) or BeamDagRunner, sqlite ML Metadata under `home`."""
 
 from __future__ import annotations
 
@@ -54,9 +54,12 @@ def check_home_writable(home: str) -> None:
 
 def run_pipeline(config: PipelineConfig) -> list[str]:
     """Run every node (cached ones are reused), block until the pipeline ends; returns `stage_summary`."""
-    from tfx import v1 as tfx
     from tfx.orchestration.beam.beam_dag_runner import BeamDagRunner
+    from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
+    from pipeline import input_resolution
+
+    input_resolution.install()
     check_home_writable(config.home)
     with home_lock(config.home):
         pipeline = create_pipeline(config)
@@ -71,7 +74,7 @@ def run_pipeline(config: PipelineConfig) -> list[str]:
         if config.runner == "beam":
             BeamDagRunner().run(pipeline)
         else:
-            tfx.orchestration.LocalDagRunner().run(pipeline)
+            LocalDagRunner().run(pipeline)
     log.info("pipeline %s finished", config.pipeline_name)
     return stage_summary(config)
 

@@ -274,13 +274,13 @@ def test_corrupted_tfrecord_fails_ingestion_naming_the_file(tiny_data, tmp_path,
     assert {e.node_id for e in executions} == {"VideoExampleGen"}
 
 
-def test_duplicate_video_id_fails_fold_split_with_local_runner(tiny_data, tmp_path, capsys):
+def test_duplicate_video_id_fails_fold_split_with_beam_dag_runner(tiny_data, tmp_path, capsys):
     data = tmp_path / "data"
     shutil.copytree(tiny_data / "video", data / "video")
     first_train = next(iter(tf.data.TFRecordDataset(str(data / "video" / "train0000.tfrecord")))).numpy()
     builders.write_tfrecord(data / "video" / "validate0009.tfrecord", [first_train])
     duplicate = tf.train.Example.FromString(first_train).features.feature["id"].bytes_list.value[0].decode()
-    assert cli.main(["run", "--config", _write_config(tmp_path, data), "--runner", "local"]) == 2
+    assert cli.main(["run", "--config", _write_config(tmp_path, data), "--runner", "beam"]) == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert f"video id '{duplicate}' appears 2 times in the input (splits: train, validate)" in error
     executions = _failed_node(tmp_path, "VideoFoldSplit")

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from tfx import v1 as tfx
+from tfx.components import Pusher
 from tfx.dsl.components.base import executor_spec
+from tfx.proto import pusher_pb2
 from tfx.types import channel
 
 from components.model_pusher import executor
 from components.model_pusher.executor import MAX_MODEL_BYTES
 
 
-class SizeLimitedPusher(tfx.components.Pusher):
+class SizeLimitedPusher(Pusher):
     """Pushes a blessed model to `<base_directory>/<unix time>/`; a model whose files exceed `max_model_bytes`
     fails the node with a message naming both sizes, and nothing is pushed."""
 
@@ -26,8 +27,8 @@ class SizeLimitedPusher(tfx.components.Pusher):
         super().__init__(
             model=model,
             model_blessing=model_blessing,
-            push_destination=tfx.proto.PushDestination(
-                filesystem=tfx.proto.PushDestination.Filesystem(base_directory=base_directory)
+            push_destination=pusher_pb2.PushDestination(
+                filesystem=pusher_pb2.PushDestination.Filesystem(base_directory=base_directory)
             ),
             custom_config={MAX_MODEL_BYTES: max_model_bytes},
         )
