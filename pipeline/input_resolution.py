@@ -23,9 +23,12 @@ def executions_in_all_contexts(
     """Executions attributed to every one of `contexts`, in one query."""
     if not contexts:
         return []
-    if len(contexts) > len(string.ascii_lowercase):
-        raise ValueError(f"at most {len(string.ascii_lowercase)} contexts per query, got {len(contexts)}")
-    clauses = [f"contexts_{alias}.id = {context.id}" for alias, context in zip(string.ascii_lowercase, contexts)]
+    aliases = string.ascii_lowercase
+    if len(contexts) > len(aliases):
+        raise ValueError(f"at most {len(aliases)} contexts per query, got {len(contexts)}")
+    clauses = [
+        f"contexts_{alias}.id = {context.id}" for alias, context in zip(aliases, contexts, strict=False)
+    ]
     return store.get_executions(list_options=metadata_store.ListOptions(filter_query=" AND ".join(clauses)))
 
 
@@ -34,5 +37,5 @@ def install() -> None:
     from tfx.orchestration.portable.input_resolution import channel_resolver
 
     if not hasattr(channel_resolver, "_get_executions_by_all_contexts"):
-        raise RuntimeError("tfx channel_resolver changed: re-check pipeline/input_resolution.py for this TFX version")
+        raise RuntimeError("tfx channel_resolver changed: re-check pipeline/input_resolution.py for this TFX")
     channel_resolver._get_executions_by_all_contexts = executions_in_all_contexts

@@ -73,7 +73,8 @@ def l1_nodes(config_path: str, folds, num_folds: int, num_classes: int) -> list:
             run_fn=L1_RUN_FN,
             examples=examples,
             train_args=trainer_pb2.TrainArgs(splits=train_splits),
-            eval_args=trainer_pb2.EvalArgs(splits=["holdout"], num_steps=0),  # the run_fn validates on a slice
+            # the run_fn validates on a slice of the training splits
+            eval_args=trainer_pb2.EvalArgs(splits=["holdout"], num_steps=0),
             custom_config={
                 "l1_config_yaml": text,
                 "l1_config_source": config_path,
@@ -237,9 +238,7 @@ def l2_nodes(settings: L2Settings, video_folds, l1_predictions: list) -> list:
 def create_pipeline(config: PipelineConfig, metadata_connection_config=None) -> Pipeline:
     """The TFX pipeline for `config` (sqlite ML Metadata under the config's home unless given)."""
     if metadata_connection_config is None:
-        metadata_connection_config = metadata.sqlite_metadata_connection_config(
-            config.metadata_path
-        )
+        metadata_connection_config = metadata.sqlite_metadata_connection_config(config.metadata_path)
     return Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,
