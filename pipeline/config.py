@@ -57,14 +57,19 @@ class L1Settings:
 
 @dataclass(frozen=True)
 class L2Settings:
-    """The stacker: candidates per model (top_k) and the LightGBM config file (see configs/l2/)."""
+    """The stacker: candidates per model (top_k), the LightGBM config file (see configs/l2/), and how much
+    prediction data L2Merge joins at once (merge_shard_mb; 0: all at once, for a runner with a shuffle
+    service)."""
 
     top_k: int = 20
     lightgbm_config: str = "configs/l2/lightgbm.yaml"
+    merge_shard_mb: int = 256
 
     def __post_init__(self) -> None:
         if self.top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {self.top_k}")
+        if self.merge_shard_mb < 0:
+            raise ValueError(f"merge_shard_mb must be >= 0, got {self.merge_shard_mb}")
 
 
 @dataclass(frozen=True)

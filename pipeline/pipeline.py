@@ -228,7 +228,9 @@ def create_components(config: PipelineConfig) -> list:
 
 def l2_nodes(settings: L2Settings, video_folds, l1_predictions: list) -> list:
     """Merge by video id -> candidate features -> per-fold LightGBM -> soft-label index."""
-    merge = L2Merge(examples=video_folds, predictions=l1_predictions).with_id("L2Merge")
+    merge = L2Merge(
+        examples=video_folds, predictions=l1_predictions, shard_mb=settings.merge_shard_mb
+    ).with_id("L2Merge")
     features = L2Features(merged=merge.outputs["merged"], top_k=settings.top_k).with_id("L2Features")
     stacker = L2LightGBM(features=features.outputs["features"], config_path=settings.lightgbm_config)
     soft_labels = SoftLabels(scores=stacker.outputs["scores"], examples=video_folds).with_id("SoftLabels")

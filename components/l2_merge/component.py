@@ -14,7 +14,7 @@ MAX_MODELS = 128  # the original stacked 113 L1 models
 
 
 class L2MergeSpec(ComponentSpec):
-    PARAMETERS = {"num_models": ExecutionParameter(type=int)}
+    PARAMETERS = {"num_models": ExecutionParameter(type=int), "shard_mb": ExecutionParameter(type=int)}
     INPUTS = {
         "examples": ChannelParameter(type=standard_artifacts.Examples),
         **{predictions_key(m): ChannelParameter(type=Predictions, optional=True) for m in range(MAX_MODELS)},
@@ -25,18 +25,25 @@ class L2MergeSpec(ComponentSpec):
 class L2Merge(base_beam_component.BaseBeamComponent):
     """Joins by video id the L1Assemble outputs with the video-level fold split (`oof` with every fold_k,
     `holdout`, `test`): every video needs exactly one prediction of every model; the score rows follow the
-    order of `predictions`. Missing, duplicated or unknown ids and num_classes mismatches fail."""
+    order of `predictions`. Missing, duplicated or unknown ids and num_classes mismatches fail.
+
+    `shard_mb` bounds memory on the local runner, which holds a whole join in memory: the inputs are first
+    partitioned by a hash of the video id into ceil(prediction MB / shard_mb) shards, joined one at a time.
+    0 joins everything at once (distributed runners, where the shuffle service spreads the join)."""
 
     SPEC_CLASS = L2MergeSpec
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
 
-    def __init__(self, examples: channel.BaseChannel, predictions: list[channel.BaseChannel]):
+    def __init__(
+        self, examples: channel.BaseChannel, predictions: list[channel.BaseChannel], shard_mb: int = 256
+    ):
         if not 1 <= len(predictions) <= MAX_MODELS:
             raise ValueError(f"L2Merge takes 1..{MAX_MODELS} model predictions, got {len(predictions)}")
         super().__init__(
             spec=L2MergeSpec(
                 examples=examples,
                 num_models=len(predictions),
+                shard_mb=shard_mb,
                 merged=channel.Channel(type=MergedPredictions),
                 **{predictions_key(m): ch for m, ch in enumerate(predictions)},
             )

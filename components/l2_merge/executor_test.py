@@ -72,19 +72,19 @@ def _model(
     return artifact
 
 
-def _merge(tmp_path, models: list[Predictions]) -> MergedPredictions:
+def _merge(tmp_path, models: list[Predictions], shard_mb: int = 0) -> MergedPredictions:
     output = MergedPredictions()
     output.uri = str(tmp_path / "merged")
     inputs = {"examples": [_examples(tmp_path / "examples")]}
     inputs.update({f"predictions_{m}": [p] for m, p in enumerate(models)})
-    Executor().Do(inputs, {"merged": [output]}, {"num_models": len(models)})
+    Executor().Do(inputs, {"merged": [output]}, {"num_models": len(models), "shard_mb": shard_mb})
     return output
 
 
-def _read(artifact: MergedPredictions, split: str) -> dict:
+def _read(artifact: MergedPredictions, split: str, num_classes: int = NUM_CLASSES) -> dict:
     files = tf.io.gfile.glob(os.path.join(artifact.uri, f"Split-{split}", "*"))
     records = [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
-    return {r.video_id: r for r in (decode_merged(record, NUM_CLASSES) for record in records)}
+    return {r.video_id: r for r in (decode_merged(record, num_classes) for record in records)}
 
 
 def test_joins_by_video_id_not_by_position(tmp_path):
@@ -107,6 +107,43 @@ def test_joins_by_video_id_not_by_position(tmp_path):
     assert output.get_int_custom_property("num_classes") == NUM_CLASSES
     assert output.get_json_value_custom_property("split_counts") == {"oof": 3, "holdout": 1, "test": 1}
     assert standard_artifact_utils.decode_split_names(output.split_names) == ["oof", "holdout", "test"]
+
+
+def test_sharded_join_writes_the_same_records_as_one_join(tmp_path):
+    wide = 300_000  # 600 KB of float16 scores per prediction: 1 MB shards split 2 models x 5 videos
+    rng = np.random.default_rng(0)
+    scores = {(m, v): rng.random(wide, dtype=np.float32).astype(np.float16) for m in range(2) for v in LABELS}
+
+    def models(root) -> list[Predictions]:
+        return [
+            _model(
+                root,
+                m,
+                num_classes=wide,
+                oof=[[(v, fold, scores[m, v]) for v, fold in OOF]],
+                holdout=[[("h", AVERAGED, scores[m, "h"])]],
+                test=[[("t", AVERAGED, scores[m, "t"])]],
+            )
+            for m in range(2)
+        ]
+
+    whole = _merge(tmp_path / "whole", models(tmp_path / "whole"), shard_mb=0)
+    sharded = _merge(tmp_path / "sharded", models(tmp_path / "sharded"), shard_mb=1)
+    assert whole.get_int_custom_property("shards") == 1
+    assert 3 <= sharded.get_int_custom_property("shards") <= 6  # gzip shrinks the scores a little
+    # 5 or 6 shards for 5 videos: some shards hold none of a split (the one-video holdout: at least 4)
+    assert sorted(os.listdir(sharded.uri)) == [
+        "Split-holdout",
+        "Split-oof",
+        "Split-test",
+    ]  # nothing temporary
+    for split in ("oof", "holdout", "test"):
+        expected, got = _read(whole, split, wide), _read(sharded, split, wide)
+        assert sorted(got) == sorted(expected) and len(got) == len(SPLITS.get(split, OOF))
+        for video_id, record in got.items():
+            assert (record.fold, record.labels) == (expected[video_id].fold, expected[video_id].labels)
+            np.testing.assert_array_equal(record.scores, [scores[0, video_id], scores[1, video_id]])
+    assert sharded.get_json_value_custom_property("split_counts") == {"oof": 3, "holdout": 1, "test": 1}
 
 
 def test_model_order_is_the_order_given(tmp_path):
