@@ -119,7 +119,7 @@ def stage_costs(metadata_path: str, samples: list[tuple[float, float]]) -> tuple
 
     store = open_store(metadata_path)
     executions = {e.id: e for e in store.get_executions()}
-    stages: dict[str, dict] = {}
+    stages: dict[str, dict] = {}  # in pipeline order
     rows: dict = {}
     for node in node_executions(store, "yt8m-scale"):
         execution = executions[node.execution_id]
@@ -130,16 +130,15 @@ def stage_costs(metadata_path: str, samples: list[tuple[float, float]]) -> tuple
         )
         stage["wall_s"] += end - start
         stage["nodes"] += 1
-        during = [mb for t, mb in samples if start <= t <= end]
-        before = [mb for t, mb in samples if t <= start]
-        if during:
-            stage["peak_mb"] = max(stage["peak_mb"], max(during))
-        if stage["start_mb"] is None and before:
+        before = [mb for t, mb in samples if t <= start] or [samples[0][1]]
+        during = [mb for t, mb in samples if start <= t <= end] or before[-1:]  # shorter than one sample
+        stage["peak_mb"] = max(stage["peak_mb"], max(during))
+        if stage["start_mb"] is None:
             stage["start_mb"] = before[-1]
         if node.node_id == "L2Features" and node.outputs.get("features"):
             rows = property_value(node.outputs["features"][0], "rows")
     for stage in stages.values():
-        stage["growth_mb"] = stage["peak_mb"] - (stage.pop("start_mb") or stage["peak_mb"])
+        stage["growth_mb"] = stage["peak_mb"] - stage.pop("start_mb")
     return stages, rows
 
 
