@@ -41,7 +41,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks import common  # noqa: E402
-from pipeline.config import L2Settings  # noqa: E402
+from pipeline.config import PipelineConfig  # noqa: E402
 
 DEMO_CONFIG = "configs/demo.yaml"
 BEAM_ARGS = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
@@ -377,7 +377,7 @@ def numpy_features(merged_dir: Path, out_dir: Path, names: list[str], classes: i
     return total
 
 
-def run_stage(stage: str, root: Path, merge_shard_mb: int) -> dict[str, float]:
+def run_stage(stage: str, root: Path, join_shard_mb: float) -> dict[str, float]:
     """Run one stage on the data set in `root` (inside this process); seconds, CPU seconds, RSS."""
     spec = DataSpec(**json.loads((root / "spec.json").read_text()))
     examples, models, merged, features = _artifacts(root, spec)
@@ -389,7 +389,7 @@ def run_stage(stage: str, root: Path, merge_shard_mb: int) -> dict[str, float]:
         shutil.rmtree(merged.uri, ignore_errors=True)
         inputs = {"examples": [examples], **{f"predictions_{m}": [p] for m, p in enumerate(models)}}
         Executor(_context()).Do(
-            inputs, {"merged": [merged]}, {"num_models": spec.models, "shard_mb": merge_shard_mb}
+            inputs, {"merged": [merged]}, {"num_models": spec.models, "shard_mb": join_shard_mb}
         )
     elif stage == "features":
         from components.l2_features.executor import Executor
@@ -408,10 +408,10 @@ def run_stage(stage: str, root: Path, merge_shard_mb: int) -> dict[str, float]:
     }
 
 
-def stage_subprocess(stage: str, root: Path, merge_shard_mb: int) -> dict[str, float]:
+def stage_subprocess(stage: str, root: Path, join_shard_mb: float) -> dict[str, float]:
     """`run_stage` in a fresh Python process (its own peak RSS); the result is its last stdout line."""
     command = [sys.executable, "-m", "benchmarks.l2_bench", "--stage", stage, "--data", str(root)]
-    command += ["--merge-shard-mb", str(merge_shard_mb)]
+    command += ["--join-shard-mb", str(join_shard_mb)]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"{stage} on {root} failed ({done.returncode}):\n{done.stderr[-4000:]}")
@@ -438,7 +438,7 @@ def check_rows_equal(root: Path) -> str:
     return f"{total} rows over oof/holdout/test identical (schema and every value)"
 
 
-def bench_speed(sizes: list[int], models: int, classes: int, out: Path, merge_shard_mb: int) -> None:
+def bench_speed(sizes: list[int], models: int, classes: int, out: Path, join_shard_mb: float) -> None:
     """Generate each size, run merge / features / numpy in subprocesses, print the tables."""
     results: dict[int, dict[str, dict[str, float]]] = {}
     check = "not checked"
@@ -446,7 +446,7 @@ def bench_speed(sizes: list[int], models: int, classes: int, out: Path, merge_sh
         root = ensure_data(DataSpec(n, models, classes), out)
         results[n] = {}
         for stage in STAGES:
-            results[n][stage] = stage_subprocess(stage, root, merge_shard_mb)
+            results[n][stage] = stage_subprocess(stage, root, join_shard_mb)
             r = results[n][stage]
             print(
                 f"   {n} videos, {stage}: {r['seconds']:.1f}s, peak RSS {r['peak_rss_mb']:.0f} MB", flush=True
@@ -502,12 +502,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)  # internal: one stage, then exit
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     parser.add_argument(
-        "--merge-shard-mb", type=int, default=L2Settings.merge_shard_mb, help="L2Merge's join shard size"
+        "--join-shard-mb", type=float, default=PipelineConfig.join_shard_mb, help="join shard size, MB"
     )
     args = parser.parse_args(argv)
     logging.getLogger().setLevel(logging.WARNING)
     if args.stage:
-        print(json.dumps(run_stage(args.stage, args.data, args.merge_shard_mb)))
+        print(json.dumps(run_stage(args.stage, args.data, args.join_shard_mb)))
         return
     start = time.perf_counter()
     if not args.skip_gap:
@@ -515,7 +515,7 @@ def main(argv: list[str] | None = None) -> None:
     if not args.skip_speed:
         sizes = sorted(int(v) for v in args.videos.split(","))
         print(f"\n2./3. L2 merge + features at {sizes} videos (data under {args.out})", flush=True)
-        bench_speed(sizes, args.models, args.classes, args.out.absolute(), args.merge_shard_mb)
+        bench_speed(sizes, args.models, args.classes, args.out.absolute(), args.join_shard_mb)
     print(f"\ntotal {time.perf_counter() - start:.0f}s")
 
 

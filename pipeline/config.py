@@ -57,19 +57,14 @@ class L1Settings:
 
 @dataclass(frozen=True)
 class L2Settings:
-    """The stacker: candidates per model (top_k), the LightGBM config file (see configs/l2/), and how much
-    prediction data L2Merge joins at once (merge_shard_mb; 0: all at once, for a runner with a shuffle
-    service)."""
+    """The stacker: candidates per model (top_k) and the LightGBM config file (see configs/l2/)."""
 
     top_k: int = 20
     lightgbm_config: str = "configs/l2/lightgbm.yaml"
-    merge_shard_mb: int = 256
 
     def __post_init__(self) -> None:
         if self.top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {self.top_k}")
-        if self.merge_shard_mb < 0:
-            raise ValueError(f"merge_shard_mb must be >= 0, got {self.merge_shard_mb}")
 
 
 @dataclass(frozen=True)
@@ -134,6 +129,10 @@ class PipelineConfig:
     kubeflow: KubeflowSettings | None = None  # only `yt8m compile` reads it
     runner: Literal["beam", "local"] = "local"
     enable_cache: bool = True
+    # Joins by video id (L1Assemble, StudentAssemble, L2Merge, HeadExamples) run in hash shards of about this
+    # many MB of input, so the in-memory DirectRunner's memory stays bounded; 0 = one join (use it on a
+    # runner with a shuffle service, e.g. Dataflow).
+    join_shard_mb: float = 256.0
     # Naming an SDK image stops TFX from building a ~50 MB sdist of itself in /tmp for every Beam node; the
     # in-memory DirectRunner ignores the image.
     beam_pipeline_args: tuple[str, ...] = (
@@ -141,6 +140,10 @@ class PipelineConfig:
         "--direct_num_workers=1",
         "--sdk_container_image=apache/beam_python3.11_sdk:2.77.0",
     )
+
+    def __post_init__(self) -> None:
+        if self.join_shard_mb < 0:
+            raise ValueError(f"join_shard_mb must be >= 0, got {self.join_shard_mb}")
 
     @property
     def pipeline_root(self) -> str:

@@ -42,10 +42,16 @@ def _node_name(text: str) -> str:
 
 
 def fold_model_nodes(
-    kind: str, config_name: str, examples, num_folds: int, trainer_of_fold: Callable[[int, list[str]], Any]
+    kind: str,
+    config_name: str,
+    examples,
+    num_folds: int,
+    trainer_of_fold: Callable[[int, list[str]], Any],
+    shard_mb: float,
 ) -> list:
     """Per fold a Trainer (`trainer_of_fold(fold, train_splits)`) and an L1Predict of its out-of-fold split,
-    holdout and test; then one L1Assemble. Ids: <kind>Trainer_<name>_fold<k>, likewise Predict, Assemble."""
+    holdout and test; then one L1Assemble (joining in shards of `shard_mb`). Ids:
+    <kind>Trainer_<name>_fold<k>, likewise Predict, Assemble."""
     name = _node_name(config_name)
     nodes, fold_predictions = [], []
     for fold in range(num_folds):
@@ -56,11 +62,13 @@ def fold_model_nodes(
         ).with_id(f"{kind}Predict_{name}_fold{fold}")
         nodes += [trainer, predict]
         fold_predictions.append(predict.outputs["predictions"])
-    assemble = L1Assemble(examples=examples, fold_predictions=fold_predictions, config_name=config_name)
+    assemble = L1Assemble(
+        examples=examples, fold_predictions=fold_predictions, config_name=config_name, shard_mb=shard_mb
+    )
     return [*nodes, assemble.with_id(f"{kind}Assemble_{name}")]
 
 
-def l1_nodes(config_path: str, folds, num_folds: int, num_classes: int) -> list:
+def l1_nodes(config_path: str, folds, num_folds: int, num_classes: int, shard_mb: float) -> list:
     """Trainer + L1Predict per fold and one L1Assemble for the L1 model config at `config_path`."""
     text = Path(config_path).read_text()
     l1_config = parse_l1_config(text, config_path)
@@ -84,7 +92,7 @@ def l1_nodes(config_path: str, folds, num_folds: int, num_classes: int) -> list:
             },
         )
 
-    return fold_model_nodes("L1", l1_config.name, examples, num_folds, trainer)
+    return fold_model_nodes("L1", l1_config.name, examples, num_folds, trainer, shard_mb)
 
 
 def student_trainer(
@@ -126,12 +134,15 @@ def student_nodes(config: PipelineConfig, soft_labels, video_folds, l1_predictio
             examples,
             num_folds,
             lambda fold, splits, tower=tower: student_trainer(tower, examples, fold, splits, num_classes),
+            config.join_shard_mb,
         )
         refit = student_trainer(tower, examples, REFIT, all_folds, num_classes)
         nodes += [*tower_nodes, refit.with_id(f"StudentTrainer_{_node_name(tower.name)}_refit")]
         tower_predictions.append(tower_nodes[-1].outputs["predictions"])
         refit_towers.append(refit.outputs["model"])
-    head_examples = HeadExamples(examples=examples, towers=tower_predictions).with_id("HeadExamples")
+    head_examples = HeadExamples(
+        examples=examples, towers=tower_predictions, shard_mb=config.join_shard_mb
+    ).with_id("HeadExamples")
     head = student_trainer(
         suite.head,
         head_examples.outputs["head_examples"],
@@ -205,7 +216,9 @@ def create_components(config: PipelineConfig) -> list:
     }
     l1_predictions, l1_names = [], []
     for config_path in config.l1.configs:
-        model_nodes = l1_nodes(config_path, split_examples, folds.num_folds, data.num_classes)
+        model_nodes = l1_nodes(
+            config_path, split_examples, folds.num_folds, data.num_classes, config.join_shard_mb
+        )
         nodes += model_nodes
         l1_predictions.append(model_nodes[-1].outputs["predictions"])
         l1_names.append(model_nodes[-1].exec_properties["config_name"])
@@ -214,7 +227,7 @@ def create_components(config: PipelineConfig) -> list:
             model_columns(l1_names)  # duplicate or clashing model names fail here, not in L2Features
         except ValueError as error:
             raise ConfigError(f"l1.configs: {error}") from None
-        stage = l2_nodes(config.l2, split_examples["video"], l1_predictions)
+        stage = l2_nodes(config.l2, split_examples["video"], l1_predictions, config.join_shard_mb)
         nodes += stage
         if config.students.configs:
             stacker, soft_labels = stage[-2], stage[-1]
@@ -226,11 +239,9 @@ def create_components(config: PipelineConfig) -> list:
     return nodes
 
 
-def l2_nodes(settings: L2Settings, video_folds, l1_predictions: list) -> list:
+def l2_nodes(settings: L2Settings, video_folds, l1_predictions: list, shard_mb: float) -> list:
     """Merge by video id -> candidate features -> per-fold LightGBM -> soft-label index."""
-    merge = L2Merge(
-        examples=video_folds, predictions=l1_predictions, shard_mb=settings.merge_shard_mb
-    ).with_id("L2Merge")
+    merge = L2Merge(examples=video_folds, predictions=l1_predictions, shard_mb=shard_mb).with_id("L2Merge")
     features = L2Features(merged=merge.outputs["merged"], top_k=settings.top_k).with_id("L2Features")
     stacker = L2LightGBM(features=features.outputs["features"], config_path=settings.lightgbm_config)
     soft_labels = SoftLabels(scores=stacker.outputs["scores"], examples=video_folds).with_id("SoftLabels")

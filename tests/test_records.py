@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
+import tensorflow as tf
 
 from tests import builders
-from trainer.records import InputDataError, decode_frame_level, decode_video_level, decoder_for
+from trainer.records import (
+    InputDataError,
+    decode_frame_level,
+    decode_video_level,
+    decoder_for,
+    extend_floats,
+)
 
 
 def test_good_records_decode():
@@ -74,3 +82,14 @@ def test_garbage_bytes_and_unknown_level():
         decode_video_level(b"\xff\xff\xff", 10)
     with pytest.raises(ValueError, match="level must be one of"):
         decoder_for("clip")
+
+
+@pytest.mark.parametrize("size", [0, 1, 31, 32, 4096, 7724])
+def test_extend_floats_equals_extending_the_repeated_field(size):
+    values = np.random.default_rng(size).normal(size=size).astype(np.float32)
+    fast, slow = tf.train.Example(), tf.train.Example()
+    for example in (fast, slow):
+        example.features.feature["x"].float_list.value.append(1.5)  # appends after what is there
+    extend_floats(fast.features.feature["x"].float_list, values)
+    slow.features.feature["x"].float_list.value.extend(values.tolist())
+    assert fast == slow and fast.SerializeToString() == slow.SerializeToString()

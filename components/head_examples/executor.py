@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import apache_beam as beam
@@ -11,14 +12,19 @@ from tfx.components.util import examples_utils
 from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact, standard_artifact_utils
 
+from components.sharded_join import PARTITION_DIR, JoinInput, run_sharded, shard_count
 from components.splits import HOLDOUT, OUT_OF_FOLD, TEST, split_files, write_splits
 from trainer.predictions import AVERAGED, count_problem, decode_prediction, prediction_video_id
-from trainer.records import video_id_of
+from trainer.records import extend_floats, video_id_of
 from trainer.students import TOWER_OUTPUTS
 
 
 class HeadExamplesError(ValueError):
     """Tower predictions that do not match the student examples one to one, or are not out-of-fold."""
+
+
+def _example_video_id(record: bytes) -> str:
+    return video_id_of(record, "video")
 
 
 def towers_key(tower: int) -> str:
@@ -58,7 +64,7 @@ def with_tower_outputs(
             )
         outputs.append(scores)
     example = example_pb2.Example.FromString(record)
-    example.features.feature[TOWER_OUTPUTS].float_list.value.extend(np.concatenate(outputs).tolist())
+    extend_floats(example.features.feature[TOWER_OUTPUTS].float_list, np.concatenate(outputs))
     return splits.index(split), example.SerializeToString()
 
 
@@ -73,24 +79,27 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         towers = [input_dict[towers_key(t)][0] for t in range(exec_properties["num_towers"])]
         tower_names = [tower.get_string_custom_property("config_name") for tower in towers]
         splits = standard_artifact_utils.decode_split_names(examples.split_names)
-        with self._make_beam_pipeline() as pipeline:
-            records = [
-                pipeline
-                | f"Read[{split}]" >> beam.io.ReadFromTFRecord(split_files(examples, split))
+        sources = sorted({prediction_split(split) for split in splits})
+        inputs = [
+            JoinInput(f"examples.{split}", split_files(examples, split), _example_video_id)
+            for split in splits
+        ] + [
+            JoinInput(f"{name}.{source}", split_files(predictions, source), prediction_video_id)
+            for name, predictions in zip(tower_names, towers, strict=True)
+            for source in sources
+        ]
+
+        def build(pipeline: beam.Pipeline, records: dict[str, beam.PCollection], suffix: str) -> None:
+            keyed = [
+                records[f"examples.{split}"]
                 | f"Key[{split}]"
-                >> beam.Map(lambda record, split: (video_id_of(record, "video"), (split, record)), split)
+                >> beam.Map(lambda record, split: (_example_video_id(record), (split, record)), split)
                 for split in splits
             ]
-            grouped = {"record": records | "FlattenRecords" >> beam.Flatten()}
-            for tower, (name, predictions) in enumerate(zip(tower_names, towers, strict=True)):
-                sources = sorted({prediction_split(split) for split in splits})
+            grouped = {"record": keyed | "FlattenRecords" >> beam.Flatten()}
+            for tower, name in enumerate(tower_names):
                 grouped[towers_key(tower)] = (
-                    [
-                        pipeline
-                        | f"ReadTower[{name}.{source}]"
-                        >> beam.io.ReadFromTFRecord(split_files(predictions, source))
-                        for source in sources
-                    ]
+                    [records[f"{name}.{source}"] for source in sources]
                     | f"FlattenTower[{name}]" >> beam.Flatten()
                     | f"KeyTower[{name}]" >> beam.Map(lambda record: (prediction_video_id(record), record))
                 )
@@ -99,7 +108,11 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                 | "Join" >> beam.CoGroupByKey()
                 | "TowerOutputs" >> beam.Map(lambda item: with_tower_outputs(*item, tower_names, splits))
             )
-            write_splits(indexed, output, splits, "examples")
+            write_splits(indexed, output, splits, f"examples{suffix}")
+
+        shards = shard_count(inputs, exec_properties.get("shard_mb") or 0)
+        run_sharded(self._make_beam_pipeline, inputs, shards, os.path.join(output.uri, PARTITION_DIR), build)
+
         output.split_names = standard_artifact_utils.encode_split_names(splits)
         examples_utils.set_payload_format(output, examples_utils.get_payload_format(examples))
         output.set_json_value_custom_property("tower_names", tower_names)
@@ -111,3 +124,4 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             },
         )
         output.set_string_custom_property("fold_splits_from", OUT_OF_FOLD)
+        output.set_int_custom_property("shards", shards)

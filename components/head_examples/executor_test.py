@@ -15,6 +15,7 @@ from trainer.predictions import AVERAGED, encode_prediction
 
 SPLITS = {"fold_0": ["a", "b"], "fold_1": ["c"], "holdout": ["h"]}
 FOLD_OF = {"a": 0, "b": 0, "c": 1, "h": AVERAGED}
+ONE_JOIN, TINY_SHARDS = 0.0, 0.008  # MB: 0 -> one join; 8 KB -> the ~19 KB of test inputs in 3 shards
 
 
 def _scores(tower: int, video_id: str) -> np.ndarray:
@@ -33,7 +34,7 @@ def _tower(root, tower: int, fold_of: dict[str, int]) -> Predictions:
     return predictions
 
 
-def _run(tmp_path, fold_of=FOLD_OF) -> standard_artifacts.Examples:
+def _run(tmp_path, fold_of=FOLD_OF, shard_mb: float = ONE_JOIN) -> standard_artifacts.Examples:
     examples = builders.split_artifact(
         standard_artifacts.Examples(),
         tmp_path / "examples",
@@ -42,12 +43,15 @@ def _run(tmp_path, fold_of=FOLD_OF) -> standard_artifacts.Examples:
     towers = {towers_key(t): [_tower(tmp_path / f"tower{t}", t, fold_of)] for t in range(2)}
     output = standard_artifacts.Examples()
     output.uri = str(tmp_path / "out")
-    Executor().Do({"examples": [examples], **towers}, {"head_examples": [output]}, {"num_towers": 2})
+    properties = {"num_towers": 2, "shard_mb": shard_mb}
+    Executor().Do({"examples": [examples], **towers}, {"head_examples": [output]}, properties)
     return output
 
 
-def test_tower_outputs_are_concatenated_in_tower_order_per_video(tmp_path):
-    output = _run(tmp_path)
+@pytest.mark.parametrize("shard_mb", [ONE_JOIN, TINY_SHARDS])
+def test_tower_outputs_are_concatenated_in_tower_order_per_video(tmp_path, shard_mb):
+    output = _run(tmp_path, shard_mb=shard_mb)
+    assert (output.get_int_custom_property("shards") > 1) == (shard_mb == TINY_SHARDS)
     assert output.get_json_value_custom_property("tower_names") == ["tower_0", "tower_1"]
     assert output.get_json_value_custom_property("tower_fold_models")["tower_1"]["0"]["train_splits"] == [
         "fold_1"
@@ -64,9 +68,10 @@ def test_tower_outputs_are_concatenated_in_tower_order_per_video(tmp_path):
             assert len(feature["mean_rgb"].float_list.value) == 1024
 
 
-def test_a_prediction_by_a_model_that_saw_the_video_fails(tmp_path):
+@pytest.mark.parametrize("shard_mb", [ONE_JOIN, TINY_SHARDS])
+def test_a_prediction_by_a_model_that_saw_the_video_fails(tmp_path, shard_mb):
     with pytest.raises(HeadExamplesError, match="video 'c' of fold_1 was predicted by the model of fold 0"):
-        _run(tmp_path, {**FOLD_OF, "c": 0})
+        _run(tmp_path, {**FOLD_OF, "c": 0}, shard_mb)
 
 
 def test_a_holdout_prediction_of_one_fold_model_fails(tmp_path):

@@ -17,7 +17,11 @@ def predictions_key(fold: int) -> str:
 
 
 class L1AssembleSpec(ComponentSpec):
-    PARAMETERS = {"num_folds": ExecutionParameter(type=int), "config_name": ExecutionParameter(type=str)}
+    PARAMETERS = {
+        "num_folds": ExecutionParameter(type=int),
+        "config_name": ExecutionParameter(type=str),
+        "shard_mb": ExecutionParameter(type=float),
+    }
     INPUTS = {
         "examples": ChannelParameter(type=standard_artifacts.Examples),
         **{predictions_key(k): ChannelParameter(type=Predictions, optional=True) for k in range(MAX_FOLDS)},
@@ -27,13 +31,18 @@ class L1AssembleSpec(ComponentSpec):
 
 class L1Assemble(base_beam_component.BaseBeamComponent):
     """Joins by video id: every fold video gets exactly one OOF prediction (from the model of its own fold),
-    and every holdout/test video one prediction per fold model, averaged. Missing or duplicated ids fail."""
+    and every holdout/test video one prediction per fold model, averaged. Missing or duplicated ids fail.
+    `shard_mb`: join in hash shards of about that many MB of input (components.sharded_join); 0 = one join."""
 
     SPEC_CLASS = L1AssembleSpec
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
 
     def __init__(
-        self, examples: channel.BaseChannel, fold_predictions: list[channel.BaseChannel], config_name: str
+        self,
+        examples: channel.BaseChannel,
+        fold_predictions: list[channel.BaseChannel],
+        config_name: str,
+        shard_mb: float = 0.0,
     ):
         if not 2 <= len(fold_predictions) <= MAX_FOLDS:
             raise ValueError(f"L1Assemble takes 2..{MAX_FOLDS} fold predictions, got {len(fold_predictions)}")
@@ -42,6 +51,7 @@ class L1Assemble(base_beam_component.BaseBeamComponent):
                 examples=examples,
                 num_folds=len(fold_predictions),
                 config_name=config_name,
+                shard_mb=shard_mb,
                 predictions=channel.Channel(type=Predictions),
                 **{predictions_key(k): ch for k, ch in enumerate(fold_predictions)},
             )

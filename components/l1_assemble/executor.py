@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import functools
+import os
 from typing import Any
 
 import apache_beam as beam
@@ -11,6 +12,7 @@ from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact, standard_artifact_utils
 
 from components.fold_split.executor import fold_names
+from components.sharded_join import PARTITION_DIR, JoinInput, run_sharded, shard_count
 from components.splits import HOLDOUT, OUT_OF_FOLD, TEST, examples_level, split_files, write_split
 from trainer.predictions import (
     AVERAGED,
@@ -74,61 +76,56 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         available = standard_artifact_utils.decode_split_names(examples.split_names)
         averaged_splits = [split for split in (HOLDOUT, TEST) if split in available]
 
-        def example_ids(pipeline, splits: Iterable[str], label: str):
-            parts = []
-            for split in splits:
-                pattern = split_files(examples, split)
-                parts.append(
-                    pipeline
-                    | f"ReadExamples[{label}.{split}]" >> beam.io.ReadFromTFRecord(pattern)
+        example_id = functools.partial(video_id_of, level=level)
+        # Per output split: the examples' splits that define its videos, and each fold model's split
+        # holding its predictions of them.
+        plan = {OUT_OF_FOLD: (fold_names(num_folds), fold_names(num_folds))}
+        plan.update({split: ([split], [split] * num_folds) for split in averaged_splits})
+        inputs = [
+            JoinInput(f"{label}.examples.{split}", split_files(examples, split), example_id)
+            for label, (example_splits, _) in plan.items()
+            for split in example_splits
+        ] + [
+            JoinInput(f"{label}.predictions.{fold}", split_files(artifact_, split), prediction_video_id)
+            for label, (_, prediction_splits) in plan.items()
+            for fold, (artifact_, split) in enumerate(zip(fold_predictions, prediction_splits, strict=True))
+        ]
+
+        def build(pipeline: beam.Pipeline, records: dict[str, beam.PCollection], suffix: str) -> None:
+            for label, (example_splits, _) in plan.items():
+                ids = [
+                    records[f"{label}.examples.{split}"]
                     | f"Ids[{label}.{split}]"
-                    >> beam.Map(lambda record, split=split: (video_id_of(record, level), split))
-                )
-            return parts | f"FlattenIds[{label}]" >> beam.Flatten()
-
-        def predictions(pipeline, split_of_fold, label: str):
-            parts = []
-            for fold, artifact_ in enumerate(fold_predictions):
-                split = split_of_fold(fold)
-                pattern = split_files(artifact_, split)
-                parts.append(
-                    pipeline | f"ReadPredictions[{label}.{fold}]" >> beam.io.ReadFromTFRecord(pattern)
-                )
-            return (
-                parts
-                | f"FlattenPredictions[{label}]" >> beam.Flatten()
-                | f"KeyPredictions[{label}]" >> beam.Map(lambda record: (prediction_video_id(record), record))
-            )
-
-        def write(pcoll, split: str):
-            return pcoll | f"Write[{split}]" >> write_split(output, split, "predictions")
-
-        with self._make_beam_pipeline() as pipeline:
-            oof = (
-                {
-                    "split": example_ids(pipeline, fold_names(num_folds), OUT_OF_FOLD),
-                    "predictions": predictions(pipeline, lambda fold: f"fold_{fold}", OUT_OF_FOLD),
+                    >> beam.Map(lambda record, split=split: (example_id(record), split))
+                    for split in example_splits
+                ]
+                predictions = [records[f"{label}.predictions.{fold}"] for fold in range(num_folds)]
+                joined = {
+                    "split": ids | f"FlattenIds[{label}]" >> beam.Flatten(),
+                    "predictions": predictions
+                    | f"FlattenPredictions[{label}]" >> beam.Flatten()
+                    | f"KeyPredictions[{label}]"
+                    >> beam.Map(lambda record: (prediction_video_id(record), record)),
                 }
-                | "JoinOOF" >> beam.CoGroupByKey()
-                | "CheckOOF" >> beam.Map(lambda item: check_out_of_fold(*item, config_name))
-            )
-            write(oof, OUT_OF_FOLD)
-            for split in averaged_splits:
-                averaged = (
-                    {
-                        "split": example_ids(pipeline, [split], split),
-                        "predictions": predictions(pipeline, lambda fold, split=split: split, split),
-                    }
-                    | f"Join[{split}]" >> beam.CoGroupByKey()
-                    | f"Average[{split}]"
-                    >> beam.Map(lambda item: average_folds(*item, config_name, num_folds))
+                if label == OUT_OF_FOLD:
+                    check = beam.Map(lambda item: check_out_of_fold(*item, config_name))
+                else:
+                    check = beam.Map(lambda item: average_folds(*item, config_name, num_folds))
+                _ = (
+                    joined
+                    | f"Join[{label}]" >> beam.CoGroupByKey()
+                    | f"Assemble[{label}]" >> check
+                    | f"Write[{label}]" >> write_split(output, label, f"predictions{suffix}")
                 )
-                write(averaged, split)
 
+        shards = shard_count(inputs, exec_properties.get("shard_mb") or 0)
+        scratch = os.path.join(output.uri, PARTITION_DIR)
+        run_sharded(self._make_beam_pipeline, inputs, shards, scratch, build)
         output.split_names = standard_artifact_utils.encode_split_names([OUT_OF_FOLD, *averaged_splits])
         output.set_string_custom_property("config_name", config_name)
         output.set_string_custom_property("level", level)
         output.set_int_custom_property("num_folds", num_folds)
+        output.set_int_custom_property("shards", shards)
         output.set_int_custom_property(
             "num_classes", fold_predictions[0].get_int_custom_property("num_classes")
         )

@@ -64,12 +64,16 @@ def _fold_predictions(root, fold: int, oof_ids=None) -> Predictions:
     return artifact
 
 
-def _assemble(tmp_path, predictions: list[Predictions]) -> Predictions:
+ONE_JOIN, TINY_SHARDS = 0.0, 0.005  # MB: 0 -> one join; 5 KB -> the 15 KB of test inputs in 3 shards
+
+
+def _assemble(tmp_path, predictions: list[Predictions], shard_mb: float = ONE_JOIN) -> Predictions:
     output = Predictions()
     output.uri = str(tmp_path / "out")
     inputs = {"examples": [_examples(tmp_path / "examples")]}
     inputs.update({f"predictions_{k}": [p] for k, p in enumerate(predictions)})
-    Executor().Do(inputs, {"predictions": [output]}, {"num_folds": len(predictions), "config_name": "m"})
+    properties = {"num_folds": len(predictions), "config_name": "m", "shard_mb": shard_mb}
+    Executor().Do(inputs, {"predictions": [output]}, properties)
     return output
 
 
@@ -79,8 +83,11 @@ def _read(artifact, split: str) -> dict[str, tuple[int, np.ndarray]]:
     return {video_id: (fold, scores) for video_id, fold, scores in decoded}
 
 
-def test_assembles_oof_once_per_video_and_averages_holdout_and_test(tmp_path):
-    output = _assemble(tmp_path, [_fold_predictions(tmp_path, 0), _fold_predictions(tmp_path, 1)])
+@pytest.mark.parametrize("shard_mb", [ONE_JOIN, TINY_SHARDS])
+def test_assembles_oof_once_per_video_and_averages_holdout_and_test(tmp_path, shard_mb):
+    output = _assemble(tmp_path, [_fold_predictions(tmp_path, 0), _fold_predictions(tmp_path, 1)], shard_mb)
+    assert (output.get_int_custom_property("shards") > 1) == (shard_mb == TINY_SHARDS)
+    assert sorted(os.listdir(output.uri)) == ["Split-holdout", "Split-oof", "Split-test"]  # nothing temporary
     oof = _read(output, "oof")
     assert sorted(oof) == ["a", "b", "c", "d", "e"]
     assert {video: fold for video, (fold, _) in oof.items()} == {"a": 0, "b": 0, "c": 1, "d": 1, "e": 1}
@@ -104,9 +111,11 @@ def test_assembles_oof_once_per_video_and_averages_holdout_and_test(tmp_path):
         (["c", "d", "e", "a"], r"out-of-fold prediction of video 'a' is duplicated"),
     ],
 )
-def test_missing_duplicated_or_unknown_ids_fail(tmp_path, oof_ids, message):
+@pytest.mark.parametrize("shard_mb", [ONE_JOIN, TINY_SHARDS])
+def test_missing_duplicated_or_unknown_ids_fail(tmp_path, oof_ids, message, shard_mb):
+    predictions = [_fold_predictions(tmp_path, 0), _fold_predictions(tmp_path, 1, oof_ids)]
     with pytest.raises(AssemblyError, match=message):
-        _assemble(tmp_path, [_fold_predictions(tmp_path, 0), _fold_predictions(tmp_path, 1, oof_ids)])
+        _assemble(tmp_path, predictions, shard_mb)
 
 
 def test_prediction_from_the_wrong_fold_model_fails(tmp_path):

@@ -14,7 +14,7 @@ MAX_MODELS = 128  # the original stacked 113 L1 models
 
 
 class L2MergeSpec(ComponentSpec):
-    PARAMETERS = {"num_models": ExecutionParameter(type=int), "shard_mb": ExecutionParameter(type=int)}
+    PARAMETERS = {"num_models": ExecutionParameter(type=int), "shard_mb": ExecutionParameter(type=float)}
     INPUTS = {
         "examples": ChannelParameter(type=standard_artifacts.Examples),
         **{predictions_key(m): ChannelParameter(type=Predictions, optional=True) for m in range(MAX_MODELS)},
@@ -27,15 +27,13 @@ class L2Merge(base_beam_component.BaseBeamComponent):
     `holdout`, `test`): every video needs exactly one prediction of every model; the score rows follow the
     order of `predictions`. Missing, duplicated or unknown ids and num_classes mismatches fail.
 
-    `shard_mb` bounds memory on the local runner, which holds a whole join in memory: the inputs are first
-    partitioned by a hash of the video id into ceil(prediction MB / shard_mb) shards, joined one at a time.
-    0 joins everything at once (distributed runners, where the shuffle service spreads the join)."""
+    `shard_mb`: join in hash shards of about that many MB of input (components.sharded_join); 0 = one join."""
 
     SPEC_CLASS = L2MergeSpec
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
 
     def __init__(
-        self, examples: channel.BaseChannel, predictions: list[channel.BaseChannel], shard_mb: int = 256
+        self, examples: channel.BaseChannel, predictions: list[channel.BaseChannel], shard_mb: float = 0.0
     ):
         if not 1 <= len(predictions) <= MAX_MODELS:
             raise ValueError(f"L2Merge takes 1..{MAX_MODELS} model predictions, got {len(predictions)}")

@@ -8,9 +8,7 @@ order.
 from __future__ import annotations
 
 import json
-import math
 import os
-import zlib
 from typing import Any, NamedTuple
 
 import apache_beam as beam
@@ -22,14 +20,13 @@ from tfx.dsl.components.base import base_beam_executor
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact, standard_artifact_utils
 
-from components.splits import HOLDOUT, OUT_OF_FOLD, TEST, directory_bytes, split_files, write_split
+from components.sharded_join import PARTITION_DIR, JoinInput, run_sharded, shard_count
+from components.splits import HOLDOUT, OUT_OF_FOLD, TEST, split_files, write_split
 from trainer import features as F
 from trainer.predictions import AVERAGED, count_problem, decode_prediction, prediction_video_id
 
 AVERAGED_SPLITS = (HOLDOUT, TEST)  # fold-averaged by L1Assemble; present when the examples have them
 _EXAMPLES = "examples"
-_SUMMARY_FILE = "merge_summary.json"
-_PARTITION_DIR = "_partitioned"  # under the output uri while the executor runs; removed before it ends
 
 
 class MergeError(ValueError):
@@ -160,91 +157,36 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         # The examples' splits feeding each output split, and the fold every video of them must carry.
         sources = {OUT_OF_FOLD: [(f"fold_{k}", k) for k in range(num_folds)]}
         sources.update({split: [(split, AVERAGED)] for split in splits[1:]})
-        inputs = {
-            split: [
-                *[
-                    (f"examples.{source}", split_files(examples, source), fold)
-                    for source, fold in sources[split]
-                ],
-                *[(_model_tag(m), split_files(models[m], split), None) for m in range(len(models))],
-            ]
+        inputs = [
+            JoinInput(f"{split}.examples.{source}", split_files(examples, source), _example_video_id)
             for split in splits
-        }
-        shards = shard_count(models, splits, exec_properties.get("shard_mb") or 0)
-        split_counts = dict.fromkeys(splits, 0)
-        if shards == 1:
-            for split, count in self._merge(inputs, output, model_names, num_classes, "merged").items():
-                split_counts[split] += count
-        else:
-            # The in-memory DirectRunner holds a whole CoGroupByKey in memory: partition every input by
-            # crc32(video id) % shards in one streaming pass, then join shard after shard.
-            partitioned = os.path.join(output.uri, _PARTITION_DIR)
-            self._partition(inputs, shards, partitioned)
-            for shard in range(shards):
-                shard_inputs = {
-                    split: [
-                        (tag, _shard_files(partitioned, shard, split, tag), fold) for tag, _, fold in parts
-                    ]
-                    for split, parts in inputs.items()
-                }
-                counts = self._merge(shard_inputs, output, model_names, num_classes, f"merged-{shard:04d}")
-                for split, count in counts.items():
-                    split_counts[split] += count
-            tf.io.gfile.rmtree(partitioned)
+            for source, _ in sources[split]
+        ] + [
+            JoinInput(f"{split}.{_model_tag(m)}", split_files(models[m], split), prediction_video_id)
+            for split in splits
+            for m in range(len(models))
+        ]
 
-        output.split_names = standard_artifact_utils.encode_split_names(splits)
-        output.set_json_value_custom_property("model_names", model_names)
-        output.set_int_custom_property("num_classes", num_classes)
-        output.set_int_custom_property("num_folds", num_folds)
-        output.set_int_custom_property("shards", shards)
-        output.set_json_value_custom_property("split_counts", split_counts)
-
-    def _partition(self, inputs: dict[str, list[tuple]], shards: int, directory: str) -> None:
-        """Every input record rewritten under `directory`/shard-<s>/<split>/<tag>/ for its video's shard."""
-        with self._make_beam_pipeline() as pipeline:
-            for split, parts in inputs.items():
-                for tag, pattern, fold in parts:
-                    video_id = prediction_video_id if fold is None else _example_video_id
-                    by_shard = (
-                        pipeline
-                        | f"Read[{split}.{tag}]" >> beam.io.ReadFromTFRecord(pattern)
-                        | f"Shard[{split}.{tag}]"
-                        >> beam.Partition(
-                            lambda record, n, video_id=video_id: shard_of(video_id(record), n), shards
-                        )
-                    )
-                    for shard, records in enumerate(by_shard):
-                        _ = records | f"Write[{split}.{tag}.{shard}]" >> beam.io.WriteToTFRecord(
-                            os.path.join(directory, f"shard-{shard}", split, tag, "part")
-                        )
-
-    def _merge(
-        self, inputs: dict[str, list[tuple]], output: artifact.Artifact, model_names, num_classes, name: str
-    ) -> dict[str, int]:
-        """Join and write every split of `inputs` (files named `name`*); returns the videos per split."""
-        summary_path = os.path.join(output.uri, f"{name}.{_SUMMARY_FILE}")
-        with self._make_beam_pipeline() as pipeline:
+        def build(pipeline: beam.Pipeline, records: dict[str, beam.PCollection], suffix: str) -> None:
             counts = []
-            for split, parts in inputs.items():
-                joined: dict[str, Any] = {_EXAMPLES: []}
-                for tag, pattern, fold in parts:
-                    records = _read(pipeline, f"{split}.{tag}", pattern)
-                    if fold is None:
-                        joined[tag] = records | f"Key[{split}.{tag}]" >> beam.Map(
-                            lambda record: (prediction_video_id(record), record)
-                        )
-                    else:
-                        joined[_EXAMPLES].append(
-                            records | f"Key[{split}.{tag}]" >> beam.Map(_keyed_example, fold=fold)
-                        )
-                joined[_EXAMPLES] = joined[_EXAMPLES] | f"FlattenExamples[{split}]" >> beam.Flatten()
+            for split in splits:
+                examples_of_split = [
+                    records[f"{split}.examples.{source}"]
+                    | f"Key[{split}.{source}]" >> beam.Map(_keyed_example, fold=fold)
+                    for source, fold in sources[split]
+                ]
+                joined = {_EXAMPLES: examples_of_split | f"FlattenExamples[{split}]" >> beam.Flatten()}
+                for m in range(len(models)):
+                    joined[_model_tag(m)] = records[
+                        f"{split}.{_model_tag(m)}"
+                    ] | f"Key[{split}.{m}]" >> beam.Map(lambda record: (prediction_video_id(record), record))
                 merged = (
                     joined
                     | f"Join[{split}]" >> beam.CoGroupByKey()
                     | f"Merge[{split}]"
                     >> beam.Map(merge_video, model_names=model_names, num_classes=num_classes, split=split)
                 )
-                _ = merged | f"Write[{split}]" >> write_split(output, split, name)
+                _ = merged | f"Write[{split}]" >> write_split(output, split, f"merged{suffix}")
                 counts.append(
                     merged
                     | f"Count[{split}]" >> beam.combiners.Count.Globally()
@@ -254,40 +196,25 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                 counts
                 | "FlattenCounts" >> beam.Flatten()
                 | "CollectCounts" >> beam.combiners.ToList()
-                | "WriteSummary" >> beam.Map(_write_summary, summary_path)
+                | "WriteSummary" >> beam.Map(_write_summary, _summary_path(output, suffix))
             )
-        with tf.io.gfile.GFile(summary_path) as handle:
-            counts_by_split = json.load(handle)
-        tf.io.gfile.remove(summary_path)
-        return counts_by_split
+
+        shards = shard_count(inputs, exec_properties.get("shard_mb") or 0)
+        scratch = os.path.join(output.uri, PARTITION_DIR)
+        split_counts = dict.fromkeys(splits, 0)
+        for suffix in run_sharded(self._make_beam_pipeline, inputs, shards, scratch, build):
+            with tf.io.gfile.GFile(_summary_path(output, suffix)) as handle:
+                for split, count in json.load(handle).items():
+                    split_counts[split] += count
+            tf.io.gfile.remove(_summary_path(output, suffix))
+
+        output.split_names = standard_artifact_utils.encode_split_names(splits)
+        output.set_json_value_custom_property("model_names", model_names)
+        output.set_int_custom_property("num_classes", num_classes)
+        output.set_int_custom_property("num_folds", num_folds)
+        output.set_int_custom_property("shards", shards)
+        output.set_json_value_custom_property("split_counts", split_counts)
 
 
-def _read(pipeline: beam.Pipeline, label: str, pattern: str | None) -> beam.PCollection:
-    """The records of the files matching `pattern`; None (an empty shard) reads nothing."""
-    if pattern is None:
-        return pipeline | f"Empty[{label}]" >> beam.Create([], reshuffle=False).with_output_types(bytes)
-    return pipeline | f"Read[{label}]" >> beam.io.ReadFromTFRecord(pattern)
-
-
-def _shard_files(directory: str, shard: int, split: str, tag: str) -> str | None:
-    """Glob of one input's partitioned records for `shard`, or None when the shard got none of them."""
-    pattern = os.path.join(directory, f"shard-{shard}", split, tag, "*")
-    return pattern if tf.io.gfile.glob(pattern) else None
-
-
-def shard_of(video_id: str, shards: int) -> int:
-    """A video's join shard; crc32 is stable across processes and runs (Python's str hash is salted)."""
-    return zlib.crc32(video_id.encode()) % shards
-
-
-def shard_count(models: list[artifact.Artifact], splits: list[str], shard_mb: int) -> int:
-    """Join shards so that each holds about `shard_mb` MB of predictions; 0 -> one join (distributed runners
-    with a shuffle service, where a join's memory is spread over workers anyway)."""
-    if shard_mb <= 0:
-        return 1
-    total = sum(
-        directory_bytes(standard_artifact_utils.get_split_uri([model], split))
-        for model in models
-        for split in splits
-    )
-    return max(1, math.ceil(total / (shard_mb * 2**20)))
+def _summary_path(output: artifact.Artifact, suffix: str) -> str:
+    return os.path.join(output.uri, f"merge_summary{suffix}.json")
