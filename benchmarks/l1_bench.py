@@ -249,7 +249,7 @@ def print_training(results: list[TrainResult]) -> None:
 
 
 def beam_predict(model_path: str, pattern: str, out_dir: str) -> Span:
-    """Time of the L1Predict Beam path (read, batch, PredictDoFn, encode, write .gz) over `pattern`."""
+    """Time of the L1Predict Beam path (read, batch, PredictDoFn, encode, write) over `pattern`."""
     start = Span.now()
     with beam.Pipeline(argv=BEAM_ARGS) as pipeline:
         _ = (
@@ -257,7 +257,8 @@ def beam_predict(model_path: str, pattern: str, out_dir: str) -> Span:
             | "Read" >> beam.io.ReadFromTFRecord(pattern)
             | "Batch" >> beam.BatchElements(**_BATCH)
             | "Predict" >> beam.ParDo(PredictDoFn(model_path, 0))
-            | "Write" >> beam.io.WriteToTFRecord(os.path.join(out_dir, "predictions"), file_name_suffix=".gz")
+            | "Write"
+            >> beam.io.WriteToTFRecord(os.path.join(out_dir, "predictions"), file_name_suffix=".tfrecord")
         )
     return Span.now() - start
 

@@ -304,11 +304,13 @@ def _merged_batches(merged_dir: Path, split: str, classes: int, scores: bool = T
     float16 score bits (uint16 [B, models * C])."""
     import tensorflow as tf
 
+    from trainer.readers import read_records
+
     spec = {"fold": tf.io.FixedLenFeature([], tf.int64), "labels": tf.io.VarLenFeature(tf.int64)}
     if scores:
         spec.update(id=tf.io.FixedLenFeature([], tf.string), scores=tf.io.FixedLenFeature([], tf.string))
     files = sorted(str(p) for p in (merged_dir / f"Split-{split}").glob("*"))
-    for serialized in tf.data.TFRecordDataset(files, compression_type="GZIP").batch(CHUNK):
+    for serialized in read_records(files).batch(CHUNK):
         parsed = tf.io.parse_example(serialized, spec)
         batch = {"fold": parsed["fold"].numpy(), "labels": np.zeros((len(parsed["fold"]), classes), bool)}
         batch["labels"][parsed["labels"].indices.numpy()[:, 0], parsed["labels"].values.numpy()] = True

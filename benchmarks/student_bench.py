@@ -179,16 +179,15 @@ def split_files(uri: str, split: str) -> list[str]:
 
 
 def read_split(uri: str, split: str, num_classes: int) -> SplitData:
-    import tensorflow as tf
 
     from trainer.features import ID, LABELS, MEAN_AUDIO, MEAN_RGB
-    from trainer.readers import parse_video_examples
+    from trainer.readers import parse_video_examples, read_records
 
     files = split_files(uri, split)
     if not files:
         raise FileNotFoundError(f"{uri}: no files in Split-{split}")
     ids, records, parts = [], [], {MEAN_RGB: [], MEAN_AUDIO: [], LABELS: []}
-    for batch in tf.data.TFRecordDataset(files, compression_type="GZIP").batch(1024):
+    for batch in read_records(files).batch(1024):
         parsed = parse_video_examples(batch, num_classes)
         records += list(batch.numpy())
         ids += [v.decode() for v in parsed[ID].numpy()]

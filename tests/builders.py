@@ -6,6 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from pipeline.synth import SyntheticVideo, frame_example, video_example
+from trainer.readers import read_records
 
 
 def video(video_id: str = "vid001", labels=(1, 4), frames: int = 3, seed: int = 0) -> SyntheticVideo:
@@ -43,6 +44,6 @@ def split_artifact(artifact, root, splits: dict[str, list[bytes]]):
 
 
 def read_split(uri, split: str) -> list[bytes]:
-    """Every record of `Split-<split>` of an artifact directory (GZIP TFRecords)."""
+    """Every record of `Split-<split>` of an artifact directory (TFRecords; *.gz read as GZIP)."""
     files = tf.io.gfile.glob(f"{uri}/Split-{split}/*")
-    return [record.numpy() for record in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+    return [record.numpy() for record in read_records(files)]

@@ -21,6 +21,7 @@ from pipeline.submission import score_submission
 from tests import builders
 from tests.conftest import TINY_L1_CONFIGS, tiny_pipeline_config
 from trainer.predictions import AVERAGED, decode_prediction, prediction_video_id
+from trainer.readers import read_records
 from trainer.records import video_id_of
 from trainer.soft_labels import decode_soft_labels
 
@@ -57,7 +58,7 @@ pytestmark = pytest.mark.slow
 
 def _records(uri: str, split: str) -> list[bytes]:
     files = tf.io.gfile.glob(os.path.join(uri, f"Split-{split}", "*"))
-    return [record.numpy() for record in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+    return [record.numpy() for record in read_records(files)]
 
 
 def _split_ids(artifact, split: str) -> list[str]:

@@ -32,6 +32,7 @@ from tests.conftest import TINY
 from trainer.l1_config import parse_l1_config
 from trainer.l1_run import export_model
 from trainer.predictions import decode_prediction
+from trainer.readers import read_records
 from trainer.records import video_id_of
 
 REPO = Path(__file__).resolve().parents[1]
@@ -493,7 +494,7 @@ def test_killed_run_resumes_from_the_cache(runs):
 
 def _gzip_records(uri: str, split: str) -> list[bytes]:
     files = tf.io.gfile.glob(os.path.join(uri, f"Split-{split}", "*"))
-    return [record.numpy() for record in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+    return [record.numpy() for record in read_records(files)]
 
 
 def _fold_ids(run: Run) -> dict[str, list[str]]:

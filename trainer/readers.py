@@ -66,10 +66,14 @@ def _compression_of(path: tf.Tensor) -> tf.Tensor:
     return tf.where(tf.strings.regex_full_match(path, r".*\.gz"), "GZIP", "")
 
 
-def read_records(files: Sequence[str]) -> tf.data.Dataset:
-    """Serialized records of `files`, file after file; names ending in .gz are read as GZIP."""
+def read_records(files: Sequence[str], parallel_reads: int = 1) -> tf.data.Dataset:
+    """Serialized records of `files`, file after file (or `parallel_reads` files interleaved, in a fixed
+    order); names ending in .gz are read as GZIP."""
+    parallel = {"num_parallel_calls": tf.data.AUTOTUNE, "deterministic": True} if parallel_reads > 1 else {}
     return tf.data.Dataset.from_tensor_slices(list(files)).interleave(
-        lambda path: tf.data.TFRecordDataset(path, compression_type=_compression_of(path)), cycle_length=1
+        lambda path: tf.data.TFRecordDataset(path, compression_type=_compression_of(path)),
+        cycle_length=max(1, min(parallel_reads, len(files))),
+        **parallel,
     )
 
 

@@ -26,6 +26,7 @@ from trainer.l1_run import (
     precision_policy,
     write_export,
 )
+from trainer.readers import read_records
 from trainer.students import (
     TARGETS,
     TOWER_OUTPUTS,
@@ -55,7 +56,7 @@ def student_datasets(
     inputs = _model_inputs(config)
 
     def split(validation: bool, target: str, shuffle_seed: int | None) -> tf.data.Dataset:
-        dataset = tf.data.TFRecordDataset(files, compression_type="GZIP", num_parallel_reads=tf.data.AUTOTUNE)
+        dataset = read_records(files, parallel_reads=4)
         if shuffle_seed is not None:
             dataset = dataset.shuffle(10 * training.batch_size, seed=shuffle_seed)
         dataset = dataset.batch(training.batch_size).map(

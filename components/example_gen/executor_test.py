@@ -14,6 +14,7 @@ from components.example_gen.component import split_input_config
 from components.example_gen.executor import Executor, read_validated_records
 from pipeline.synth import frame_example, video_example
 from tests import builders
+from trainer.readers import read_records
 from trainer.records import InputDataError
 
 
@@ -98,7 +99,7 @@ def test_executor_imports_every_split(tmp_path):
 
     def read(split: str) -> list[bytes]:
         files = tf.io.gfile.glob(os.path.join(examples.uri, f"Split-{split}", "*"))
-        return [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+        return [r.numpy() for r in read_records(files)]
 
     assert sorted(read("train")) == sorted(train)
     assert sorted(read("test")) == sorted(test)

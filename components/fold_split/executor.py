@@ -16,7 +16,7 @@ from tfx.components.util import examples_utils
 from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact, standard_artifact_utils
 
-from components.splits import HOLDOUT, examples_level, split_files
+from components.splits import HOLDOUT, examples_level, split_files, write_split
 from trainer.records import InputDataError, VideoRecord, decoder_for
 
 log = logging.getLogger(__name__)
@@ -200,14 +200,10 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                 lambda item, _: output_splits.index(item[0]), len(output_splits)
             )
             for split, part in zip(output_splits, by_split, strict=True):
-                split_dir = os.path.join(output.uri, f"Split-{split}")
                 _ = (
                     part
                     | f"Serialize[{split}]" >> beam.MapTuple(lambda _, r: r[2])
-                    | f"Write[{split}]"
-                    >> beam.io.WriteToTFRecord(
-                        os.path.join(split_dir, "data_tfrecord"), file_name_suffix=".gz"
-                    )
+                    | f"Write[{split}]" >> write_split(output, split, "data")
                 )
 
         with open(summary_path) as handle:

@@ -14,6 +14,7 @@ from tfx.types import standard_artifact_utils, standard_artifacts
 from components.fold_split.executor import Executor, assign_split
 from pipeline.synth import frame_example, video_example
 from tests import builders
+from trainer.readers import read_records
 from trainer.records import InputDataError
 
 PARAMS = {"num_folds": 3, "holdout_fraction": 0.2, "seed": 11, "num_classes": 10, "unlabelled_splits": "test"}
@@ -35,7 +36,7 @@ def _examples(root, splits: dict[str, list[bytes]], payload_format) -> standard_
 def _ids(artifact, split: str) -> list[str]:
     files = tf.io.gfile.glob(os.path.join(artifact.uri, f"Split-{split}", "*"))
     ids = []
-    for record in tf.data.TFRecordDataset(files, compression_type="GZIP"):
+    for record in read_records(files):
         video = tf.train.Example.FromString(record.numpy())
         if not video.features.feature:
             video = tf.train.SequenceExample.FromString(record.numpy()).context

@@ -16,6 +16,7 @@ from components.l1_assemble.executor import AssemblyError, Executor
 from pipeline.synth import video_example
 from tests import builders
 from trainer.predictions import AVERAGED, decode_prediction, encode_prediction
+from trainer.readers import read_records
 
 FOLD_VIDEOS = {"fold_0": ["a", "b"], "fold_1": ["c", "d", "e"], "holdout": ["h"], "test": ["t1", "t2"]}
 
@@ -79,7 +80,7 @@ def _assemble(tmp_path, predictions: list[Predictions], shard_mb: float = ONE_JO
 
 def _read(artifact, split: str) -> dict[str, tuple[int, np.ndarray]]:
     files = tf.io.gfile.glob(os.path.join(artifact.uri, f"Split-{split}", "*"))
-    decoded = [decode_prediction(r.numpy()) for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+    decoded = [decode_prediction(r.numpy()) for r in read_records(files)]
     return {video_id: (fold, scores) for video_id, fold, scores in decoded}
 
 

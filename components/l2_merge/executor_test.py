@@ -18,6 +18,7 @@ from components.l2_merge.executor import Executor, MergeError, decode_merged, en
 from pipeline.synth import video_example
 from tests import builders
 from trainer.predictions import AVERAGED, encode_prediction
+from trainer.readers import read_records
 
 NUM_CLASSES = 3
 LABELS = {"a": (0,), "b": (1, 2), "c": (2,), "h": (0, 2), "t": ()}
@@ -83,7 +84,7 @@ def _merge(tmp_path, models: list[Predictions], shard_mb: int = 0) -> MergedPred
 
 def _read(artifact: MergedPredictions, split: str, num_classes: int = NUM_CLASSES) -> dict:
     files = tf.io.gfile.glob(os.path.join(artifact.uri, f"Split-{split}", "*"))
-    records = [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+    records = [r.numpy() for r in read_records(files)]
     return {r.video_id: r for r in (decode_merged(record, num_classes) for record in records)}
 
 

@@ -14,6 +14,7 @@ from components.artifacts import CandidateScores, SoftLabelIndex
 from components.soft_labels.executor import Executor, SoftLabelError
 from pipeline.synth import video_example
 from tests import builders
+from trainer.readers import read_records
 from trainer.soft_labels import decode_soft_labels, parse_soft_labels
 from trainer.students import parse_student_examples
 
@@ -59,7 +60,7 @@ def _run(tmp_path, rows) -> SoftLabelIndex:
 
 def _split_records(uri: str, split: str) -> list[bytes]:
     files = tf.io.gfile.glob(os.path.join(uri, f"Split-{split}", "*"))
-    return [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+    return [r.numpy() for r in read_records(files)]
 
 
 ROWS = [("b", 7, 0.25), ("a", 3, 0.875), ("c", 1, 0.5), ("a", 1, 0.125), ("b", 2, 0.75)]

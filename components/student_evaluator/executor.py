@@ -17,7 +17,7 @@ from components.l2_lightgbm.executor import read_split
 from components.splits import HOLDOUT, split_files
 from trainer.metrics import evaluate
 from trainer.predictions import decode_prediction
-from trainer.readers import parse_video_examples
+from trainer.readers import parse_video_examples, read_records
 
 log = logging.getLogger(__name__)
 STACK, STUDENT = "L2 stack", "EnsembleModel"
@@ -37,9 +37,7 @@ def tower_key(tower: int) -> str:
 
 
 def _holdout_records(examples: artifact.Artifact) -> tf.data.Dataset:
-    return tf.data.TFRecordDataset(
-        tf.io.gfile.glob(split_files(examples, HOLDOUT)), compression_type="GZIP"
-    ).batch(_BATCH)
+    return read_records(tf.io.gfile.glob(split_files(examples, HOLDOUT))).batch(_BATCH)
 
 
 def holdout_labels(examples: artifact.Artifact, num_classes: int) -> tuple[list[str], np.ndarray]:
@@ -70,7 +68,7 @@ def _aligned(name: str, scores: dict[str, np.ndarray], ids: list[str], num_class
 def prediction_scores(predictions: artifact.Artifact, ids: list[str], num_classes: int) -> np.ndarray:
     """Holdout scores [N, num_classes] of an assembled Predictions artifact, in the order of `ids`."""
     files = tf.io.gfile.glob(split_files(predictions, HOLDOUT))
-    decoded = (decode_prediction(r.numpy()) for r in tf.data.TFRecordDataset(files, compression_type="GZIP"))
+    decoded = (decode_prediction(r.numpy()) for r in read_records(files))
     scores = {video_id: values for video_id, _, values in decoded}
     return _aligned(predictions.get_string_custom_property("config_name"), scores, ids, num_classes)
 
