@@ -165,6 +165,9 @@ def test_cli_compiles_the_kubeflow_config_as_pipeline_job_json(tmp_path):
     assert "StudentTrainer_head" in students
     for task in students:
         assert executors[task].container.resources.accelerator.count == 1, task
+    for join in ("L1Assemble_logistic_full", "StudentAssemble_tower_a_full", "L2Merge", "HeadExamples"):
+        shard_mb = spec.root.dag.tasks[join].inputs.parameters["shard_mb"].runtime_value.constant
+        assert shard_mb.number_value == 0, join  # Dataflow: one shuffle per join, no local hash shards
     pusher = spec.root.dag.tasks["Pusher"]
     assert "blessed" in pusher.trigger_policy.condition
     assert config.students.push_directory in json.dumps(json_format.MessageToDict(pusher))
