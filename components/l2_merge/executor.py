@@ -177,9 +177,10 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                 ]
                 joined = {_EXAMPLES: examples_of_split | f"FlattenExamples[{split}]" >> beam.Flatten()}
                 for m in range(len(models)):
-                    joined[_model_tag(m)] = records[
-                        f"{split}.{_model_tag(m)}"
-                    ] | f"Key[{split}.{m}]" >> beam.Map(lambda record: (prediction_video_id(record), record))
+                    predictions = records[f"{split}.{_model_tag(m)}"]
+                    joined[_model_tag(m)] = predictions | f"Key[{split}.{m}]" >> beam.Map(
+                        lambda record: (prediction_video_id(record), record)
+                    )
                 merged = (
                     joined
                     | f"Join[{split}]" >> beam.CoGroupByKey()
