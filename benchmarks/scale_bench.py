@@ -9,8 +9,8 @@ two-tower student suite, and runs `yt8m run` on a fresh home in a subprocess whi
 nodes, and growth (peak - RSS when its first node started). --frame-videos adds one run with both layouts
 and the frame-level pooling MLP on up to --frames frames per video (YouTube-8M caps at 300).
 
-Linearity check per stage: (t(N) / t(N0)) / (N / N0) for the smallest size N0; target <= 1.1. Beam stages'
-peak-RSS growth should be flat. L2LightGBM's memory is reported with its candidate rows.
+Linearity check per stage: (t(N) / t(n)) / (N / n) for each size N against the next smaller n; target
+<= 1.1. Beam stages' peak-RSS growth should be flat. L2LightGBM's memory is reported with its candidate rows.
 
     python -m benchmarks.scale_bench [--videos 10000,30000,100000] [--classes 3862] [--folds 3]
                                      [--frame-videos 10000] [--frames 300] [--out bench_out/scale]
@@ -201,30 +201,32 @@ def report(results: list[dict]) -> None:
         )
     if len(video_runs) < 2:
         return
-    base = video_runs[0]
+    steps = list(zip(video_runs, video_runs[1:], strict=False))  # each size against the next smaller one
     headers = ["stage"]
-    for run in video_runs[1:]:
-        headers += [f"time ratio {run['videos']}", f"growth MB {base['videos']}->{run['videos']}"]
+    for small, large in steps:
+        headers += [
+            f"time {small['videos']}->{large['videos']}",
+            f"growth MB {small['videos']}->{large['videos']}",
+        ]
     rows = []
-    for name, stage in base["stages"].items():
+    for name in video_runs[-1]["stages"]:
         row: list = [name]
-        for run in video_runs[1:]:
-            other = run["stages"].get(name)
-            if other is None:
+        for small, large in steps:
+            before, after = small["stages"].get(name), large["stages"].get(name)
+            if before is None or after is None or before["wall_s"] <= 0:
                 row += ["", ""]
                 continue
-            size_ratio = run["videos"] / base["videos"]
             row += [
-                other["wall_s"] / stage["wall_s"] / size_ratio,
-                f"{stage['growth_mb']:.0f}->{other['growth_mb']:.0f}",
+                after["wall_s"] / before["wall_s"] / (large["videos"] / small["videos"]),
+                f"{before['growth_mb']:.0f}->{after['growth_mb']:.0f}",
             ]
         rows.append(row)
     whole = ["whole run"]
-    for run in video_runs[1:]:
-        whole += [run["wall_s"] / base["wall_s"] / (run["videos"] / base["videos"]), ""]
+    for small, large in steps:
+        whole += [large["wall_s"] / small["wall_s"] / (large["videos"] / small["videos"]), ""]
     rows.append(whole)
     print_table(
-        f"linearity against {base['videos']} videos: (t(N) / t(N0)) / (N / N0), target <= 1.1",
+        "linearity, each size against the next smaller: (t(N) / t(n)) / (N / n), target <= 1.1",
         headers,
         rows,
         lambda v: f"{v:.2f}",
