@@ -116,8 +116,9 @@ def read_records(pattern: str) -> list[bytes]:
     files = sorted(glob.glob(pattern))
     if not files:
         raise FileNotFoundError(f"no files match {pattern}")
-    compression = "GZIP" if files[0].endswith(".gz") else ""
-    dataset = tf.data.TFRecordDataset(files, compression_type=compression).batch(1024)
+    from trainer import readers
+
+    dataset = readers.read_records(files).batch(1024)
     return [record for batch in dataset.as_numpy_iterator() for record in batch]
 
 

@@ -17,6 +17,7 @@ from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact, standard_artifact_utils
 
 from components.splits import HOLDOUT, examples_level, split_files, write_split
+from trainer.readers import read_records
 from trainer.records import InputDataError, VideoRecord, decoder_for
 
 log = logging.getLogger(__name__)
@@ -92,8 +93,7 @@ def _read_split_file(
 ) -> Iterator[tuple[str, VideoRecord, bytes]]:
     """(input split, decoded record, serialized record) for every record of one input file, in file order."""
     split, path = split_and_path
-    compression = "GZIP" if path.endswith(".gz") else ""
-    for serialized in tf.data.TFRecordDataset(path, compression_type=compression).as_numpy_iterator():
+    for serialized in read_records([path]).as_numpy_iterator():
         yield split, _decode(serialized, path, decode, num_classes, split not in unlabelled), serialized
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
@@ -18,13 +19,11 @@ from trainer.predictions import AVERAGED, count_problem, decode_prediction, pred
 from trainer.records import extend_floats, video_id_of
 from trainer.students import TOWER_OUTPUTS
 
+_EXAMPLE_VIDEO_ID = functools.partial(video_id_of, level="video")
+
 
 class HeadExamplesError(ValueError):
     """Tower predictions that do not match the student examples one to one, or are not out-of-fold."""
-
-
-def _example_video_id(record: bytes) -> str:
-    return video_id_of(record, "video")
 
 
 def towers_key(tower: int) -> str:
@@ -81,7 +80,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         splits = standard_artifact_utils.decode_split_names(examples.split_names)
         sources = sorted({prediction_split(split) for split in splits})
         inputs = [
-            JoinInput(f"examples.{split}", split_files(examples, split), _example_video_id)
+            JoinInput(f"examples.{split}", split_files(examples, split), _EXAMPLE_VIDEO_ID)
             for split in splits
         ] + [
             JoinInput(f"{name}.{source}", split_files(predictions, source), prediction_video_id)
@@ -93,7 +92,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             keyed = [
                 records[f"examples.{split}"]
                 | f"Key[{split}]"
-                >> beam.Map(lambda record, split: (_example_video_id(record), (split, record)), split)
+                >> beam.Map(lambda record, split: (_EXAMPLE_VIDEO_ID(record), (split, record)), split)
                 for split in splits
             ]
             grouped = {"record": keyed | "FlattenRecords" >> beam.Flatten()}

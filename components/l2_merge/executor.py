@@ -7,6 +7,7 @@ order.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from typing import Any, NamedTuple
@@ -24,9 +25,11 @@ from components.sharded_join import PARTITION_DIR, JoinInput, run_sharded, shard
 from components.splits import HOLDOUT, OUT_OF_FOLD, TEST, split_files, write_split
 from trainer import features as F
 from trainer.predictions import AVERAGED, count_problem, decode_prediction, prediction_video_id
+from trainer.records import video_id_of
 
 AVERAGED_SPLITS = (HOLDOUT, TEST)  # fold-averaged by L1Assemble; present when the examples have them
 _EXAMPLES = "examples"
+_EXAMPLE_VIDEO_ID = functools.partial(video_id_of, level="video")
 
 
 class MergeError(ValueError):
@@ -69,10 +72,6 @@ def predictions_key(model: int) -> str:
 
 def _model_tag(model: int) -> str:
     return f"model_{model}"
-
-
-def _example_video_id(serialized: bytes) -> str:
-    return example_pb2.Example.FromString(serialized).features.feature[F.ID].bytes_list.value[0].decode()
 
 
 def _keyed_example(serialized: bytes, fold: int) -> tuple[str, tuple[int, tuple[int, ...]]]:
@@ -158,7 +157,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         sources = {OUT_OF_FOLD: [(f"fold_{k}", k) for k in range(num_folds)]}
         sources.update({split: [(split, AVERAGED)] for split in splits[1:]})
         inputs = [
-            JoinInput(f"{split}.examples.{source}", split_files(examples, source), _example_video_id)
+            JoinInput(f"{split}.examples.{source}", split_files(examples, source), _EXAMPLE_VIDEO_ID)
             for split in splits
             for source, _ in sources[split]
         ] + [
