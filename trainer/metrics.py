@@ -1,12 +1,31 @@
-"""YouTube-8M evaluation metrics (GAP@k, Hit@1, PERR, MAP) in vectorised numpy.
+"""YouTube-8M evaluation metrics (GAP@k, Hit@1, PERR, MAP) as the official google/youtube-8m code defines.
 
-Tie policy. Scores can tie (quantised or saturated outputs), and the 2nd-place solution's evaluation broke
-ties in the predictor's favour. Here every metric is deterministic and never rewards a tie:
+Definitions (eval_util.py, average_precision_calculator.py, and the MAP that eval.py reports):
 
-* choosing a video's own top classes (`top_k`, the top-k of GAP, the top class of Hit@1) looks only at the
-  scores: equal scores are taken in ascending class order, never according to the labels;
-* ranking that decides precision (GAP's pooled list, PERR's top-n, each class's ranking in MAP) is
-  pessimistic: among equal scores the non-relevant items come first.
+* GAP@k: each video's top k (score, label) pairs are pooled and ranked by score; GAP = sum over the ranking of
+  precision(i) * rel(i) / (number of true labels of all videos, including those outside every top k).
+* Hit@1: share of all videos whose top class is a true label.
+* PERR: mean over *all* videos (an unlabelled video counts 0) of the precision of the video's top n classes,
+  n = its number of true labels; a top-n class counts as a hit only when its score is > 0.
+* MAP: mean over the classes with at least one true label of the class's average precision over the
+  (video, score) pairs in which the class is among the video's top k (eval.py's `top_k_by_class`, k = 20),
+  normalised by the class's true labels in all videos (a class never in a top k has AP 0).
+
+Tie rule. Equal scores stand in a uniformly random order, and every metric is its exact expectation over that
+order. The official code orders ties arbitrarily but reproducibly (`argpartition` picks a video's top k, the
+pooled pairs are shuffled with seed 0 before a stable sort), so its value is one draw from the distribution
+whose mean is computed here; without ties both agree to rounding. In detail:
+
+* choosing a video's top k (GAP), top n (PERR) or top class (Hit@1): when t classes tie at the k-th score for
+  m remaining places, each is chosen with probability m / t (for GAP the hits chosen are hypergeometric);
+* ranking (GAP's pooled list, each class's list in MAP): within a run of T equal scores holding R true
+  pairs, precision contributions are averaged over the T! orders (`_expected_precision_sums`);
+* exception: which of the classes tied at a video's k-th score enter MAP's class lists is decided by class
+  index (lower first; label-blind, like `argpartition`). The expectation over that choice has no cheap
+  closed form, because it makes each class list's length random; it touches only pairs tied at the k-th place.
+
+Stored predictions are float16 (trainer/predictions.py); tests/test_metrics.py checks that under this rule
+float16 storage moves GAP@20 by < 1e-4 on realistic predictions.
 """
 
 from __future__ import annotations
@@ -15,12 +34,13 @@ import numpy as np
 
 
 def _as_scores(scores: np.ndarray) -> np.ndarray:
-    """Scores as a 2-D floating array (float inputs keep their precision, so no new ties), NaN rejected."""
+    """Scores as a 2-D float32/float64 array (float16 is widened exactly, for speed), NaN rejected."""
     scores = np.asarray(scores)
     if scores.ndim != 2:
         raise ValueError(f"scores must be a 2-D [videos, classes] array, got shape {scores.shape}")
     if not np.issubdtype(scores.dtype, np.floating):
         scores = scores.astype(np.float64)
+    scores = scores.astype(np.result_type(scores.dtype, np.float32), copy=False)
     if np.isnan(scores).any():
         raise ValueError("scores contain NaN")
     return scores
@@ -43,6 +63,146 @@ def _check_k(k: int) -> None:
         raise ValueError(f"k must be >= 1, got {k}")
 
 
+def _kth_largest(scores: np.ndarray, ks: np.ndarray) -> np.ndarray:
+    """The ks[v]-th largest score of each row v (1 <= ks <= number of classes), as a column [N, 1]."""
+    num_classes = scores.shape[1]
+    widest = int(ks.max())
+    best = -np.sort(-np.partition(scores, num_classes - widest, axis=1)[:, num_classes - widest :], axis=1)
+    return best[np.arange(scores.shape[0]), ks - 1][:, None]
+
+
+def _expected_hits_in_top(scores: np.ndarray, hits: np.ndarray, ks: np.ndarray) -> np.ndarray:
+    """Expected number of `hits` classes among each video's top ks[v] under a random order of equal scores.
+
+    Classes above the k-th score are in; t classes tied at it share the m places left, each in with
+    probability m / t.
+    """
+    kth = _kth_largest(scores, ks)
+    above, tied = scores > kth, scores == kth
+    places_left = ks - above.sum(axis=1)
+    return (above & hits).sum(axis=1) + places_left / tied.sum(axis=1) * (tied & hits).sum(axis=1)
+
+
+def _expected_precision_sums(
+    lists: np.ndarray, scores: np.ndarray, counts: np.ndarray, hits: np.ndarray, hit_variances: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Expected sum of precision(i) * rel(i) of each ranked list whose equal scores are in random order.
+
+    Each entry is a block of `counts` items of one list and one score holding `hits` true items on average,
+    with variance `hit_variances` (0 when known; blocks are independent). Blocks of one list and score form a
+    run of T items at ranks B+1..B+T (B items score higher, A of them true on average) holding R true items.
+    Over the random order, position i of the run is true with probability E[R]/T and positions i, j both with
+    E[R(R-1)]/(T(T-1)), so the run adds E[R]/T * (E[A] + 1) * sum_i 1/(B+i)
+    + E[R(R-1)]/(T(T-1)) * sum_i (i-1)/(B+i); A and R are independent (a video's random choice lies in one
+    run). Returns (list ids, sums), one entry per list.
+    """
+    order = np.lexsort((-scores, lists))
+    lists, scores = lists[order], scores[order]
+    new_run = np.r_[True, (lists[1:] != lists[:-1]) | (scores[1:] != scores[:-1])]
+    starts = np.flatnonzero(new_run)
+    size, true, variance = (np.add.reduceat(x[order], starts) for x in (counts, hits, hit_variances))
+    run_list = lists[starts]
+    first_run = np.flatnonzero(np.r_[True, run_list[1:] != run_list[:-1]])
+    runs_per_list = np.diff(np.r_[first_run, run_list.size])
+
+    def items_before(x: np.ndarray) -> np.ndarray:  # sum of x over the runs above, within each list
+        before = np.cumsum(x) - x
+        return before - np.repeat(before[first_run], runs_per_list)
+
+    above, true_above = items_before(size), items_before(true)
+    # Every item's rank (above + i) and place in its run (i - 1), to sum 1/rank and (i - 1)/rank per run.
+    size = size.astype(np.int64)
+    run_starts = np.cumsum(size) - size
+    place = np.arange(size.sum()) - np.repeat(run_starts, size)
+    rank = np.repeat(above, size) + place + 1
+    inverse_ranks = np.add.reduceat(1.0 / rank, run_starts)
+    later_places = np.add.reduceat(place / rank, run_starts)
+    true_pairs = variance + true * true - true  # E[R(R-1)]
+    pair_share = np.divide(true_pairs, size * (size - 1.0), out=np.zeros_like(true), where=size > 1)
+    per_run = true / size * (true_above + 1) * inverse_ranks + pair_share * later_places
+    list_ids, run_index = np.unique(run_list, return_inverse=True)
+    return list_ids, np.bincount(run_index, weights=per_run, minlength=list_ids.size)
+
+
+def _gap_of_rows(
+    videos: np.ndarray, scores: np.ndarray, relevant: np.ndarray, num_true_labels: int, k: int
+) -> float:
+    """GAP@k of scored (video, class) rows (videos: integer codes, scores float64, relevant bool)."""
+    if scores.size == 0 or num_true_labels == 0:
+        return 0.0
+    order = np.lexsort((-scores, videos))
+    videos, scores, relevant = videos[order], scores[order], relevant[order]
+    starts = np.flatnonzero(np.r_[True, videos[1:] != videos[:-1]])
+    sizes = np.diff(np.r_[starts, videos.size])
+    kth = np.full(starts.size, -np.inf)
+    kth[sizes >= k] = scores[starts[sizes >= k] + k - 1]
+    video = np.repeat(np.arange(starts.size), sizes)
+    above, tied = scores > kth[video], scores == kth[video]
+    places = k - np.bincount(video, above, starts.size)
+    num_tied = np.bincount(video, tied, starts.size)
+    straddling = num_tied > places  # the k-th place is tied: `places` of the `num_tied` tied rows are chosen
+    chosen = above | (tied & ~straddling[video])
+    # A straddling video adds one block at its k-th score: `places` rows, hypergeometric number of true ones.
+    tied_true = np.bincount(video, tied & relevant, starts.size)[straddling]
+    draws, population, share = places[straddling], num_tied[straddling], tied_true / num_tied[straddling]
+    block_variance = draws * share * (1 - share) * (population - draws) / (population - 1)
+    _, sums = _expected_precision_sums(
+        np.zeros(chosen.sum() + draws.size, np.int64),
+        np.r_[scores[chosen], kth[straddling]],
+        np.r_[np.ones(chosen.sum()), draws],
+        np.r_[relevant[chosen].astype(float), draws * share],
+        np.r_[np.zeros(chosen.sum()), block_variance],
+    )
+    return float(sums[0] / num_true_labels)
+
+
+def _gap(scores: np.ndarray, labels: np.ndarray, k: int) -> float:
+    if scores.size == 0:
+        return 0.0
+    k = min(k, scores.shape[1])
+    # Rows at or above each video's k-th score: everything the top k can hold.
+    videos, classes = np.nonzero(scores >= _kth_largest(scores, np.full(scores.shape[0], k)))
+    return _gap_of_rows(
+        videos, scores[videos, classes].astype(np.float64), labels[videos, classes], int(labels.sum()), k
+    )
+
+
+def _hit_at_one(scores: np.ndarray, labels: np.ndarray) -> float:
+    if scores.size == 0:
+        return 0.0
+    return float(np.mean(_expected_hits_in_top(scores, labels, np.ones(scores.shape[0], np.int64))))
+
+
+def _perr(scores: np.ndarray, labels: np.ndarray) -> float:
+    if scores.size == 0:
+        return 0.0
+    num_labels = labels.sum(axis=1)
+    top_n = np.maximum(num_labels, 1)  # an unlabelled video has no hit, whatever n
+    return float(np.mean(_expected_hits_in_top(scores, labels & (scores > 0), top_n) / top_n))
+
+
+def _map(scores: np.ndarray, labels: np.ndarray, k: int) -> float:
+    positives = labels.sum(axis=0)
+    if not positives.any():
+        return 0.0
+    classes, values = _top_k(scores, k)
+    videos = np.repeat(np.arange(scores.shape[0]), classes.shape[1])
+    classes = classes.ravel()
+    relevant = labels[videos, classes].astype(float)
+    sums = np.zeros(scores.shape[1])
+    if classes.size:
+        list_ids, list_sums = _expected_precision_sums(
+            classes,
+            values.ravel().astype(np.float64),
+            np.ones(classes.size),
+            relevant,
+            np.zeros(classes.size),
+        )
+        sums[list_ids] = list_sums
+    labelled = positives > 0
+    return float(np.mean(sums[labelled] / positives[labelled]))
+
+
 def _top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Top-k of each row of validated scores: (class indexes, scores) in the scores' dtype, see `top_k`."""
     n, c = scores.shape
@@ -61,63 +221,6 @@ def _top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.take_along_axis(classes, order, axis=1), np.take_along_axis(values, order, axis=1)
 
 
-def _pessimistic_ap(positive_scores: np.ndarray, negative_scores: np.ndarray, num_relevant: int) -> float:
-    """Sum of precision at each positive's rank / num_relevant, negatives ranked before equal positives.
-
-    In the order (score descending, negatives first among ties) the i-th positive (1-based, positives
-    by score descending) sits at rank i + #(negatives with score >= its score).
-    """
-    if num_relevant == 0 or positive_scores.size == 0:
-        return 0.0
-    positives = np.sort(positive_scores)[::-1]
-    negatives = np.sort(negative_scores)
-    negatives_before = negatives.size - np.searchsorted(negatives, positives, side="left")
-    hits = np.arange(1, positives.size + 1)
-    return float(np.sum(hits / (hits + negatives_before)) / num_relevant)
-
-
-def _gap(scores: np.ndarray, labels: np.ndarray, k: int) -> float:
-    classes, values = _top_k(scores, k)
-    relevant = np.take_along_axis(labels, classes, axis=1)
-    return _pessimistic_ap(values[relevant], values[~relevant], int(labels.sum()))
-
-
-def _hit_at_one(scores: np.ndarray, labels: np.ndarray) -> float:
-    if scores.shape[0] == 0:
-        return 0.0
-    top = np.argmax(scores, axis=1)  # first maximum: lowest class index among ties
-    return float(labels[np.arange(labels.shape[0]), top].mean())
-
-
-def _perr(scores: np.ndarray, labels: np.ndarray) -> float:
-    counts = labels.sum(axis=1)
-    labelled = counts > 0
-    if not labelled.any():
-        return 0.0
-    scores, labels, counts = scores[labelled], labels[labelled], counts[labelled]
-    # Score of each video's n-th best class (n = its number of labels).
-    _, values = _top_k(scores, int(counts.max()))
-    nth = values[np.arange(values.shape[0]), counts - 1][:, None]
-    above = scores > nth
-    # Slots left after the strictly better classes go to tied negatives first, then to tied positives.
-    slots = counts - above.sum(axis=1)
-    tied_negatives = ((scores == nth) & ~labels).sum(axis=1)
-    hits = (above & labels).sum(axis=1) + np.maximum(slots - tied_negatives, 0)
-    return float(np.mean(hits / counts))
-
-
-def _map(scores: np.ndarray, labels: np.ndarray) -> float:
-    positives_per_class = labels.sum(axis=0)
-    classes = np.flatnonzero(positives_per_class)
-    if classes.size == 0:
-        return 0.0
-    aps = [
-        _pessimistic_ap(scores[labels[:, c], c], scores[~labels[:, c], c], int(positives_per_class[c]))
-        for c in classes
-    ]
-    return float(np.mean(aps))
-
-
 def top_k(scores: np.ndarray, k: int = 20) -> tuple[np.ndarray, np.ndarray]:
     """Per-row top-k: (class indexes int32 [N, k], scores float32 [N, k]), sorted by score descending.
 
@@ -130,49 +233,39 @@ def top_k(scores: np.ndarray, k: int = 20) -> tuple[np.ndarray, np.ndarray]:
 
 
 def gap_at_k(scores: np.ndarray, labels: np.ndarray, k: int = 20) -> float:
-    """Global Average Precision at k, as the official youtube-8m eval_util.
+    """Global Average Precision at k (official `calculate_gap`), the expectation over the order of ties.
 
-    Each video's top-k (score, class) pairs (`top_k`: ties selected by class index, not by label) are pooled
-    and sorted by score descending; GAP = sum_i precision(i) * rel(i) / (number of true labels of all
-    videos, including those outside every top-k). Ties in the pooled list are pessimistic: non-relevant pairs
-    come first. Videos without labels add only false positives; with no true labels at all GAP is 0.0.
+    Videos without labels add only false positives; with no true label at all GAP is 0.0.
     """
     _check_k(k)
     return _gap(*_validate(scores, labels), k)
 
 
 def hit_at_one(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Share of all videos whose top class (lowest class index among tied maxima) is a true label."""
+    """Share of all videos whose top class is a true label (tied maxima: the share of true ones)."""
     return _hit_at_one(*_validate(scores, labels))
 
 
 def perr(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Precision at equal recall rate: mean over videos with n >= 1 labels of the precision of their top n.
-
-    Ties are pessimistic: classes tied at the n-th score fill the top n negatives first. Videos without
-    labels are skipped; with none labelled PERR is 0.0.
-    """
+    """Precision at equal recall rate, mean over all videos (unlabelled ones count 0; hits need score > 0)."""
     return _perr(*_validate(scores, labels))
 
 
-def mean_average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Mean over classes with >= 1 positive of the class's average precision over all videos.
-
-    AP = sum over positives of the precision at the positive's rank / number of positives, ranking videos
-    by score with pessimistic ties (negatives first). With no positive at all MAP is 0.0.
-    """
-    return _map(*_validate(scores, labels))
+def mean_average_precision(scores: np.ndarray, labels: np.ndarray, k: int = 20) -> float:
+    """MAP as the official eval.py reports it: per class over the videos' top-k pairs; 0.0 with no label."""
+    _check_k(k)
+    return _map(*_validate(scores, labels), k)
 
 
 def evaluate(scores: np.ndarray, labels: np.ndarray, k: int = 20) -> dict[str, float]:
-    """All metrics at once: {"gap": GAP@k, "hit_at_1": ..., "perr": ..., "map": ...}."""
+    """All metrics at once: {"gap": GAP@k, "hit_at_1": ..., "perr": ..., "map": MAP over top-k pairs}."""
     _check_k(k)
     scores, labels = _validate(scores, labels)
     return {
         "gap": _gap(scores, labels, k),
         "hit_at_1": _hit_at_one(scores, labels),
         "perr": _perr(scores, labels),
-        "map": _map(scores, labels),
+        "map": _map(scores, labels, k),
     }
 
 
@@ -188,18 +281,14 @@ def gap_from_candidates(
 
     `num_true_labels` counts every true label of the videos, including classes that have no row, so the
     result equals `gap_at_k` on the dense matrix whenever each video has at least k rows with positive scores.
-    Per video the top k rows are taken by score, ties by class index; the pooled ranking is pessimistic.
+    Same computation and tie rule as `gap_at_k`.
     """
     _check_k(k)
     video_ids, class_ids = np.asarray(video_ids), np.asarray(class_ids)
     scores, relevant = np.asarray(scores, dtype=np.float64), np.asarray(relevant, dtype=bool)
     if not video_ids.shape == class_ids.shape == scores.shape == relevant.shape or video_ids.ndim != 1:
         raise ValueError("video_ids, class_ids, scores and relevant must be 1-D arrays of one length")
-    if scores.size == 0:
-        return 0.0
-    order = np.lexsort((class_ids, -scores, video_ids))
-    sorted_videos = video_ids[order]
-    starts = np.flatnonzero(np.r_[True, sorted_videos[1:] != sorted_videos[:-1]])
-    rank = np.arange(order.size) - np.repeat(starts, np.diff(np.r_[starts, order.size]))
-    kept = order[rank < k]
-    return _pessimistic_ap(scores[kept][relevant[kept]], scores[kept][~relevant[kept]], num_true_labels)
+    if np.isnan(scores).any():
+        raise ValueError("scores contain NaN")
+    videos = np.unique(video_ids, return_inverse=True)[1].ravel()
+    return _gap_of_rows(videos, scores, relevant, num_true_labels, k)
