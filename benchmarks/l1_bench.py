@@ -319,7 +319,7 @@ def print_prediction(results: list[PredictResult]) -> None:
         "2. Prediction throughput: L1Predict Beam path vs model.predict on pre-parsed inputs, one run each\n"
         "   ratio = Beam v/s / predict v/s (wall); CPU ratio = predict CPU s / Beam CPU s;\n"
         "   'marg' = Beam minus its fixed cost (the same path over 1 record) vs predict's second call;\n"
-        "   max |diff| = Beam scores (float16 records) vs sigmoid(model.predict)",
+        "   max |diff| = Beam scores (prediction records) vs sigmoid(model.predict)",
         ("config", "level", "videos", "Beam s", "predict s", "Beam v/s", "predict v/s", "ratio")
         + (f"target >={PREDICT_TARGET}", "CPU ratio", "Beam 1-rec s", "Beam marg v/s", "predict 2nd v/s")
         + ("marg ratio", "max |diff|"),

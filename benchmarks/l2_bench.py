@@ -4,7 +4,7 @@
    the LightGBM stack's, stack - best L1 against the target (+0.01) with a bootstrap interval over the
    holdout videos, and the stack's OOF GAP per fold. Waits (--wait) for a running `yt8m run` to end.
 2. Memory and throughput: per size, a fold-split Examples artifact (pipeline.synth.video_example records)
-   and --models hand-made L1 Predictions artifacts (oof/holdout/test, float16, correlated scores with
+   and --models hand-made L1 Predictions artifacts (oof/holdout/test, correlated scores with
    signal on the labels) under bench_out/l2/ (reused when the settings match); then the L2Merge and the
    L2Features executors (Beam DirectRunner in_memory, one worker, as the pipeline) each in a fresh
    subprocess: videos/s and peak RSS (ru_maxrss) per stage and size. Target: RSS flat across sizes.

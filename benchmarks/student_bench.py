@@ -7,7 +7,7 @@ that config is in progress.
 1. The pipeline's own holdout table: the StudentEvaluator `evaluation` artifact (every L1 model, the stack,
    each tower's fold-averaged predictions, the EnsembleModel) and the blessing reason.
 2. Ablation, one process, one harness: on the SoftLabels `student_examples`, the whole student trained twice,
-   as the pipeline does (towers per fold -> out-of-fold predictions rounded to float16 -> head examples;
+   as the pipeline does (towers per fold -> out-of-fold predictions (float32 records) -> head examples;
    towers refit on every fold; head on the OOF tower outputs; refit towers feed the head), once with each
    config's own `hard_label_weight` (soft labels) and once with hard_label_weight = 1.0 (hard labels only).
    Same configs (epochs, seeds, early stopping) as the pipeline. Holdout GAP@k of each refit tower and of the
@@ -208,11 +208,6 @@ def predict(model, inputs: dict[str, np.ndarray], batch: int = 1024) -> np.ndarr
     )
 
 
-def as_float16(scores: np.ndarray) -> np.ndarray:
-    """What the pipeline's prediction records keep (trainer.predictions stores float16)."""
-    return scores.astype("<f2").astype(np.float32)
-
-
 def hard_labels_only(config):
     return replace(config, training=replace(config.training, hard_label_weight=1.0))
 
@@ -262,7 +257,7 @@ def train_variant(
             with contextlib.redirect_stdout(log):
                 print(f"\n=== {variant} {tower.name} without {split}", flush=True)
                 model, _ = train_student(tower, others, num_classes)
-            oof[split].append(as_float16(predict(model, data[split].inputs)))
+            oof[split].append(predict(model, data[split].inputs))
             del model
         with contextlib.redirect_stdout(log):
             print(f"\n=== {variant} {tower.name} refit", flush=True)

@@ -516,7 +516,7 @@ def _l1_predictions(run: Run, split: str) -> dict[str, tuple[int, np.ndarray]]:
     return {vid: (fold, scores) for vid, fold, scores in map(decode_prediction, _gzip_records(uri, split))}
 
 
-L1_TOLERANCE = 1e-3  # neural L1 scores on CPU (float16 records); they came out bit-identical here
+L1_TOLERANCE = 1e-3  # neural L1 scores on CPU; they came out bit-identical here
 
 
 @pytest.mark.slow

@@ -1,4 +1,10 @@
-"""The one record format of model predictions: tf.train.Example {id, fold, scores (float16 bytes)}."""
+"""The one record format of model predictions: tf.train.Example {id, fold, dtype, scores (raw bytes)}.
+
+Scores are stored as float32 ("<f4"): float16 quantises sigmoid outputs near 1 (steps of 0.0005, and 1.0 from
+0.99976 up), which ties and reorders the top classes of confident or ranking-loss (LSEP) models and moves
+their GAP by far more than 1e-4 (tests/test_predictions.py). Records written before the `dtype` feature
+existed hold float16 ("<f2") and are still read.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,9 @@ import numpy as np
 from tensorflow.core.example import example_pb2
 
 AVERAGED = -1  # `fold` of a prediction averaged over all fold models
+SCORES_DTYPE = "<f4"
+_READABLE_DTYPES = ("<f4", "<f2")
+_LEGACY_DTYPE = "<f2"  # records without a `dtype` feature
 
 
 def encode_prediction(video_id: str | bytes, scores: np.ndarray, fold: int) -> bytes:
@@ -14,7 +23,8 @@ def encode_prediction(video_id: str | bytes, scores: np.ndarray, fold: int) -> b
     features = example.features.feature
     features["id"].bytes_list.value.append(video_id if isinstance(video_id, bytes) else video_id.encode())
     features["fold"].int64_list.value.append(fold)
-    features["scores"].bytes_list.value.append(np.asarray(scores, dtype="<f2").tobytes())
+    features["dtype"].bytes_list.value.append(SCORES_DTYPE.encode())
+    features["scores"].bytes_list.value.append(np.asarray(scores, dtype=SCORES_DTYPE).tobytes())
     return example.SerializeToString()
 
 
@@ -24,10 +34,16 @@ def prediction_video_id(serialized: bytes) -> str:
 
 
 def decode_prediction(serialized: bytes) -> tuple[str, int, np.ndarray]:
-    """(video id, fold, float32 scores) of a prediction record."""
+    """(video id, fold, float32 scores) of a prediction record (float32, or float16 from older records)."""
     features = example_pb2.Example.FromString(serialized).features.feature
-    scores = np.frombuffer(features["scores"].bytes_list.value[0], dtype="<f2").astype(np.float32)
-    return features["id"].bytes_list.value[0].decode(), features["fold"].int64_list.value[0], scores
+    video_id = features["id"].bytes_list.value[0].decode()
+    dtype = features["dtype"].bytes_list.value[0].decode() if "dtype" in features else _LEGACY_DTYPE
+    if dtype not in _READABLE_DTYPES:
+        raise ValueError(
+            f"prediction record '{video_id}': scores dtype '{dtype}' is not one of {_READABLE_DTYPES}"
+        )
+    scores = np.frombuffer(features["scores"].bytes_list.value[0], dtype=dtype).astype(np.float32)
+    return video_id, features["fold"].int64_list.value[0], scores
 
 
 def count_problem(predictions: list[bytes]) -> str | None:
