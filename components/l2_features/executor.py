@@ -69,13 +69,13 @@ def feature_columns(model_names: list[str]) -> list[str]:
 
 
 def class_ranks(scores: np.ndarray) -> np.ndarray:
-    """1-based rank of each class along the last axis of `scores`, which must hold float16 values (the merged
-    record format; other values are rounded to float16). Ties: lower class index first; NaN ranks last. The
-    same ranks as a stable argsort of -scores, computed as a radix sort of uint16 keys of the float16 bits."""
-    bits = np.ascontiguousarray(scores, dtype=np.float16).view(np.uint16)
-    keys = np.where(bits & 0x8000, bits, 0x7FFF - bits).astype(np.uint16)  # ascending = descending value
-    keys[bits == 0x8000] = 0x7FFF  # -0.0 ties with +0.0
-    keys[(bits & 0x7FFF) > 0x7C00] = 0xFFFF  # every NaN last, ties among them by class
+    """1-based rank of each class along the last axis of float32 `scores` (the merged record format; other
+    values are rounded to float32). Ties: lower class index first; NaN ranks last. The same ranks as a stable
+    argsort of -scores, computed on uint32 keys of the float32 bits (one integer sort, no NaN handling)."""
+    bits = np.ascontiguousarray(scores, dtype=np.float32).view(np.uint32)
+    keys = np.where(bits & 0x80000000, bits, 0x7FFFFFFF - bits).astype(np.uint32)  # ascending = descending
+    keys[bits == 0x80000000] = 0x7FFFFFFF  # -0.0 ties with +0.0
+    keys[(bits & 0x7FFFFFFF) > 0x7F800000] = 0xFFFFFFFF  # every NaN last, ties among them by class
     num_classes = keys.shape[-1]
     order = np.argsort(keys.reshape(-1, num_classes), axis=-1, kind="stable")
     order += np.arange(0, keys.size, num_classes)[:, None]  # flat positions: one scatter for all rows
@@ -126,7 +126,11 @@ def prior_table(counts: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
 
 
 def candidate_table(
-    records: Sequence[MergedRecord], top_k: int, priors: np.ndarray, schema: pa.Schema
+    records: Sequence[MergedRecord],
+    top_k: int,
+    priors: np.ndarray,
+    schema: pa.Schema,
+    candidates: np.ndarray | None = None,
 ) -> tuple[pa.Table, list[tuple[str, int]]]:
     """The rows of a batch of videos (per video: one per candidate class, i.e. in the top-k of some model,
     in ascending class order; videos in batch order) and the batch's rows, true labels among the candidates
@@ -135,7 +139,7 @@ def candidate_table(
     num_classes = scores.shape[2]
     ranks = class_ranks(scores)
     in_top_k = ranks <= top_k
-    video, candidate = np.nonzero(in_top_k.any(axis=1))
+    video, candidate = np.nonzero(in_top_k.any(axis=1) if candidates is None else candidates)
     picked = np.ascontiguousarray(scores[video, :, candidate].T)  # [models, rows], as one video's [M, K]
     picked_ranks = ranks[video, :, candidate]  # [rows, models]
     label_sets = [set(record.labels) for record in records]

@@ -158,12 +158,14 @@ def _reference_ranks(scores: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def test_ranks_match_a_stable_argsort_on_special_float16_values():
-    special = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, -np.nan, 6e-8, -6e-8, 65504, -65504], np.float16)
+def test_ranks_match_a_stable_argsort_on_special_float32_values():
+    tiny, huge = np.finfo(np.float32).smallest_subnormal, np.finfo(np.float32).max
+    special = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, -np.nan, tiny, -tiny, huge, -huge], np.float32)
     rng = np.random.default_rng(1)
-    scores = rng.choice(np.concatenate([special, [0.5, 0.25, -0.5]]).astype(np.float16), size=(200, 9))
+    # 0.99990 and 0.99995 are one float16 value: float32 ranks must keep them apart
+    values = np.concatenate([special, [0.5, 0.25, -0.5, 0.99990, 0.99995]]).astype(np.float32)
+    scores = rng.choice(values, size=(200, 9))
     assert np.array_equal(class_ranks(scores), _reference_ranks(scores))
-    assert np.array_equal(class_ranks(scores.astype(np.float32)), _reference_ranks(scores))
 
 
 def _reference_rows(

@@ -1,7 +1,7 @@
 """Executor of L2Merge: every L1 model's predictions joined with the fold split by video id (Beam).
 
 The merged record format lives here (`encode_merged` / `decode_merged`): tf.train.Example {id, fold,
-labels, scores}, scores = float16 little-endian [num_models, num_classes] row-major, rows in `model_names`
+labels, scores}, scores = float32 little-endian [num_models, num_classes] row-major, rows in `model_names`
 order.
 """
 
@@ -50,14 +50,14 @@ def encode_merged(video_id: str, fold: int, labels: tuple[int, ...], scores: np.
     features[F.ID].bytes_list.value.append(video_id.encode())
     features["fold"].int64_list.value.append(fold)
     features[F.LABELS].int64_list.value.extend(labels)
-    features["scores"].bytes_list.value.append(np.ascontiguousarray(scores, dtype="<f2").tobytes())
+    features["scores"].bytes_list.value.append(np.ascontiguousarray(scores, dtype="<f4").tobytes())
     return example.SerializeToString()
 
 
 def decode_merged(serialized: bytes, num_classes: int) -> MergedRecord:
     """The video id, fold, labels and float32 [num_models, num_classes] scores of a merged record."""
     features = example_pb2.Example.FromString(serialized).features.feature
-    scores = np.frombuffer(features["scores"].bytes_list.value[0], dtype="<f2")
+    scores = np.frombuffer(features["scores"].bytes_list.value[0], dtype="<f4")
     return MergedRecord(
         features[F.ID].bytes_list.value[0].decode(),
         features["fold"].int64_list.value[0],

@@ -46,7 +46,7 @@ def _examples(root) -> standard_artifacts.Examples:
 
 
 def _scores(model: int, video_id: str) -> np.ndarray:
-    """Distinct, float16-exact scores for every (model, video)."""
+    """Distinct, float32-exact scores for every (model, video)."""
     return np.array([model / 4, (ord(video_id[0]) % 16) / 16, 0.5], np.float32)
 
 
@@ -111,9 +111,9 @@ def test_joins_by_video_id_not_by_position(tmp_path):
 
 
 def test_sharded_join_writes_the_same_records_as_one_join(tmp_path):
-    wide = 300_000  # 600 KB of float16 scores per prediction: 1 MB shards split 2 models x 5 videos
+    wide = 150_000  # 600 KB of float32 scores per prediction: 1 MB shards split 2 models x 5 videos
     rng = np.random.default_rng(0)
-    scores = {(m, v): rng.random(wide, dtype=np.float32).astype(np.float16) for m in range(2) for v in LABELS}
+    scores = {(m, v): rng.random(wide, dtype=np.float32) for m in range(2) for v in LABELS}
 
     def models(root) -> list[Predictions]:
         return [
@@ -218,11 +218,11 @@ def test_merge_video_errors_name_model_and_video(joined, split, message):
         merge_video(joined, ["m0", "m1"], NUM_CLASSES, split)
 
 
-def test_record_format_is_float16_models_by_classes_row_major():
-    scores = np.array([[0.25, 0.5, 1.0], [0.125, 0.0, 0.75]], np.float32)
+def test_record_format_is_float32_models_by_classes_row_major():
+    scores = np.array([[0.25, 0.5, 1.0], [0.125, 0.0, 0.99995]], np.float32)  # 0.99995 is not a float16
     record = encode_merged("v", 3, (1, 2), scores)
     features = example_pb2.Example.FromString(record).features.feature
-    assert features["scores"].bytes_list.value[0] == scores.astype("<f2").tobytes()
+    assert features["scores"].bytes_list.value[0] == scores.astype("<f4").tobytes()
     assert list(features["labels"].int64_list.value) == [1, 2]
     decoded = decode_merged(record, 3)
     assert (decoded.video_id, decoded.fold, decoded.labels) == ("v", 3, (1, 2))
