@@ -306,7 +306,8 @@ def write_dataset(cfg: SynthConfig, out: Path) -> dict:
         "oracle": {"file": ORACLE_FILE},
     }
     test_truth = read_truth(out / "test_truth.csv")
-    summary["oracle"]["test_gap"] = _oracle_gap(out / ORACLE_FILE, world.background_probs, test_truth)
+    if test_truth:
+        summary["oracle"]["test_gap"] = _oracle_gap(out / ORACLE_FILE, world.background_probs, test_truth)
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
     return summary
 
