@@ -10,7 +10,7 @@ export PYTHONHASHSEED ?= 0
 venv:
 	@bash scripts/bootstrap.sh
 
-$(DEMO_DATA)/synth.json: | venv
+$(DEMO_DATA)/synth.json: pipeline/synth.py | venv  # regenerated when the generator changes
 	$(PY) -m pipeline.cli synth --out $(DEMO_DATA) --videos 3000 --classes 100 --frames 20 --seed 0
 
 demo: venv $(DEMO_DATA)/synth.json

@@ -31,6 +31,8 @@ def _synth(args: argparse.Namespace) -> None:
     )
     summary = write_dataset(config, Path(args.out))
     log.info("synth: %s videos %s into %s", config.videos, summary["split_videos"], args.out)
+    if "test_gap" in summary["oracle"]:
+        print(f"oracle test GAP@20 {summary['oracle']['test_gap']:.6f}")
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -126,8 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="yt8m", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    synth = commands.add_parser("synth", help="write synthetic YouTube-8M-format TFRecords")
-    synth.add_argument("--out", required=True, help="output directory (video/, frame/, test_truth.csv)")
+    synth = commands.add_parser(
+        "synth", help="write synthetic YouTube-8M-format TFRecords; prints the oracle GAP of the test split"
+    )
+    synth.add_argument(
+        "--out", required=True, help="output directory (video/, frame/, test_truth.csv, oracle.jsonl, ...)"
+    )
     synth.add_argument("--videos", type=int, default=3000)
     synth.add_argument("--classes", type=int, default=100)
     synth.add_argument(
