@@ -203,3 +203,29 @@ def gap_from_candidates(
     rank = np.arange(order.size) - np.repeat(starts, np.diff(np.r_[starts, order.size]))
     kept = order[rank < k]
     return _pessimistic_ap(scores[kept][relevant[kept]], scores[kept][~relevant[kept]], num_true_labels)
+
+
+def bootstrap_gaps(
+    scores: dict[str, np.ndarray], labels: np.ndarray, k: int = 20, resamples: int = 1000, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """GAP@k of every model [videos, classes] on the same `resamples` bootstrap resamples of the videos (rows
+    drawn with replacement, seeded): paired, so a difference of two models is taken resample by resample.
+
+    Each resample is scored by `gap_at_k` on its rows; to keep that cheap every model's rows are first cut
+    to their top k scores plus one column per true label outside them (score -inf, never chosen), which
+    leaves each row's top k and label count, hence the GAP of any set of rows, unchanged.
+    """
+    _check_k(k)
+    labels = np.asarray(labels).astype(bool)
+    rows = np.random.default_rng(seed).integers(0, labels.shape[0], size=(resamples, labels.shape[0]))
+    gaps = {}
+    for name, model_scores in scores.items():
+        classes = top_k(model_scores, k)[0].astype(np.int64)
+        kept = np.take_along_axis(np.asarray(model_scores), classes, axis=1)
+        relevant = np.take_along_axis(labels, classes, axis=1)
+        missed = labels.sum(axis=1) - relevant.sum(axis=1)
+        padding = np.arange(missed.max(initial=0)) < missed[:, None]
+        cut_scores = np.hstack([kept, np.full(padding.shape, -np.inf, kept.dtype)])
+        cut_labels = np.hstack([relevant, padding])
+        gaps[name] = np.array([gap_at_k(cut_scores[r], cut_labels[r], k) for r in rows])
+    return gaps
