@@ -42,6 +42,11 @@ def role_rank(role: str) -> int:
     return {L1: 0, L1_MEAN_ROLE: 1, STACK_ROLE: 2, TOWER_SERVED: 4, STUDENT_ROLE: 5}.get(role, 6)
 
 
+def is_student(role: str) -> bool:
+    """Whether a row kind is a student model: a tower (fold mean or served) or the EnsembleModel."""
+    return role.startswith("tower (") or role == STUDENT_ROLE
+
+
 def served_name(tower: str) -> str:
     return f"{tower} (refit)"
 
