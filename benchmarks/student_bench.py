@@ -433,8 +433,8 @@ def fit_towers(towers, folds: list[str], target: str, data, patterns, num_classe
 
 
 def fit_head(head, inputs: dict[str, list[np.ndarray]], data, num_classes: int, log, tag: str):
-    """The head trained as HeadExamples + the pipeline train it: on every training split's records with
-    `tower_outputs` = the given per-tower predictions."""
+    """The head trained as the pipeline trains it (train_student on head examples): every training split's
+    records with `tower_outputs` = the given per-tower predictions, concatenated in tower order."""
     from trainer.student_run import train_student
 
     with tempfile.TemporaryDirectory(prefix="student_bench_skew_") as tmp:
