@@ -493,7 +493,17 @@ def synth_student_examples(videos: int, seed: int, num_folds: int, root: Path) -
     return root
 
 
-def head_skew(towers, head, uri: str, num_folds: int, num_classes: int, k: int, source: str, out: Path):
+def head_skew(
+    towers,
+    head,
+    uri: str,
+    num_folds: int,
+    num_classes: int,
+    k: int,
+    source: str,
+    out: Path,
+    selection_only: bool = False,
+):
     """The head's train/serve skew alternatives, chosen on the last training fold, reported on the holdout."""
     from trainer.metrics import bootstrap_gaps, evaluate
 
@@ -505,6 +515,8 @@ def head_skew(towers, head, uri: str, num_folds: int, num_classes: int, k: int, 
         f"selection: {selection} (inner CV on {folds[0]}..{folds[-2]})": (folds[:-1], selection),
         f"holdout (all {num_folds} folds; report only)": (folds, "holdout"),
     }
+    if selection_only:
+        runs = dict(list(runs.items())[:1])
     print(
         f"\n5. head skew on {source}: towers {[t.name for t in towers]}, "
         f"{sum(len(data[s].ids) for s in folds)} training videos, {len(data[selection].ids)} in {selection}, "
@@ -805,6 +817,9 @@ def main(argv: list[str] | None = None) -> None:
         "--synth-videos", type=int, help="run only 5. on this many generated videos (no demo run needed)"
     )
     parser.add_argument("--synth-seed", type=int, default=11)
+    parser.add_argument(
+        "--skew-selection-only", action="store_true", help="5. without the holdout report (half the time)"
+    )
     args = parser.parse_args(argv)
     logging.getLogger().setLevel(logging.WARNING)
     from pipeline.config import load_pipeline_config
@@ -833,6 +848,7 @@ def main(argv: list[str] | None = None) -> None:
                     20,
                     source,
                     args.out,
+                    args.skew_selection_only,
                 )
             }
         results["seconds"] = time.perf_counter() - start
@@ -862,6 +878,7 @@ def main(argv: list[str] | None = None) -> None:
             k,
             f"{examples.uri} (soft labels)",
             args.out,
+            args.skew_selection_only,
         )
     results["size"] = size_report(run, config, args.full_configs)
     if not args.skip_serving:
