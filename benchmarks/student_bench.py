@@ -18,8 +18,18 @@ that config is in progress.
    the Keras serving ensemble built from the pipeline's refit towers' and head's `model.keras`
    (parse_video_examples + eager call + top-k), on the same batches of 256 serialized holdout + test records.
    Parsing is included in both. Repeated 3 times, alternating, median videos/s.
+5. Head skew (--head-skew): the head trains on the fold towers' out-of-fold outputs but is served on the
+   refit towers. Two head inputs x two servings: head on OOF outputs or on in-sample ones (each training
+   video: the mean of the fold towers that trained on it), served on the refit towers or on each tower's
+   fold models averaged (5x the towers' size); plus the towers' mean without a head. The choice is made on
+   a slice of the training folds: nested, the last fold held out and the whole procedure (fold towers,
+   refit, head) run on the other folds, scored on it; the holdout (outer procedure on all folds) is reported
+   beside it. Paired-bootstrap 95% intervals of each variant - today's (head on OOF, refit towers served).
+   Without a demo run, --synth-videos N runs it on N generated videos (pipeline.synth, 100 classes;
+   hard labels as targets since there is no stack).
 
     python -m benchmarks.student_bench [--home yt8m_home] [--config configs/demo.yaml] [--towers A,C]
+    python -m benchmarks.student_bench --head-skew --synth-videos 3000 [--towers A,C]
 
 Results also go to bench_out/student_bench.json; the ablation's training logs to
 bench_out/student_bench_train.log. Every number is one run on a shared machine.
@@ -33,6 +43,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
+import hashlib  # noqa: E402
+import itertools  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import math  # noqa: E402
@@ -55,8 +67,9 @@ STACK_FRACTION_TARGET = 0.99
 SERVING_BATCH, REPEATS = 256, 3
 DONE = ("COMPLETE", "CACHED")
 STACK, STUDENT = "L2 stack", "EnsembleModel"  # the StudentEvaluator's names
-ROLE_ORDER = {"l1": 0, "stack": 1, "tower": 2, "student": 3}
 VARIANTS = ("soft", "hard")
+TODAY = "head(OOF) + refit towers"
+SYNTH_HOLDOUT_FRACTION = 0.1
 
 
 def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
@@ -125,24 +138,39 @@ def load_run(home: Path, name: str) -> Run | None:
 
 
 def pipeline_table(run: Run) -> dict[str, Any]:
+    from components.student_evaluator.executor import role_rank
     from pipeline.metadata import property_value
 
     evaluation = run.artifact("StudentEvaluator", "evaluation")
     holdout, roles = property_value(evaluation, "holdout"), property_value(evaluation, "roles")
     k, videos = int(property_value(evaluation, "k")), int(property_value(evaluation, "holdout_videos"))
     blessed, reason = bool(property_value(evaluation, "blessed")), property_value(evaluation, "reason")
-    order = sorted(holdout, key=lambda model: (ROLE_ORDER.get(roles[model], 9), -holdout[model]["gap"]))
+    order = sorted(holdout, key=lambda model: (role_rank(roles[model]), -holdout[model]["gap"]))
     rows = [
-        (model, roles[model], *(holdout[model][m] for m in ("gap", "hit_at_1", "perr", "map")))
+        (
+            model,
+            roles[model],
+            holdout[model]["gap"],
+            "[{:.4f}, {:.4f}]".format(*holdout[model].get("gap_interval", (math.nan, math.nan))),
+            *(holdout[model][m] for m in ("hit_at_1", "perr", "map")),
+        )
         for model in order
     ]
     execution = run.executions["StudentEvaluator"]
     print_table(
         f"1. holdout metrics of the pipeline ({videos} videos; latest '{run.name}' run in {run.sqlite}, "
-        f"StudentEvaluator execution {execution.execution_id}, {execution.state}); towers: fold-averaged",
-        ("model", "role", f"GAP@{k}", "Hit@1", "PERR", "MAP"),
+        f"StudentEvaluator execution {execution.execution_id}, {execution.state})",
+        ("model", "role", f"GAP@{k}", "95% interval", "Hit@1", "PERR", "MAP"),
         rows,
     )
+    differences = (
+        property_value(evaluation, "differences") if "differences" in evaluation.custom_properties else {}
+    )
+    for label, difference in differences.items():
+        print(
+            f"   {label}: {difference['value']:+.4f} [{difference['interval'][0]:+.4f}, "
+            f"{difference['interval'][1]:+.4f}]"
+        )
     stack, student = holdout[STACK]["gap"], holdout[STUDENT]["gap"]
     print(f"   {'BLESSED' if blessed else 'NOT BLESSED'}: {reason}")
     print(
@@ -354,6 +382,179 @@ def ablation(run: Run, config, towers_arg: str | None, stack_gap: float, k: int,
     )
     print(f"   {STUDENT} soft - hard = {soft - hard:+.4f} (target > 0): {verdict(soft > hard)}")
     return {"towers": names, "num_folds": num_folds, "stack_gap": stack_gap, **results}
+
+
+# ------------------------------------------------------------------------------------------- 5. head skew
+
+
+@dataclass(frozen=True)
+class TowerOutputs:
+    """Per tower (suite order), what the head skew variants need, from one run of the fold procedure."""
+
+    oof: dict[str, list[np.ndarray]]  # training split -> out-of-fold predictions (float16, as stored)
+    in_sample: dict[str, list[np.ndarray]]  # training split -> mean of the fold models trained on it
+    refit: list[np.ndarray]  # the refit tower on the evaluation split
+    fold_mean: list[np.ndarray]  # the fold models averaged, on the evaluation split
+
+
+def fit_towers(towers, folds: list[str], target: str, data, patterns, num_classes: int, log) -> TowerOutputs:
+    """Each tower trained once per fold of `folds` (on the others) and refit on all of them, as the
+    pipeline does; their predictions on the training folds and on the `target` split."""
+    from trainer.student_run import train_student
+
+    oof: dict[str, list[np.ndarray]] = {split: [] for split in folds}
+    in_sample: dict[str, list[np.ndarray]] = {split: [] for split in folds}
+    refit, fold_mean = [], []
+    for tower in towers:
+        inside = {split: [] for split in folds}
+        on_target = []
+        for split in folds:
+            with contextlib.redirect_stdout(log):
+                print(f"\n=== head skew {tower.name} without {split} (target {target})", flush=True)
+                model, _ = train_student(tower, [patterns[s] for s in folds if s != split], num_classes)
+            oof[split].append(as_float16(predict(model, data[split].inputs)))
+            for other in folds:
+                if other != split:
+                    inside[other].append(predict(model, data[other].inputs))
+            on_target.append(predict(model, data[target].inputs))
+        for split in folds:
+            in_sample[split].append(as_float16(np.mean(inside[split], axis=0)))
+        fold_mean.append(np.mean(on_target, axis=0))
+        with contextlib.redirect_stdout(log):
+            print(f"\n=== head skew {tower.name} refit on {folds}", flush=True)
+            model, _ = train_student(tower, [patterns[s] for s in folds], num_classes)
+        refit.append(predict(model, data[target].inputs))
+    return TowerOutputs(oof, in_sample, refit, fold_mean)
+
+
+def fit_head(head, inputs: dict[str, list[np.ndarray]], data, num_classes: int, log, tag: str):
+    """The head trained as the pipeline trains it (train_student on head examples): every training split's
+    records with `tower_outputs` = the given per-tower predictions, concatenated in tower order."""
+    from trainer.student_run import train_student
+
+    with tempfile.TemporaryDirectory(prefix="student_bench_skew_") as tmp:
+        for split, outputs in inputs.items():
+            path = Path(tmp, f"Split-{split}", "head_examples.gz")
+            write_head_examples(data[split].records, np.concatenate(outputs, axis=1), path)
+        with contextlib.redirect_stdout(log):
+            print(f"\n=== head skew: head on {tag} inputs", flush=True)
+            model, _ = train_student(
+                head,
+                [os.path.join(tmp, f"Split-{s}", "*") for s in inputs],
+                num_classes,
+                len(next(iter(inputs.values()))),
+            )
+    return model
+
+
+def skew_variants(towers, head, folds: list[str], target: str, data, patterns, num_classes: int, log):
+    """Scores [N, C] on `target` of each head input x tower serving, and of the towers' means."""
+    from trainer.students import TOWER_OUTPUTS
+
+    outputs = fit_towers(towers, folds, target, data, patterns, num_classes, log)
+    heads = {
+        "OOF": fit_head(head, outputs.oof, data, num_classes, log, "OOF"),
+        "in-sample": fit_head(head, outputs.in_sample, data, num_classes, log, "in-sample"),
+    }
+    servings = {"refit towers": outputs.refit, "fold-mean towers": outputs.fold_mean}
+    scores = {}
+    for (head_input, model), (serving, towers_out) in itertools.product(heads.items(), servings.items()):
+        inputs = {**data[target].inputs, TOWER_OUTPUTS: np.concatenate(towers_out, axis=1)}
+        scores[f"head({head_input}) + {serving}"] = predict(model, inputs)
+    for serving, towers_out in servings.items():
+        scores[f"mean of {serving} (no head)"] = np.mean(towers_out, axis=0)
+    return scores
+
+
+def synth_student_examples(videos: int, seed: int, num_folds: int, root: Path) -> Path:
+    """Generated labelled video records in Split-fold_k / Split-holdout (fold by a hash of the id)."""
+    import tensorflow as tf
+
+    from pipeline.synth import SynthConfig, generate_videos, video_example
+
+    config = SynthConfig(videos=videos, classes=100, seed=seed, layouts=("video",))
+    writers = {}
+    for video in generate_videos(config, 0, videos):
+        bucket = (
+            int.from_bytes(hashlib.sha256(f"{seed}:{video.video_id}".encode()).digest()[:8], "big") / 2**64
+        )
+        split = "holdout" if bucket < SYNTH_HOLDOUT_FRACTION else f"fold_{int(bucket * 1e6) % num_folds}"
+        if split not in writers:
+            (root / f"Split-{split}").mkdir(parents=True, exist_ok=True)
+            writers[split] = tf.io.TFRecordWriter(str(root / f"Split-{split}" / "part.gz"), "GZIP")
+        writers[split].write(video_example(video, with_labels=True))
+    for writer in writers.values():
+        writer.close()
+    return root
+
+
+def head_skew(
+    towers,
+    head,
+    uri: str,
+    num_folds: int,
+    num_classes: int,
+    k: int,
+    source: str,
+    out: Path,
+    selection_only: bool = False,
+):
+    """The head's train/serve skew alternatives, chosen on the last training fold, reported on the holdout."""
+    from trainer.metrics import bootstrap_gaps, evaluate
+
+    folds = [f"fold_{f}" for f in range(num_folds)]
+    data = {split: read_split(uri, split, num_classes) for split in [*folds, "holdout"]}
+    patterns = {split: os.path.join(uri, f"Split-{split}", "*") for split in folds}
+    selection = folds[-1]
+    runs = {
+        f"selection: {selection} (inner CV on {folds[0]}..{folds[-2]})": (folds[:-1], selection),
+        f"holdout (all {num_folds} folds; report only)": (folds, "holdout"),
+    }
+    if selection_only:
+        runs = dict(list(runs.items())[:1])
+    print(
+        f"\n5. head skew on {source}: towers {[t.name for t in towers]}, "
+        f"{sum(len(data[s].ids) for s in folds)} training videos, {len(data[selection].ids)} in {selection}, "
+        f"{len(data['holdout'].ids)} holdout",
+        flush=True,
+    )
+    results: dict[str, Any] = {"source": source, "towers": [t.name for t in towers]}
+    with (out / "student_bench_head_skew.log").open("w") as log:
+        for title, (train_folds, target) in runs.items():
+            start = time.perf_counter()
+            scores = skew_variants(towers, head, train_folds, target, data, patterns, num_classes, log)
+            labels = data[target].labels
+            gaps = bootstrap_gaps(scores, labels, k)
+            rows, table = [], {}
+            for name, values in scores.items():
+                gap = evaluate(values, labels, k)["gap"]
+                low, high = np.percentile(gaps[name], [2.5, 97.5])
+                diff = gaps[name] - gaps[TODAY]
+                dlow, dhigh = np.percentile(diff, [2.5, 97.5])
+                delta = gap - evaluate(scores[TODAY], labels, k)["gap"]
+                table[name] = {
+                    "gap": gap,
+                    "interval": [low, high],
+                    "minus_today": delta,
+                    "minus_today_interval": [dlow, dhigh],
+                }
+                rows.append(
+                    (name, gap, f"[{low:.4f}, {high:.4f}]", f"{delta:+.4f}", f"[{dlow:+.4f}, {dhigh:+.4f}]")
+                )
+            seconds = time.perf_counter() - start
+            print_table(
+                f"5. head skew, {title}: {len(labels)} videos, GAP@{k} with paired-bootstrap 95% intervals "
+                f"(1000 resamples of videos); {seconds:.0f}s",
+                ("variant", f"GAP@{k}", "95% interval", "- today", "95% interval"),
+                rows,
+            )
+            results[title] = {"videos": len(labels), "seconds": seconds, "variants": table}
+    choice_title = next(iter(runs))
+    served = {n: v for n, v in results[choice_title]["variants"].items() if n.startswith("head(")}
+    best = max(served, key=lambda name: served[name]["gap"])
+    print(f"   best on {choice_title}: {best}")
+    results["best_on_selection"] = best
+    return results
 
 
 # ------------------------------------------------------------------------------------------------ 3. size
@@ -606,23 +807,74 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--wait", type=float, default=3600, help="max seconds to wait for a running demo")
     parser.add_argument("--skip-ablation", action="store_true")
     parser.add_argument("--skip-serving", action="store_true")
+    parser.add_argument("--head-skew", action="store_true", help="5. the head's train/serve skew variants")
+    parser.add_argument(
+        "--synth-videos", type=int, help="run only 5. on this many generated videos (no demo run needed)"
+    )
+    parser.add_argument("--synth-seed", type=int, default=11)
+    parser.add_argument(
+        "--skew-selection-only", action="store_true", help="5. without the holdout report (half the time)"
+    )
     args = parser.parse_args(argv)
     logging.getLogger().setLevel(logging.WARNING)
     from pipeline.config import load_pipeline_config
+    from trainer.students import load_student_suite
 
     start = time.perf_counter()
     config = load_pipeline_config(args.config)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.synth_videos:
+        suite = load_student_suite(config.students.configs)
+        towers = [hard_labels_only(t) for t in select_towers(suite.towers, args.towers)]
+        with tempfile.TemporaryDirectory(prefix="student_bench_synth_") as tmp:
+            uri = synth_student_examples(
+                args.synth_videos, args.synth_seed, config.folds.num_folds, Path(tmp)
+            )
+            source = (
+                f"{args.synth_videos} generated videos (seed {args.synth_seed}, 100 classes, hard labels)"
+            )
+            results = {
+                "head_skew": head_skew(
+                    towers,
+                    hard_labels_only(suite.head),
+                    str(uri),
+                    config.folds.num_folds,
+                    config.data.num_classes,
+                    20,
+                    source,
+                    args.out,
+                    args.skew_selection_only,
+                )
+            }
+        results["seconds"] = time.perf_counter() - start
+        path = args.out / "student_bench_head_skew.json"
+        path.write_text(json.dumps(results, indent=1, default=float))
+        print(f"\nresults in {path}; total {results['seconds']:.0f}s")
+        return
     home = args.home or Path(config.home)
     wait_for_run(args.config, args.wait)
     run = load_run(home, config.pipeline_name)
     if run is None:
         return
-    args.out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"config": str(args.config), "home": str(home)}
     results["pipeline"] = pipeline_table(run)
     stack_gap, k = results["pipeline"]["holdout"][STACK]["gap"], results["pipeline"]["k"]
     if not args.skip_ablation:
         results["ablation"] = ablation(run, config, args.towers, stack_gap, k, args.out)
+    if args.head_skew:
+        suite = load_student_suite(config.students.configs)
+        examples = run.artifact("SoftLabels", "student_examples")
+        results["head_skew"] = head_skew(
+            select_towers(suite.towers, args.towers),
+            suite.head,
+            examples.uri,
+            config.folds.num_folds,
+            config.data.num_classes,
+            k,
+            f"{examples.uri} (soft labels)",
+            args.out,
+            args.skew_selection_only,
+        )
     results["size"] = size_report(run, config, args.full_configs)
     if not args.skip_serving:
         results["serving"] = serving(run, config, args.serving_videos)

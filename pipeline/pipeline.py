@@ -156,6 +156,7 @@ def student_nodes(config: PipelineConfig, soft_labels, video_folds, l1_predictio
         examples=video_folds,
         l1_predictions=l1_predictions,
         tower_predictions=tower_predictions,
+        served_towers=refit_towers,
         stack_scores=stack_scores,
         model=export.outputs["model"],
         num_classes=num_classes,

@@ -1,4 +1,5 @@
-"""Static HTML report of the latest run from ML Metadata alone: GAPs, fold spread, timings, data, lineage."""
+"""Static HTML report of the latest run from ML Metadata alone: GAPs (each with its split and interval), fold
+spread, timings, data, lineage."""
 
 from __future__ import annotations
 
@@ -12,14 +13,16 @@ from typing import Any
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
+from components.student_evaluator.executor import L1, STACK, STACK_ROLE, is_student, role_rank
 from pipeline import lineage
 from pipeline.metadata import NodeExecution, latest_executions, open_store, property_value
 
 STACK_NODE, STACK_OUTPUT = "L2LightGBM", "metrics"
 EVALUATOR_NODE, EVALUATOR_OUTPUT = "StudentEvaluator", "evaluation"
 FOLD_SPLIT_NODES = ("VideoFoldSplit", "FrameFoldSplit")
-STACK_NAME = "L2 LightGBM stack"
-STUDENT_METRICS = ("gap", "hit_at_1", "perr", "map")
+STUDENT_METRICS = (("hit_at_1", "Hit@1"), ("perr", "PERR"), ("map", "MAP"))
+_KIND_COLORS = {L1: "#4c72b0", "L1 mean": "#8172b2", STACK_ROLE: "#dd8452", "EnsembleModel": "#c44e52"}
+_TOWER_COLOR = "#55a868"
 _STATE_COLORS = {"COMPLETE": "#4c72b0", "CACHED": "#a0a0a0", "FAILED": "#c44e52"}
 _STYLE = """
 body { font-family: Helvetica, Arial, sans-serif; margin: 2em; color: #222; max-width: 1100px; }
@@ -52,6 +55,13 @@ def _optional_property(artifact: metadata_store_pb2.Artifact | None, name: str) 
     return property_value(artifact, name)
 
 
+def _properties(artifact: metadata_store_pb2.Artifact | None) -> dict[str, Any] | None:
+    """Every custom property of an artifact as plain Python values (None without the artifact)."""
+    if artifact is None:
+        return None
+    return {name: property_value(artifact, name) for name in artifact.custom_properties}
+
+
 def _png(figure) -> str:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
@@ -72,39 +82,103 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _gap_section(stack_metrics, evaluation) -> str:
+def _interval_text(interval: list[float] | None) -> str:
+    return f"[{interval[0]:.4f}, {interval[1]:.4f}]" if interval else "n/a"
+
+
+def model_rows(evaluation: dict[str, Any] | None, stack_metrics: dict[str, Any] | None) -> list[list[Any]]:
+    """[name, kind, holdout GAP, 95% interval or None] once per model, in kind order then by GAP: from the
+    StudentEvaluator's evaluation when there is one, else the L1 models and the stack from L2LightGBM."""
+    if evaluation:
+        roles, holdout = evaluation["roles"], evaluation["holdout"]
+        rows = [[name, roles[name], m["gap"], m.get("gap_interval")] for name, m in holdout.items()]
+    elif stack_metrics and "holdout_gap" in stack_metrics:
+        rows = [[name, L1, gap, None] for name, gap in stack_metrics["l1_holdout_gap"].items()]
+        rows.append([STACK, STACK_ROLE, stack_metrics["holdout_gap"], None])
+    else:
+        return []
+    return sorted(rows, key=lambda row: (role_rank(row[1]), -row[2]))
+
+
+def zoomed_limits(values: list[float]) -> tuple[float, float]:
+    """An axis range around `values` (GAPs and interval ends) with a margin, within [0, 1]."""
+    low, high = min(values), max(values)
+    margin = max(0.1 * (high - low), 0.005)
+    return max(0.0, low - margin), min(1.0, high + margin)
+
+
+def _split_note(evaluation: dict[str, Any] | None) -> str:
+    if not evaluation:
+        return '<p class="note">Split: holdout (L2LightGBM; the students have not run, so no intervals).</p>'
+    bootstrap = evaluation.get("bootstrap") or {}
+    interval = (
+        f"95% intervals: paired bootstrap over the holdout videos ({bootstrap['resamples']} resamples, seed "
+        f"{bootstrap['seed']})."
+        if bootstrap
+        else "No intervals recorded by this run."
+    )
+    split, videos = evaluation.get("split", "holdout"), evaluation["holdout_videos"]
+    return f'<p class="note">Split: {split} ({videos} videos; the gate\'s split). {interval}</p>'
+
+
+def _gap_section(stack_metrics: dict[str, Any] | None, evaluation: dict[str, Any] | None) -> str:
     from matplotlib.figure import Figure
 
-    if stack_metrics is None:
+    rows = model_rows(evaluation, stack_metrics)
+    if not rows:
         return f'<p class="note">No {STACK_NODE} metrics in ML Metadata (has the L2 stage run?).</p>'
-    bars = [(name, gap, "L1") for name, gap in property_value(stack_metrics, "l1_holdout_gap").items()]
-    bars.append((STACK_NAME, property_value(stack_metrics, "holdout_gap"), "stack"))
-    known = {name for name, _, _ in bars}
-    holdout = _optional_property(evaluation, "holdout") or {}
-    bars += [(name, scores["gap"], "student") for name, scores in holdout.items() if name not in known]
-    bars.sort(key=lambda bar: bar[1])
-    colors = {"L1": "#4c72b0", "stack": "#dd8452", "student": "#55a868"}
-    figure = Figure(figsize=(8, 0.35 * len(bars) + 1))
+    figure = Figure(figsize=(8, 0.35 * len(rows) + 1))
     axes = figure.add_subplot()
-    axes.barh([name for name, _, _ in bars], [gap for _, gap, _ in bars], color=[colors[k] for *_, k in bars])
-    for index, (_, gap, _) in enumerate(bars):
-        axes.text(gap, index, f" {gap:.4f}", va="center", fontsize=8)
-    axes.set_xlabel("holdout GAP@20")
-    axes.set_xlim(0, max(1.0, max(gap for _, gap, _ in bars) * 1.1))
-    rows = [[name, kind, gap] for name, gap, kind in reversed(bars)]
-    return _png(figure) + _table(["model", "kind", "holdout GAP@20"], rows)
+    for index, (_, kind, gap, interval) in enumerate(rows):
+        low, high = interval or (gap, gap)
+        color = _KIND_COLORS.get(kind, _TOWER_COLOR)
+        axes.errorbar(gap, index, xerr=[[gap - low], [high - gap]], fmt="o", color=color, capsize=3)
+        axes.text(high, index, f"  {gap:.4f}", va="center", fontsize=8)
+    axes.set_yticks(range(len(rows)), [f"{name} ({kind})" for name, kind, _, _ in rows], fontsize=8)
+    axes.set_ylim(len(rows) - 0.5, -0.5)
+    ends = [value for *_, gap, interval in rows for value in (interval or [gap])]
+    low, high = zoomed_limits([*ends, *(gap for _, _, gap, _ in rows)])
+    axes.set_xlim(low, high + 0.15 * (high - low))  # room for the value labels
+    axes.set_xlabel("holdout GAP@20 (95% paired-bootstrap interval)")
+    axes.grid(axis="x", alpha=0.3)
+    table = _table(
+        ["model", "kind", "holdout GAP@20", "holdout 95% interval"],
+        [[name, kind, gap, _interval_text(interval)] for name, kind, gap, interval in rows],
+    )
+    differences = (evaluation or {}).get("differences") or {}
+    if differences:
+        table += _table(
+            ["paired difference (holdout)", "value", "95% interval"],
+            [[label, d["value"], _interval_text(d["interval"])] for label, d in differences.items()],
+        )
+    return _split_note(evaluation) + _png(figure) + table
 
 
-def _student_section(evaluation) -> str:
-    holdout = _optional_property(evaluation, "holdout")
-    if not holdout:
+def _student_section(evaluation: dict[str, Any] | None) -> str:
+    if not evaluation:
         return f'<p class="note">No {EVALUATOR_NODE} evaluation in ML Metadata (students not run).</p>'
-    blessed = _optional_property(evaluation, "blessed")
+    roles, holdout = evaluation["roles"], evaluation["holdout"]
+    students = sorted(
+        (name for name in holdout if is_student(roles[name])),
+        key=lambda name: (role_rank(roles[name]), -holdout[name]["gap"]),
+    )
     rows = [
-        [name, *(scores.get(metric, "") for metric in STUDENT_METRICS)] for name, scores in holdout.items()
+        [
+            name,
+            roles[name],
+            holdout[name]["gap"],
+            _interval_text(holdout[name].get("gap_interval")),
+            *(holdout[name][metric] for metric, _ in STUDENT_METRICS),
+        ]
+        for name in students
     ]
-    verdict = "blessed" if blessed else "not blessed"
-    return f"<p>Student model: <b>{verdict}</b>.</p>" + _table(["model", *STUDENT_METRICS], rows)
+    verdict = "blessed" if evaluation.get("blessed") else "not blessed"
+    header = ["model", "kind", "holdout GAP@20", "holdout 95% interval"]
+    gate = (
+        f"<p>Gate on the holdout split ({evaluation['holdout_videos']} videos): <b>{verdict}</b> "
+        f"({html.escape(str(evaluation.get('reason', '')))}).</p>"
+    )
+    return gate + _table([*header, *(f"holdout {label}" for _, label in STUDENT_METRICS)], rows)
 
 
 def _fold_section(stack_metrics) -> str:
@@ -116,19 +190,21 @@ def _fold_section(stack_metrics) -> str:
     folds = sorted(fold_gap, key=int)
     figure = Figure(figsize=(6, 3))
     axes = figure.add_subplot()
-    axes.bar([f"fold {fold}" for fold in folds], [fold_gap[fold] for fold in folds], color="#dd8452")
+    axes.plot([f"fold {fold}" for fold in folds], [fold_gap[fold] for fold in folds], "o", color="#dd8452")
     oof_gap = _optional_property(stack_metrics, "oof_gap")
     if oof_gap is not None:
         axes.axhline(oof_gap, color="#333", linestyle="--", label=f"all OOF {oof_gap:.4f}")
         axes.legend(loc="lower right")
-    axes.set_ylabel("stack OOF GAP@20")
-    axes.set_ylim(0, 1)
+    axes.set_ylabel("stack out-of-fold GAP@20")
+    values = list(fold_gap.values()) + ([oof_gap] if oof_gap is not None else [])
+    axes.set_ylim(*zoomed_limits(values))
     rows = [[f"fold {fold}", fold_gap[fold]] for fold in folds]
     note = (
-        '<p class="note">L1 models: ML Metadata holds their holdout GAP only (per-fold L1 GAPs are not '
+        '<p class="note">Split: each training fold\'s videos, scored by the stack trained on the other '
+        "folds. L1 models: ML Metadata holds their holdout GAP only (per-fold L1 GAPs are not "
         "recorded), shown above.</p>"
     )
-    return _png(figure) + _table(["fold", "stack OOF GAP@20"], rows) + note
+    return _png(figure) + _table(["fold", "stack out-of-fold GAP@20"], rows) + note
 
 
 def _timeline_section(store: metadata_store.MetadataStore, executions: dict[str, NodeExecution]) -> str:
@@ -187,11 +263,11 @@ def build_report(metadata_file: str, pipeline_name: str | None = None) -> str:
     if not executions:
         raise lineage.LineageError(f"no executions of pipeline {pipeline_name} in {metadata_file}")
     stack_metrics = _output(executions, STACK_NODE, STACK_OUTPUT)
-    evaluation = _output(executions, EVALUATOR_NODE, EVALUATOR_OUTPUT)
+    evaluation = _properties(_output(executions, EVALUATOR_NODE, EVALUATOR_OUTPUT))
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
     sections = [
-        ("Holdout GAP@20 of every model", _gap_section(stack_metrics, evaluation)),
-        ("Students", _student_section(evaluation)),
+        ("Holdout GAP@20 of every model", _gap_section(_properties(stack_metrics), evaluation)),
+        ("Students (holdout)", _student_section(evaluation)),
         ("Per-fold spread", _fold_section(stack_metrics)),
         ("Component durations", _timeline_section(store, executions)),
         ("Dataset counts", _counts_section(executions)),

@@ -82,6 +82,7 @@ def run_pipeline(config: PipelineConfig) -> list[str]:
 def stage_summary(config: PipelineConfig) -> list[str]:
     """Holdout GAP@20 of every model (L1, stack, students), the blessing, the pushed model and the submission
     (with its GAP when data.test_truth is set), from the latest run's ML Metadata."""
+    from components.student_evaluator.executor import role_rank
     from pipeline.metadata import latest_executions, open_store, property_value
 
     executions = latest_executions(open_store(config.metadata_path), config.pipeline_name)
@@ -89,14 +90,18 @@ def stage_summary(config: PipelineConfig) -> list[str]:
     if evaluator is not None and evaluator.outputs.get("evaluation"):
         evaluation = evaluator.outputs["evaluation"][0]
         roles = property_value(evaluation, "roles")
-        order = ["l1", "stack", "tower", "student"]
         ranked = sorted(
             property_value(evaluation, "holdout").items(),
-            key=lambda item: (order.index(roles[item[0]]), -item[1]["gap"]),
+            key=lambda item: (role_rank(roles[item[0]]), -item[1]["gap"]),
         )
         lines = [
-            f"holdout GAP@20  {name:<28} {metrics['gap']:.4f}  ({roles[name]})" for name, metrics in ranked
+            f"holdout GAP@20  {name:<28} {metrics['gap']:.4f} "
+            f"[{metrics['gap_interval'][0]:.4f}, {metrics['gap_interval'][1]:.4f}]  ({roles[name]})"
+            for name, metrics in ranked
         ]
+        for label, difference in property_value(evaluation, "differences").items():
+            low, high = difference["interval"]
+            lines.append(f"holdout {label}: {difference['value']:+.4f} [{low:+.4f}, {high:+.4f}]")
         lines.append(f"blessing: {property_value(evaluation, 'reason')}")
     elif stacker is not None and stacker.outputs.get("metrics"):
         metrics = stacker.outputs["metrics"][0]

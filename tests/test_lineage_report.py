@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from components.artifacts import SoftLabelIndex
-from pipeline import cli, lineage
+from pipeline import cli, lineage, report
 from pipeline.metadata import latest_executions, open_store, property_value
 
 pytestmark = pytest.mark.slow
@@ -144,10 +144,6 @@ def test_report_shows_gaps_folds_timings_counts_and_lineage(tiny_run, store, tmp
     page = out.read_text()
     executions = latest_executions(store, tiny_run.pipeline_name)
     metrics = executions["L2LightGBM"].outputs["metrics"][0]
-    for name, gap in property_value(metrics, "l1_holdout_gap").items():
-        assert re.search(rf"<td>{name}</td><td>L1</td><td class=\"number\">{gap:.4f}</td>", page)
-    stack_gap = property_value(metrics, "holdout_gap")
-    assert f'<td>L2 LightGBM stack</td><td>stack</td><td class="number">{stack_gap:.4f}</td>' in page
     for fold, gap in property_value(metrics, "fold_gap").items():
         assert f'<td>fold {fold}</td><td class="number">{gap:.4f}</td>' in page
     counts = property_value(executions["VideoFoldSplit"].outputs["split_examples"][0], "split_counts")
@@ -157,10 +153,85 @@ def test_report_shows_gaps_folds_timings_counts_and_lineage(tiny_run, store, tmp
         assert f"<td>{node_id}</td><td>{execution.state}</td>" in page
     assert len(re.findall(r'<img alt="chart" src="data:image/png;base64,[A-Za-z0-9+/=]{200,}">', page)) >= 3
     assert "VideoExampleGen" in page.split("<h2>Lineage</h2>", 1)[1]
-    evaluation = executions.get("StudentEvaluator")
-    if evaluation and evaluation.outputs.get("evaluation"):
-        holdout = property_value(evaluation.outputs["evaluation"][0], "holdout")
-        for name, scores in holdout.items():
-            assert f'<td>{name}</td><td class="number">{scores["gap"]:.4f}</td>' in page
-    else:
-        assert "No StudentEvaluator evaluation in ML Metadata" in page
+    evaluation = executions["StudentEvaluator"].outputs["evaluation"][0]
+    holdout, roles = property_value(evaluation, "holdout"), property_value(evaluation, "roles")
+    gaps = page.split("<h2>Holdout GAP@20 of every model</h2>", 1)[1].split("<h2>", 1)[0]
+    students = page.split("<h2>Students (holdout)</h2>", 1)[1].split("<h2>", 1)[0]
+    assert f"Split: holdout ({property_value(evaluation, 'holdout_videos')} videos" in gaps
+    for name, scores in holdout.items():
+        low, high = scores["gap_interval"]
+        row = f'<td>{name}</td><td>{roles[name]}</td><td class="number">{scores["gap"]:.4f}</td>'
+        assert gaps.count(f"<tr><td>{name}</td>") == 1 and f"{row}<td>[{low:.4f}, {high:.4f}]</td>" in gaps
+        assert (row in students) == (roles[name].startswith("tower (") or name == "EnsembleModel")
+    assert "L2 stack - best L1" in gaps and "EnsembleModel / L2 stack" in gaps
+
+
+def _hand_built_evaluation() -> dict:
+    roles = {
+        "logistic": "L1",
+        "moe": "L1",
+        "mean of L1 models": "L1 mean",
+        "L2 stack": "stack",
+        "tower_a": "tower (5-fold mean)",
+        "tower_a (refit)": "tower (served, refit)",
+        "EnsembleModel": "EnsembleModel",
+    }
+    gaps = dict(zip(roles, (0.861, 0.874, 0.879, 0.868, 0.870, 0.865, 0.858), strict=True))
+    holdout = {
+        name: {
+            "gap": gap,
+            "gap_interval": [gap - 0.02, gap + 0.015],
+            "hit_at_1": 0.9,
+            "perr": 0.8,
+            "map": 0.7,
+        }
+        for name, gap in gaps.items()
+    }
+    differences = {"L2 stack - best L1 (moe)": {"value": -0.006, "interval": [-0.02, 0.009]}}
+    return {
+        "roles": roles,
+        "holdout": holdout,
+        "differences": differences,
+        "split": "holdout",
+        "holdout_videos": 816,
+        "bootstrap": {"resamples": 1000, "seed": 0},
+        "blessed": 1,
+        "reason": "EnsembleModel GAP 0.8580 >= floor",
+    }
+
+
+def test_every_model_is_one_row_of_its_kind_and_the_students_table_holds_only_students():
+    evaluation = _hand_built_evaluation()
+    stack_metrics = {"l1_holdout_gap": {"logistic": 0.86, "moe": 0.87}, "holdout_gap": 0.868}
+    gaps = report._gap_section(stack_metrics, evaluation)
+    rows = re.findall(
+        r"<tr><td>([^<]+)</td><td>([^<]+)</td><td class=\"number\">([0-9.]+)</td><td>([^<]+)</td>", gaps
+    )
+    assert [(name, kind) for name, kind, _, _ in rows] == [
+        ("moe", "L1"),
+        ("logistic", "L1"),
+        ("mean of L1 models", "L1 mean"),
+        ("L2 stack", "stack"),
+        ("tower_a", "tower (5-fold mean)"),
+        ("tower_a (refit)", "tower (served, refit)"),
+        ("EnsembleModel", "EnsembleModel"),
+    ]
+    assert rows[0][2:] == ("0.8740", "[0.8540, 0.8890]")
+    assert "Split: holdout (816 videos" in gaps and "1000 resamples" in gaps
+    assert (
+        '<td>L2 stack - best L1 (moe)</td><td class="number">-0.0060</td><td>[-0.0200, 0.0090]</td>' in gaps
+    )
+    students = report._student_section(evaluation)
+    names = re.findall(r"<tr><td>([^<]+)</td>", students)
+    assert names == ["tower_a", "tower_a (refit)", "EnsembleModel"]
+    assert "<th>holdout GAP@20</th><th>holdout 95% interval</th><th>holdout Hit@1</th>" in students
+    assert "Gate on the holdout split (816 videos): <b>blessed</b>" in students
+    without_students = report._gap_section(stack_metrics, None)
+    rows = re.findall(r"<tr><td>([^<]+)</td><td>([^<]+)</td>", without_students)
+    assert rows == [("moe", "L1"), ("logistic", "L1"), ("L2 stack", "stack")]
+
+
+def test_the_gap_axis_is_zoomed_to_the_data():
+    low, high = report.zoomed_limits([0.858 - 0.02, 0.879 + 0.015, 0.868])
+    assert 0.83 <= low < 0.838 and 0.894 < high <= 0.91
+    assert report.zoomed_limits([0.999, 0.5]) == (0.4501, 1.0)

@@ -111,7 +111,7 @@ def test_pipeline_runs_every_stage_over_folds(tiny_run):
     named = [
         name for name in ("L2 stack", "EnsembleModel", *L1_NAMES, *TOWER_NAMES) if name in "\n".join(summary)
     ]
-    assert len(named) == 6
+    assert len(named) == 6 and any(line.startswith("holdout L2 stack - best L1") for line in summary)
     assert summary[-1].startswith("submission GAP@20 against") and 0 < float(summary[-1].split()[-1]) <= 1
 
 
@@ -188,10 +188,25 @@ def _assert_student_stage(executions, config, fold_videos: list[str]) -> None:
     assert property_value(exported, "parameter_count") > 0 and property_value(exported, "size_bytes") > 0
 
     evaluation = executions["StudentEvaluator"].outputs["evaluation"][0]
-    holdout = property_value(evaluation, "holdout")
-    assert set(holdout) == {*L1_NAMES, *TOWER_NAMES, "L2 stack", "EnsembleModel"}
-    assert all(0 <= value <= 1 for metrics in holdout.values() for value in metrics.values())
-    assert set(holdout["EnsembleModel"]) == {"gap", "hit_at_1", "perr", "map"}
+    holdout, roles = property_value(evaluation, "holdout"), property_value(evaluation, "roles")
+    served = [f"{name} (refit)" for name in TOWER_NAMES]
+    assert set(holdout) == {
+        *L1_NAMES,
+        "mean of L1 models",
+        *TOWER_NAMES,
+        *served,
+        "L2 stack",
+        "EnsembleModel",
+    }
+    assert {roles[name] for name in served} == {"tower (served, refit)"}
+    assert {roles[name] for name in TOWER_NAMES} == {f"tower ({FOLDS}-fold mean)"}
+    for metrics in holdout.values():
+        assert set(metrics) == {"gap", "gap_interval", "hit_at_1", "perr", "map"}
+        low, high = metrics["gap_interval"]
+        assert 0 <= low <= high <= 1
+        assert all(0 <= metrics[key] <= 1 for key in ("hit_at_1", "perr", "map"))
+    assert property_value(evaluation, "split") == "holdout"
+    assert len(property_value(evaluation, "differences")) == 4
     assert property_value(evaluation, "blessed") == 1
     assert property_value(executions["StudentEvaluator"].outputs["blessing"][0], "blessed") == 1
 

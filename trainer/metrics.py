@@ -293,3 +293,35 @@ def gap_from_candidates(
         raise ValueError("scores contain NaN")
     videos = np.unique(video_ids, return_inverse=True)[1].ravel()
     return _gap_of_rows(videos, scores, relevant, num_true_labels, k)
+
+
+def bootstrap_gaps(
+    scores: dict[str, np.ndarray], labels: np.ndarray, k: int = 20, resamples: int = 1000, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """GAP@k of every model [videos, classes] on the same `resamples` bootstrap resamples of the videos (rows
+    drawn with replacement, seeded): paired, so a difference of two models is taken resample by resample.
+
+    Each resample is scored by `gap_at_k` on its rows; to keep that cheap every model's rows are first cut
+    to their top k scores (with every class tied at the k-th score, so the tie rule sees the same ties) plus
+    one column per true label outside them (score -inf, never chosen), which leaves each row's top k and
+    label count, hence the GAP of any set of rows, unchanged.
+    """
+    _check_k(k)
+    labels = np.asarray(labels).astype(bool)
+    rows = np.random.default_rng(seed).integers(0, labels.shape[0], size=(resamples, labels.shape[0]))
+    gaps = {}
+    for name, model_scores in scores.items():
+        model_scores = _as_scores(model_scores)
+        kth = _top_k(model_scores, k)[1][:, -1:]  # in the scores' own dtype
+        kept = model_scores >= kth  # the top k and everything tied with the k-th
+        width = int(kept.sum(axis=1).max(initial=0))
+        order = np.argsort(~kept, axis=1, kind="stable")[:, :width]  # kept classes first
+        in_row = np.take_along_axis(kept, order, axis=1)
+        cut = np.where(in_row, np.take_along_axis(model_scores, order, axis=1), -np.inf)
+        relevant = np.take_along_axis(labels, order, axis=1) & in_row
+        missed = labels.sum(axis=1) - relevant.sum(axis=1)
+        padding = np.arange(missed.max(initial=0)) < missed[:, None]
+        cut_scores = np.hstack([cut, np.full(padding.shape, -np.inf, cut.dtype)])
+        cut_labels = np.hstack([relevant, padding])
+        gaps[name] = np.array([gap_at_k(cut_scores[r], cut_labels[r], k) for r in rows])
+    return gaps

@@ -1,4 +1,5 @@
-"""Executor of StudentEvaluator: every model's holdout metrics in one artifact, and the student's blessing."""
+"""Executor of StudentEvaluator: every model's holdout metrics with paired-bootstrap intervals in one
+artifact, and the student's blessing."""
 
 from __future__ import annotations
 
@@ -15,13 +16,39 @@ from tfx.utils import path_utils
 
 from components.l2_lightgbm.executor import read_split
 from components.splits import HOLDOUT, split_files
-from trainer.metrics import evaluate
+from trainer.l1_run import TRAINING_INFO
+from trainer.metrics import bootstrap_gaps, evaluate
 from trainer.predictions import decode_prediction
 from trainer.readers import parse_video_examples, read_records
+from trainer.student_run import REFIT
 
 log = logging.getLogger(__name__)
-STACK, STUDENT = "L2 stack", "EnsembleModel"
+STACK, STUDENT, L1_MEAN = "L2 stack", "EnsembleModel", "mean of L1 models"
+# The kind of each row of the evaluation (`roles`), in report order.
+L1, L1_MEAN_ROLE, STACK_ROLE = "L1", "L1 mean", "stack"
+TOWER_SERVED, STUDENT_ROLE = "tower (served, refit)", "EnsembleModel"
+CONFIDENCE = 0.95
 _BATCH = 256
+
+
+def tower_fold_mean_role(num_folds: int) -> str:
+    return f"tower ({num_folds}-fold mean)"
+
+
+def role_rank(role: str) -> int:
+    """Report order of a row kind: L1, L1 mean, stack, tower (fold mean), tower (served), EnsembleModel."""
+    if role.startswith("tower (") and role.endswith("-fold mean)"):
+        return 3
+    return {L1: 0, L1_MEAN_ROLE: 1, STACK_ROLE: 2, TOWER_SERVED: 4, STUDENT_ROLE: 5}.get(role, 6)
+
+
+def is_student(role: str) -> bool:
+    """Whether a row kind is a student model: a tower (fold mean or served) or the EnsembleModel."""
+    return role.startswith("tower (") or role == STUDENT_ROLE
+
+
+def served_name(tower: str) -> str:
+    return f"{tower} (refit)"
 
 
 class EvaluationError(ValueError):
@@ -34,6 +61,10 @@ def l1_key(model: int) -> str:
 
 def tower_key(tower: int) -> str:
     return f"tower_predictions_{tower}"
+
+
+def served_tower_key(tower: int) -> str:
+    return f"served_tower_{tower}"
 
 
 def _holdout_records(examples: artifact.Artifact) -> tf.data.Dataset:
@@ -85,15 +116,64 @@ def stack_scores(candidate_scores: artifact.Artifact, ids: list[str], num_classe
     return dense
 
 
-def model_scores(model: artifact.Artifact, examples: artifact.Artifact, ids: list[str], num_classes: int):
-    """Holdout scores of the exported student, through its `scores` signature on the raw records."""
-    signature = tf.saved_model.load(path_utils.serving_model_path(model.uri)).signatures["scores"]
+def model_scores(
+    model: artifact.Artifact,
+    examples: artifact.Artifact,
+    ids: list[str],
+    num_classes: int,
+    name: str = STUDENT,
+    signature_name: str = "scores",
+) -> np.ndarray:
+    """Holdout scores of a SavedModel run on the raw records through a signature that returns every class's
+    `scores` (the exported student's `scores`, a student tower's `serving_default`)."""
+    signature = tf.saved_model.load(path_utils.serving_model_path(model.uri)).signatures[signature_name]
     scores = {}
     for records in _holdout_records(examples):
         outputs = signature(examples=records)
         for video_id, values in zip(outputs["video_id"].numpy(), outputs["scores"].numpy(), strict=True):
             scores[video_id.decode()] = values
-    return _aligned(STUDENT, scores, ids, num_classes)
+    return _aligned(name, scores, ids, num_classes)
+
+
+def served_tower_scores(
+    tower: artifact.Artifact, examples: artifact.Artifact, ids: list[str], num_classes: int
+) -> tuple[str, np.ndarray]:
+    """(row name, holdout scores) of a refit tower, as the export serves it: its own SavedModel."""
+    with tf.io.gfile.GFile(os.path.join(path_utils.serving_model_path(tower.uri), TRAINING_INFO)) as handle:
+        info = json.load(handle)
+    if info["fold"] != REFIT:
+        raise EvaluationError(
+            f"{tower.uri}: tower {info['config']} is the model of fold {info['fold']}, not refit"
+        )
+    name = served_name(info["config"])
+    return name, model_scores(tower, examples, ids, num_classes, name, "serving_default")
+
+
+def _interval(values: np.ndarray) -> list[float]:
+    tail = 100 * (1 - CONFIDENCE) / 2
+    return [float(bound) for bound in np.percentile(values, [tail, 100 - tail])]
+
+
+def key_differences(
+    holdout: dict[str, dict], roles: dict[str, str], gaps: dict[str, np.ndarray]
+) -> dict[str, dict[str, Any]]:
+    """The GAP differences the project claims, each with its paired-bootstrap interval: stack - best L1
+    (best by holdout GAP), stack - mean of L1 models, EnsembleModel - stack and EnsembleModel / stack."""
+    l1_models = [name for name, role in roles.items() if role == L1]
+    pairs = []  # (first, operator, second)
+    if l1_models:
+        pairs += [(STACK, "-", max(l1_models, key=lambda name: holdout[name]["gap"])), (STACK, "-", L1_MEAN)]
+    pairs += [(STUDENT, "-", STACK), (STUDENT, "/", STACK)]
+    differences = {}
+    for first, operator, second in pairs:
+        if operator == "/":
+            point = holdout[first]["gap"] / holdout[second]["gap"]
+            resampled = gaps[first] / np.maximum(gaps[second], 1e-12)
+        else:
+            point, resampled = holdout[first]["gap"] - holdout[second]["gap"], gaps[first] - gaps[second]
+        label = f"{first} {operator} " + (f"best L1 ({second})" if roles[second] == L1 else second)
+        differences[label] = {"value": point, "interval": _interval(resampled), "models": [first, second]}
+    return differences
 
 
 def blessing_decision(
@@ -123,18 +203,34 @@ class Executor(base_executor.BaseExecutor):
         num_classes, k = exec_properties["num_classes"], exec_properties["gap_k"]
         examples, model = input_dict["examples"][0], input_dict["model"][0]
         ids, labels = holdout_labels(examples, num_classes)
-        holdout: dict[str, dict[str, float]] = {}
+        scores: dict[str, np.ndarray] = {}
         roles: dict[str, str] = {}
-        for key, role in ((l1_key, "l1"), (tower_key, "tower")):
-            count = exec_properties["num_l1_models" if role == "l1" else "num_towers"]
-            for m in range(count):
-                predictions = input_dict[key(m)][0]
-                name = predictions.get_string_custom_property("config_name")
-                holdout[name] = evaluate(prediction_scores(predictions, ids, num_classes), labels, k)
-                roles[name] = role
-        holdout[STACK] = evaluate(stack_scores(input_dict["stack_scores"][0], ids, num_classes), labels, k)
-        holdout[STUDENT] = evaluate(model_scores(model, examples, ids, num_classes), labels, k)
-        roles.update({STACK: "stack", STUDENT: "student"})
+        for m in range(exec_properties["num_l1_models"]):
+            predictions = input_dict[l1_key(m)][0]
+            name = predictions.get_string_custom_property("config_name")
+            scores[name], roles[name] = prediction_scores(predictions, ids, num_classes), L1
+        if roles:
+            scores[L1_MEAN] = np.mean([scores[name] for name in roles], axis=0)
+            roles[L1_MEAN] = L1_MEAN_ROLE
+        scores[STACK] = stack_scores(input_dict["stack_scores"][0], ids, num_classes)
+        roles[STACK] = STACK_ROLE
+        for t in range(exec_properties["num_towers"]):
+            predictions = input_dict[tower_key(t)][0]
+            name = predictions.get_string_custom_property("config_name")
+            scores[name] = prediction_scores(predictions, ids, num_classes)
+            roles[name] = tower_fold_mean_role(predictions.get_int_custom_property("num_folds"))
+        for t in range(exec_properties["num_served_towers"]):
+            name, scores[name] = served_tower_scores(
+                input_dict[served_tower_key(t)][0], examples, ids, num_classes
+            )
+            roles[name] = TOWER_SERVED
+        scores[STUDENT], roles[STUDENT] = model_scores(model, examples, ids, num_classes), STUDENT_ROLE
+        holdout = {name: evaluate(values, labels, k) for name, values in scores.items()}
+        resamples, seed = exec_properties["bootstrap_resamples"], exec_properties["bootstrap_seed"]
+        gaps = bootstrap_gaps(scores, labels, k, resamples, seed)
+        for name, metrics in holdout.items():
+            metrics["gap_interval"] = _interval(gaps[name])
+        differences = key_differences(holdout, roles, gaps)
         blessed, reason = blessing_decision(
             holdout[STUDENT]["gap"],
             holdout[STACK]["gap"],
@@ -143,7 +239,15 @@ class Executor(base_executor.BaseExecutor):
         )
         log.info("student evaluation: %s; %s", "BLESSED" if blessed else "NOT BLESSED", reason)
 
-        report = {"k": k, "holdout_videos": len(ids), "holdout": holdout, "roles": roles}
+        report = {
+            "k": k,
+            "split": HOLDOUT,
+            "holdout_videos": len(ids),
+            "holdout": holdout,
+            "roles": roles,
+            "differences": differences,
+            "bootstrap": {"resamples": resamples, "seed": seed, "confidence": CONFIDENCE, "unit": "videos"},
+        }
         report.update({"blessed": int(blessed), "reason": reason, "model_uri": model.uri})
         evaluation = output_dict["evaluation"][0]
         with tf.io.gfile.GFile(os.path.join(evaluation.uri, "metrics.json"), "w") as handle:

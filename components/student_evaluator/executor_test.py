@@ -1,4 +1,5 @@
-"""StudentEvaluator executor: every model's holdout metrics, aligned by video id, and the blessing rule."""
+"""StudentEvaluator executor: every model's holdout metrics and intervals, aligned by video id, the served
+(refit) towers scored through their own SavedModels, and the blessing rule."""
 
 from __future__ import annotations
 
@@ -8,21 +9,28 @@ import os
 import numpy as np
 import pandas as pd
 import pytest
+import tensorflow as tf
 from tfx.types import standard_artifacts
 
 from components.artifacts import CandidateScores, Predictions, StageMetrics
 from components.student_evaluator.executor import (
+    L1_MEAN,
     STACK,
     STUDENT,
     EvaluationError,
     Executor,
     blessing_decision,
     l1_key,
+    served_tower_key,
+    tower_key,
 )
 from pipeline.synth import video_example
 from tests import builders
+from trainer.features import MEAN_AUDIO, MEAN_RGB
 from trainer.metrics import evaluate
 from trainer.predictions import AVERAGED, encode_prediction
+from trainer.readers import parse_video_examples
+from trainer.student_run import REFIT, export_student_model
 from trainer.students import build_serving_ensemble, export_student, parse_student_config
 
 CLASSES = 8
@@ -33,9 +41,30 @@ def _multi_hot(labels) -> np.ndarray:
     return np.isin(np.arange(CLASSES), labels).astype(np.float32)
 
 
+TRAINING = "{epochs: 1, batch_size: 4}"
+TOWER = parse_student_config(f"name: t\nmodel: A\nparams: {{widths: [4]}}\ntraining: {TRAINING}", "t")
+
+
+def _holdout_records() -> list[bytes]:
+    return [
+        video_example(builders.video(video_id=v, labels=labels, seed=i), True)
+        for i, (v, labels) in enumerate(LABELS.items())
+    ]
+
+
+def _refit_tower(root, fold: int = REFIT):
+    """An untrained tower exported as the student run_fn exports it; (its artifact, its Keras model)."""
+    model = standard_artifacts.Model()
+    model.uri = str(root)
+    keras_model = TOWER.build_model(CLASSES)
+    info = {"config": TOWER.name, "fold": fold}
+    export_student_model(keras_model, TOWER, CLASSES, os.path.join(root, "Format-Serving"), info)
+    return model, keras_model
+
+
 def _student(root) -> standard_artifacts.Model:
-    training = "{epochs: 1, batch_size: 4}"
-    tower = parse_student_config(f"name: t\nmodel: A\nparams: {{widths: [4]}}\ntraining: {training}", "t")
+    training = TRAINING
+    tower = TOWER
     head = parse_student_config(
         f"name: h\nmodel: ensemble\nparams: {{hidden: [4]}}\ntraining: {training}", "h"
     )
@@ -46,14 +75,23 @@ def _student(root) -> standard_artifacts.Model:
     return model
 
 
-def _run(tmp_path, l1_ids=tuple(LABELS), stack_fraction: float = 0.97):
-    records = [video_example(builders.video(video_id=v, labels=labels), True) for v, labels in LABELS.items()]
+def _predictions(root, name: str, scores: dict[str, np.ndarray]) -> Predictions:
+    records = [encode_prediction(v, values, AVERAGED) for v, values in scores.items()]
+    predictions = builders.split_artifact(Predictions(), root, {"holdout": records})
+    predictions.set_string_custom_property("config_name", name)
+    predictions.set_int_custom_property("num_folds", 5)
+    return predictions
+
+
+def _run(tmp_path, l1_ids=tuple(LABELS), stack_fraction: float = 0.97, served_towers=(), resamples=200):
     examples = builders.split_artifact(
-        standard_artifacts.Examples(), tmp_path / "examples", {"holdout": records}
+        standard_artifacts.Examples(), tmp_path / "examples", {"holdout": _holdout_records()}
     )
-    perfect = [encode_prediction(v, _multi_hot(LABELS[v]), AVERAGED) for v in l1_ids]
-    l1 = builders.split_artifact(Predictions(), tmp_path / "l1", {"holdout": perfect})
-    l1.set_string_custom_property("config_name", "perfect_l1")
+    l1 = _predictions(tmp_path / "l1", "perfect_l1", {v: _multi_hot(LABELS[v]) for v in l1_ids})
+    # Right labels at 0.5, class 6 (never a label) at 0.6: every wrong pair ranks first.
+    weak = {v: 0.5 * _multi_hot(LABELS[v]) + 0.6 * (np.arange(CLASSES) == 6) for v in LABELS}
+    weak_l1 = _predictions(tmp_path / "weak_l1", "weak_l1", weak)
+    tower = _predictions(tmp_path / "tower", "t", {v: 0.5 * _multi_hot(LABELS[v]) for v in LABELS})
     stack = CandidateScores()
     stack.uri = str(tmp_path / "stack")
     stack.split_names = '["holdout"]'
@@ -72,12 +110,18 @@ def _run(tmp_path, l1_ids=tuple(LABELS), stack_fraction: float = 0.97):
             "stack_scores": [stack],
             "model": [_student(tmp_path / "student")],
             l1_key(0): [l1],
+            l1_key(1): [weak_l1],
+            tower_key(0): [tower],
+            **{served_tower_key(t): [model] for t, model in enumerate(served_towers)},
         },
         {"evaluation": [evaluation], "blessing": [blessing]},
         {
             "num_classes": CLASSES,
-            "num_l1_models": 1,
-            "num_towers": 0,
+            "num_l1_models": 2,
+            "num_towers": 1,
+            "num_served_towers": len(served_towers),
+            "bootstrap_resamples": resamples,
+            "bootstrap_seed": 0,
             "gap_k": 20,
             "gap_floor": 0.0,
             "stack_fraction": stack_fraction,
@@ -90,18 +134,72 @@ def test_every_model_is_scored_on_the_holdout_and_an_untrained_student_is_not_bl
     evaluation, blessing = _run(tmp_path)
     report = json.loads((tmp_path / "evaluation" / "metrics.json").read_text())
     holdout = report["holdout"]
-    assert holdout["perfect_l1"] == {"gap": 1.0, "hit_at_1": 1.0, "perr": 1.0, "map": 1.0}
+    perfect = {"gap": 1.0, "gap_interval": [1.0, 1.0], "hit_at_1": 1.0, "perr": 1.0, "map": 1.0}
+    assert holdout["perfect_l1"] == perfect
     labels = np.stack([_multi_hot(labels) for labels in LABELS.values()])
     stack = labels * 0.9
     stack[0, 0] = 0.95  # a wrong class ranked first for h1
-    assert holdout[STACK] == pytest.approx(evaluate(stack, labels))
+    assert {k: v for k, v in holdout[STACK].items() if k != "gap_interval"} == pytest.approx(
+        evaluate(stack, labels)
+    )
     assert holdout[STACK]["hit_at_1"] == pytest.approx(2 / 3)
+    # weak_l1: 3 wrong pairs at 0.6 before the 6 labels at 0.5; GAP = sum(i / (3 + i), i = 1..6) / 6.
+    assert holdout["weak_l1"]["gap"] == pytest.approx(sum(i / (3 + i) for i in range(1, 7)) / 6)
+    mean = (labels + 0.5 * labels + 0.6 * (np.arange(CLASSES) == 6)) / 2  # labels at 0.75, class 6 at 0.3
+    assert holdout[L1_MEAN]["gap"] == pytest.approx(evaluate(mean, labels)["gap"]) == 1.0
     assert 0 <= holdout[STUDENT]["gap"] < 0.97 * holdout[STACK]["gap"]
-    assert report["roles"] == {"perfect_l1": "l1", STACK: "stack", STUDENT: "student"}
+    assert report["roles"] == {
+        "perfect_l1": "L1",
+        "weak_l1": "L1",
+        L1_MEAN: "L1 mean",
+        STACK: "stack",
+        "t": "tower (5-fold mean)",
+        STUDENT: "EnsembleModel",
+    }
+    for metrics in holdout.values():
+        low, high = metrics["gap_interval"]
+        assert 0 <= low <= metrics["gap"] <= high <= 1
+    differences = report["differences"]
+    assert list(differences) == [
+        f"{STACK} - best L1 (perfect_l1)",
+        f"{STACK} - {L1_MEAN}",
+        f"{STUDENT} - {STACK}",
+        f"{STUDENT} / {STACK}",
+    ]
+    best = differences[f"{STACK} - best L1 (perfect_l1)"]
+    assert best["value"] == pytest.approx(holdout[STACK]["gap"] - 1.0)
+    # The stack never beats the perfect model on any resample, and loses on those that draw h1.
+    assert best["interval"][1] == 0.0 and best["interval"][0] < 0
+    ratio = differences[f"{STUDENT} / {STACK}"]
+    assert ratio["value"] == pytest.approx(holdout[STUDENT]["gap"] / holdout[STACK]["gap"])
+    assert ratio["models"] == [STUDENT, STACK]
+    assert (report["split"], report["holdout_videos"]) == ("holdout", 3)
+    assert report["bootstrap"] == {"resamples": 200, "seed": 0, "confidence": 0.95, "unit": "videos"}
     assert (
         blessing.get_int_custom_property("blessed") == 0 and (tmp_path / "blessing" / "NOT_BLESSED").exists()
     )
     assert evaluation.get_json_value_custom_property("holdout_videos") == 3
+
+
+def test_a_served_tower_is_scored_through_its_own_saved_model_on_the_raw_records(tmp_path):
+    served, keras_model = _refit_tower(tmp_path / "refit")
+    _run(tmp_path, served_towers=[served])
+    report = json.loads((tmp_path / "evaluation" / "metrics.json").read_text())
+    assert report["roles"]["t (refit)"] == "tower (served, refit)"
+    assert report["roles"]["t"] == "tower (5-fold mean)"
+    parsed = parse_video_examples(tf.constant(_holdout_records()), CLASSES)
+    own = keras_model({MEAN_RGB: parsed[MEAN_RGB], MEAN_AUDIO: parsed[MEAN_AUDIO]}, training=False)
+    labels = np.stack([_multi_hot(labels) for labels in LABELS.values()])
+    expected = evaluate(np.asarray(own), labels)
+    assert {k: v for k, v in report["holdout"]["t (refit)"].items() if k != "gap_interval"} == pytest.approx(
+        expected
+    )
+
+
+def test_a_fold_model_is_not_accepted_as_a_served_tower(tmp_path):
+    fold_model, _ = _refit_tower(tmp_path / "fold_model", fold=2)
+    with pytest.raises(EvaluationError, match="tower t is the model of fold 2, not refit"):
+        _run(tmp_path, served_towers=[fold_model])
 
 
 def test_the_blessing_follows_the_configured_stack_fraction(tmp_path):
