@@ -412,13 +412,13 @@ def fit_towers(towers, folds: list[str], target: str, data, patterns, num_classe
             with contextlib.redirect_stdout(log):
                 print(f"\n=== head skew {tower.name} without {split} (target {target})", flush=True)
                 model, _ = train_student(tower, [patterns[s] for s in folds if s != split], num_classes)
-            oof[split].append(as_float16(predict(model, data[split].inputs)))
+            oof[split].append(predict(model, data[split].inputs))
             for other in folds:
                 if other != split:
                     inside[other].append(predict(model, data[other].inputs))
             on_target.append(predict(model, data[target].inputs))
         for split in folds:
-            in_sample[split].append(as_float16(np.mean(inside[split], axis=0)))
+            in_sample[split].append(np.mean(inside[split], axis=0))
         fold_mean.append(np.mean(on_target, axis=0))
         with contextlib.redirect_stdout(log):
             print(f"\n=== head skew {tower.name} refit on {folds}", flush=True)
