@@ -5,7 +5,7 @@ DEMO_DATA := data/demo
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONHASHSEED ?= 0
 
-.PHONY: venv demo test format bench bench-scale clean
+.PHONY: venv demo test format bench bench-scale bench-quality clean
 
 venv:
 	@bash scripts/bootstrap.sh
@@ -34,6 +34,9 @@ bench: venv  # the L1/L2/student quality tables read the latest `make demo` run 
 
 bench-scale: venv  # the whole pipeline at 10k/30k/100k videos x 3862 classes + 10k frame-level (about 1.5 h on 2 cores)
 	$(PY) -m benchmarks.scale_bench
+
+bench-quality: venv  # stack, student and soft labels vs best L1 and the oracle, 60k generated videos (1-2 h on 2 cores)
+	$(PY) -m benchmarks.quality_bench
 
 clean:
 	rm -rf yt8m_home $(DEMO_DATA) bench_out

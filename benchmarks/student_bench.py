@@ -312,7 +312,8 @@ def train_variant(
                 head, [os.path.join(tmp, f"Split-{s}", "*") for s in folds], num_classes, len(towers)
             )
     ensemble = build_serving_ensemble(refits, head_model)
-    result["ensemble"] = evaluate(predict(ensemble, data["holdout"].inputs), data["holdout"].labels, k)
+    result["ensemble_scores"] = predict(ensemble, data["holdout"].inputs)  # for the paired bootstrap
+    result["ensemble"] = evaluate(result["ensemble_scores"], data["holdout"].labels, k)
     result["hard_label_weight"][head.name] = head.training.hard_label_weight
     result["seconds"] = time.perf_counter() - start
     print(
@@ -337,6 +338,7 @@ def select_towers(towers: Sequence, wanted: str | None) -> list:
 
 def ablation(run: Run, config, towers_arg: str | None, stack_gap: float, k: int, out: Path) -> dict[str, Any]:
     from pipeline.metadata import property_value
+    from trainer.metrics import bootstrap_gaps
     from trainer.students import load_student_suite
 
     suite = load_student_suite(config.students.configs)
@@ -380,8 +382,21 @@ def ablation(run: Run, config, towers_arg: str | None, stack_gap: float, k: int,
         f"   {STUDENT} (soft) / stack GAP {stack_gap:.4f} = {soft / stack_gap:.4f} "
         f"(target >= {STACK_FRACTION_TARGET}): {verdict(soft >= STACK_FRACTION_TARGET * stack_gap)}"
     )
-    print(f"   {STUDENT} soft - hard = {soft - hard:+.4f} (target > 0): {verdict(soft > hard)}")
-    return {"towers": names, "num_folds": num_folds, "stack_gap": stack_gap, **results}
+    gaps = bootstrap_gaps(
+        {v: results[v].pop("ensemble_scores") for v in VARIANTS}, data["holdout"].labels, k, seed=0
+    )
+    low, high = np.percentile(gaps["soft"] - gaps["hard"], [2.5, 97.5])
+    print(
+        f"   {STUDENT} soft - hard = {soft - hard:+.4f}, paired-bootstrap 95% interval "
+        f"[{low:+.4f}, {high:+.4f}] (target > 0, interval above 0): {verdict(soft > hard and low > 0)}"
+    )
+    return {
+        "towers": names,
+        "num_folds": num_folds,
+        "stack_gap": stack_gap,
+        "soft_minus_hard": [soft - hard, float(low), float(high)],
+        **results,
+    }
 
 
 # ------------------------------------------------------------------------------------------- 5. head skew

@@ -67,27 +67,31 @@ def served_tower_key(tower: int) -> str:
     return f"served_tower_{tower}"
 
 
-def _holdout_records(examples: artifact.Artifact) -> tf.data.Dataset:
-    return read_records(tf.io.gfile.glob(split_files(examples, HOLDOUT))).batch(_BATCH)
+def _split_records(examples: artifact.Artifact, split: str) -> tf.data.Dataset:
+    return read_records(tf.io.gfile.glob(split_files(examples, split))).batch(_BATCH)
 
 
-def holdout_labels(examples: artifact.Artifact, num_classes: int) -> tuple[list[str], np.ndarray]:
-    """(video ids, multi-hot labels [N, num_classes]) of the holdout split."""
+def split_labels(
+    examples: artifact.Artifact, num_classes: int, split: str = HOLDOUT
+) -> tuple[list[str], np.ndarray]:
+    """(video ids, multi-hot labels [N, num_classes]; all 0 on an unlabelled split) of a split."""
     ids, labels = [], []
-    for records in _holdout_records(examples):
+    for records in _split_records(examples, split):
         parsed = parse_video_examples(records, num_classes)
         ids += [video_id.decode() for video_id in parsed["id"].numpy()]
         labels.append(parsed["labels"].numpy())
     if not ids:
-        raise EvaluationError(f"{examples.uri}: the holdout split has no videos to evaluate on")
+        raise EvaluationError(f"{examples.uri}: the {split} split has no videos to evaluate on")
     return ids, np.concatenate(labels)
 
 
-def _aligned(name: str, scores: dict[str, np.ndarray], ids: list[str], num_classes: int) -> np.ndarray:
+def _aligned(
+    name: str, scores: dict[str, np.ndarray], ids: list[str], num_classes: int, split: str
+) -> np.ndarray:
     missing = [video_id for video_id in ids if video_id not in scores]
     if missing or len(scores) != len(ids):
         raise EvaluationError(
-            f"{name}: holdout predictions cover {len(scores)} videos, the holdout has {len(ids)} "
+            f"{name}: {split} predictions cover {len(scores)} videos, the {split} has {len(ids)} "
             f"(first missing: {missing[:3]})"
         )
     dense = np.stack([scores[video_id] for video_id in ids])
@@ -96,21 +100,25 @@ def _aligned(name: str, scores: dict[str, np.ndarray], ids: list[str], num_class
     return dense
 
 
-def prediction_scores(predictions: artifact.Artifact, ids: list[str], num_classes: int) -> np.ndarray:
-    """Holdout scores [N, num_classes] of an assembled Predictions artifact, in the order of `ids`."""
-    files = tf.io.gfile.glob(split_files(predictions, HOLDOUT))
+def prediction_scores(
+    predictions: artifact.Artifact, ids: list[str], num_classes: int, split: str = HOLDOUT
+) -> np.ndarray:
+    """Scores [N, num_classes] of a split of an assembled Predictions artifact, in the order of `ids`."""
+    files = tf.io.gfile.glob(split_files(predictions, split))
     decoded = (decode_prediction(r.numpy()) for r in read_records(files))
     scores = {video_id: values for video_id, _, values in decoded}
-    return _aligned(predictions.get_string_custom_property("config_name"), scores, ids, num_classes)
+    return _aligned(predictions.get_string_custom_property("config_name"), scores, ids, num_classes, split)
 
 
-def stack_scores(candidate_scores: artifact.Artifact, ids: list[str], num_classes: int) -> np.ndarray:
-    """Holdout scores of the L2 stack: its fold-averaged candidate probabilities, 0 for other classes."""
-    rows = read_split(candidate_scores, HOLDOUT)
+def stack_scores(
+    candidate_scores: artifact.Artifact, ids: list[str], num_classes: int, split: str = HOLDOUT
+) -> np.ndarray:
+    """Scores of the L2 stack on a split: its fold-averaged candidate probabilities, 0 for other classes."""
+    rows = read_split(candidate_scores, split)
     index = {video_id: row for row, video_id in enumerate(ids)}
     unknown = set(rows["video_id"]) - set(index)
     if unknown:
-        raise EvaluationError(f"{STACK}: holdout scores for unknown videos {sorted(unknown)[:3]}")
+        raise EvaluationError(f"{STACK}: {split} scores for unknown videos {sorted(unknown)[:3]}")
     dense = np.zeros((len(ids), num_classes), np.float32)
     dense[rows["video_id"].map(index).to_numpy(), rows["class_id"].to_numpy()] = rows["score"].to_numpy()
     return dense
@@ -123,22 +131,27 @@ def model_scores(
     num_classes: int,
     name: str = STUDENT,
     signature_name: str = "scores",
+    split: str = HOLDOUT,
 ) -> np.ndarray:
-    """Holdout scores of a SavedModel run on the raw records through a signature that returns every class's
-    `scores` (the exported student's `scores`, a student tower's `serving_default`)."""
+    """Scores on a split of a SavedModel run on the raw records through a signature that returns every
+    class's `scores` (the exported student's `scores`, a student tower's `serving_default`)."""
     signature = tf.saved_model.load(path_utils.serving_model_path(model.uri)).signatures[signature_name]
     scores = {}
-    for records in _holdout_records(examples):
+    for records in _split_records(examples, split):
         outputs = signature(examples=records)
         for video_id, values in zip(outputs["video_id"].numpy(), outputs["scores"].numpy(), strict=True):
             scores[video_id.decode()] = values
-    return _aligned(name, scores, ids, num_classes)
+    return _aligned(name, scores, ids, num_classes, split)
 
 
 def served_tower_scores(
-    tower: artifact.Artifact, examples: artifact.Artifact, ids: list[str], num_classes: int
+    tower: artifact.Artifact,
+    examples: artifact.Artifact,
+    ids: list[str],
+    num_classes: int,
+    split: str = HOLDOUT,
 ) -> tuple[str, np.ndarray]:
-    """(row name, holdout scores) of a refit tower, as the export serves it: its own SavedModel."""
+    """(row name, scores on a split) of a refit tower, as the export serves it: its own SavedModel."""
     with tf.io.gfile.GFile(os.path.join(path_utils.serving_model_path(tower.uri), TRAINING_INFO)) as handle:
         info = json.load(handle)
     if info["fold"] != REFIT:
@@ -146,7 +159,7 @@ def served_tower_scores(
             f"{tower.uri}: tower {info['config']} is the model of fold {info['fold']}, not refit"
         )
     name = served_name(info["config"])
-    return name, model_scores(tower, examples, ids, num_classes, name, "serving_default")
+    return name, model_scores(tower, examples, ids, num_classes, name, "serving_default", split)
 
 
 def _interval(values: np.ndarray) -> list[float]:
@@ -202,7 +215,7 @@ class Executor(base_executor.BaseExecutor):
     ) -> None:
         num_classes, k = exec_properties["num_classes"], exec_properties["gap_k"]
         examples, model = input_dict["examples"][0], input_dict["model"][0]
-        ids, labels = holdout_labels(examples, num_classes)
+        ids, labels = split_labels(examples, num_classes)
         scores: dict[str, np.ndarray] = {}
         roles: dict[str, str] = {}
         for m in range(exec_properties["num_l1_models"]):
