@@ -1,6 +1,7 @@
-# yt8m-tfx image: the pinned TFX stack (same install as scripts/bootstrap.sh) plus the project, non-root.
-# Used as the image of every node of the compiled Kubeflow pipeline (`yt8m compile`; kubeflow.image).
-# Build: docker build -t <registry>/yt8m-tfx:0.1.0 .
+# yt8m-tfx component image: the pinned TFX stack (same install as scripts/bootstrap.sh) with GPU TensorFlow
+# (requirements/gpu.txt: tensorflow[and-cuda] at base.txt's version; the NVIDIA driver comes from the node)
+# plus the project, non-root. The image of every node of the compiled Kubeflow pipeline (`yt8m compile`;
+# kubeflow.image); the Dataflow workers run Dockerfile.beam. Build: README "Kubeflow run".
 # Debian 12 (glibc 2.36), the platform requirements/ is verified on (README "Install caveats").
 FROM python:3.11.7-slim-bookworm AS build
 
@@ -19,7 +20,7 @@ WORKDIR /app
 COPY requirements/ requirements/
 RUN python -m venv /opt/venv \
     && pip install "pip==25.3" \
-    && pip install -r requirements/base.txt -c requirements/constraints.txt \
+    && pip install -r requirements/base.txt -r requirements/gpu.txt -c requirements/constraints.txt \
     && pip install --no-deps -r requirements/nodeps.txt
 
 COPY pyproject.toml ./

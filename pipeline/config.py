@@ -68,30 +68,55 @@ class L2Settings:
 
 
 @dataclass(frozen=True)
-class KubeflowSettings:
-    """How `yt8m compile` targets Kubeflow Pipelines: image, artifact root, per-node resources, Beam runner.
+class NodeResources:
+    """One node's container: CPU and memory (request = limit) and `accelerator_count` accelerators of
+    `accelerator` (the Kubernetes resource name on open-source KFP, e.g. nvidia.com/gpu; a type such as
+    NVIDIA_TESLA_T4 on Vertex AI)."""
 
-    Every node gets `cpu`/`memory_gb` (request = limit); trainer nodes (L1Trainer_*, StudentTrainer_*) get the
-    trainer_* values and `trainer_accelerator_count` accelerators of `trainer_accelerator` (the Kubernetes
-    resource name on open-source KFP, e.g. nvidia.com/gpu; a type such as NVIDIA_TESLA_T4 on Vertex AI).
-    """
+    cpu: float
+    memory_gb: float
+    accelerator: str = ""
+    accelerator_count: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("cpu", "memory_gb"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.accelerator_count < 0:
+            raise ValueError(f"accelerator_count must be >= 0, got {self.accelerator_count}")
+        if bool(self.accelerator) != (self.accelerator_count > 0):
+            raise ValueError("accelerator and accelerator_count > 0 go together")
+
+
+@dataclass(frozen=True)
+class NodeClassResources:
+    """Resources of each class of node (pipeline/kubeflow.py `node_class`; sizing rule: README "Sizing")."""
+
+    beam: NodeResources  # nodes that run a Beam pipeline; their workers are the runner's (beam_pipeline_args)
+    trainer: NodeResources  # L1 trainers of video-level configs, student towers and head
+    frame_trainer: NodeResources  # L1 trainers of frame-level configs
+    l2_lightgbm: NodeResources
+    student_evaluator: NodeResources
+    student_export: NodeResources
+    batch_inference: NodeResources
+    default: NodeResources  # every other node (SchemaGen, Pusher)
+
+
+@dataclass(frozen=True)
+class KubeflowSettings:
+    """How `yt8m compile` targets Kubeflow Pipelines: the component image (every node; Dockerfile), the Beam
+    workers' image (Dockerfile.beam; compiled into --sdk_container_image), the artifact root, the resources of
+    each node class and the Beam runner's args."""
 
     image: str
+    beam_image: str
     pipeline_root: str
-    cpu: float = 2.0
-    memory_gb: float = 8.0
-    trainer_cpu: float = 8.0
-    trainer_memory_gb: float = 32.0
-    trainer_accelerator: str = "nvidia.com/gpu"
-    trainer_accelerator_count: int = 1
+    resources: NodeClassResources
     beam_pipeline_args: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        for name in ("cpu", "memory_gb", "trainer_cpu", "trainer_memory_gb"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        if self.trainer_accelerator_count < 0:
-            raise ValueError(f"trainer_accelerator_count must be >= 0, got {self.trainer_accelerator_count}")
+        if any(arg.startswith("--sdk_container_image") for arg in self.beam_pipeline_args):
+            raise ValueError("beam_pipeline_args: --sdk_container_image is set from beam_image")
 
 
 @dataclass(frozen=True)

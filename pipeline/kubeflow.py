@@ -16,7 +16,7 @@ from pipeline.config import KubeflowSettings, PipelineConfig
 from trainer.config_schema import ConfigError
 
 log = logging.getLogger("yt8m")
-TRAINER_PREFIXES = ("L1Trainer_", "StudentTrainer_")
+FRAME_FOLD_SPLIT = "FrameFoldSplit"  # node id (pipeline.create_components) of the frame-level examples
 # Runtime parameters of the compiled pipeline (their defaults are the config's values).
 VIDEO_DIR_PARAMETER = "video_dir"
 FRAME_DIR_PARAMETER = "frame_dir"
@@ -55,20 +55,43 @@ def resource_spec(cpu: float, memory_gb: float, accelerator: str = "", accelerat
     return spec
 
 
-def is_trainer(node_id: str) -> bool:
-    return node_id.startswith(TRAINER_PREFIXES)
+def node_class(component) -> str:
+    """The field of NodeClassResources that sizes `component`: trainers by the level of their examples, our
+    heavy single-process executors by type, nodes with a Beam executor as `beam`, the rest `default`."""
+    from tfx.components import Trainer
+    from tfx.dsl.components.base.base_beam_executor import BaseBeamExecutor
+
+    from components.batch_inference.component import BatchInference
+    from components.l2_lightgbm.component import L2LightGBM
+    from components.student_evaluator.component import StudentEvaluator
+    from components.student_export.component import StudentExport
+
+    if isinstance(component, Trainer):
+        frame = component.inputs["examples"].producer_component_id == FRAME_FOLD_SPLIT
+        return "frame_trainer" if frame else "trainer"
+    by_type = {
+        L2LightGBM: "l2_lightgbm",
+        StudentEvaluator: "student_evaluator",
+        StudentExport: "student_export",
+        BatchInference: "batch_inference",
+    }
+    if type(component) in by_type:
+        return by_type[type(component)]
+    executor_class = getattr(component.executor_spec, "executor_class", None)
+    return "beam" if executor_class and issubclass(executor_class, BaseBeamExecutor) else "default"
 
 
-def node_resources(node_id: str, settings: KubeflowSettings):
-    """Trainer nodes get the trainer resources and accelerators, every other node the defaults."""
-    if is_trainer(node_id):
-        return resource_spec(
-            settings.trainer_cpu,
-            settings.trainer_memory_gb,
-            settings.trainer_accelerator,
-            settings.trainer_accelerator_count,
-        )
-    return resource_spec(settings.cpu, settings.memory_gb)
+def node_resources(node_class_name: str, settings: KubeflowSettings):
+    """The ResourceSpec of a node of class `node_class_name` (see node_class)."""
+    resources = getattr(settings.resources, node_class_name)
+    return resource_spec(
+        resources.cpu, resources.memory_gb, resources.accelerator, resources.accelerator_count
+    )
+
+
+def beam_pipeline_args(settings: KubeflowSettings) -> list[str]:
+    """The config's Beam args with the Dataflow worker image (Dockerfile.beam) as the SDK container."""
+    return [*settings.beam_pipeline_args, f"--sdk_container_image={settings.beam_image}"]
 
 
 def kubeflow_settings(config: PipelineConfig) -> KubeflowSettings:
@@ -105,18 +128,18 @@ def kubeflow_pipeline(config: PipelineConfig):
     )
     components = create_components(replace(config, data=data))
     for component in components:
-        component.with_platform_config(node_resources(component.id, settings))
+        component.with_platform_config(node_resources(node_class(component), settings))
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=settings.pipeline_root,
         components=components,
         enable_cache=config.enable_cache,
         metadata_connection_config=None,
-        beam_pipeline_args=list(settings.beam_pipeline_args),
+        beam_pipeline_args=beam_pipeline_args(settings),
     )
 
 
-def _fill_in_resources(spec: dict[str, Any], settings: KubeflowSettings) -> None:
+def _fill_in_resources(spec: dict[str, Any], settings: KubeflowSettings, classes: dict[str, str]) -> None:
     """Resources on every executor: TFX drops the platform config of FileBasedExampleGen nodes."""
     from google.protobuf import json_format
 
@@ -124,7 +147,8 @@ def _fill_in_resources(spec: dict[str, Any], settings: KubeflowSettings) -> None
     for task_id, task in spec["root"]["dag"]["tasks"].items():
         label = spec["components"][task["componentRef"]["name"]]["executorLabel"]
         container = executors[label]["container"]
-        container.setdefault("resources", json_format.MessageToDict(node_resources(task_id, settings)))
+        resources = node_resources(classes[task_id], settings)
+        container.setdefault("resources", json_format.MessageToDict(resources))
 
 
 def compile_pipeline(config: PipelineConfig, out: str | Path) -> dict[str, Any]:
@@ -142,10 +166,13 @@ def compile_pipeline(config: PipelineConfig, out: str | Path) -> dict[str, Any]:
     )
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(runner_config)
     parameters = runtime_parameters(config)
-    job = runner.run(kubeflow_pipeline(config), parameter_values=parameters, write_out=False)
+    pipeline = kubeflow_pipeline(config)
+    job = runner.run(pipeline, parameter_values=parameters, write_out=False)
     spec = job["pipelineSpec"]
     spec["defaultPipelineRoot"] = settings.pipeline_root
-    _fill_in_resources(spec, settings)
+    _fill_in_resources(
+        spec, settings, {component.id: node_class(component) for component in pipeline.components}
+    )
     for name, value in parameters.items():
         spec["root"]["inputDefinitions"]["parameters"][name].update(defaultValue=value, isOptional=True)
     out = Path(out)

@@ -62,3 +62,13 @@ def tiny_run(tiny_data, tmp_path_factory) -> PipelineConfig:
     )
     run_pipeline(config)
     return config
+
+
+@pytest.fixture(scope="session")
+def gcs(tmp_path_factory):
+    """A local GCS emulator (tests/gcs_emulator.py) with bucket `gcs.bucket`; pass `gcs.env` to every
+    subprocess that should reach it (set before Python starts)."""
+    from tests.gcs_emulator import gcs_emulator
+
+    with gcs_emulator(tmp_path_factory.mktemp("gcs")) as emulator:
+        yield emulator

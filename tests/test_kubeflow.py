@@ -16,22 +16,38 @@ from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
 from pipeline import cli
-from pipeline.config import KubeflowSettings, load_pipeline_config
+from pipeline.config import (
+    KubeflowSettings,
+    NodeClassResources,
+    NodeResources,
+    PipelineConfig,
+    load_pipeline_config,
+)
 from pipeline.kubeflow import compile_pipeline
 from pipeline.pipeline import create_pipeline
 from tests.conftest import TINY_L1_CONFIGS, tiny_pipeline_config
+from trainer import config_schema
+from trainer.config_schema import ConfigError
 
 IMAGE = "registry.example/yt8m-tfx:test"
+BEAM_IMAGE = "registry.example/yt8m-tfx-beam:test"
 BEAM_ARGS = ("--runner=DataflowRunner", "--project=yt8m-test", "--temp_location=gs://bucket/tmp")
+GPU = "nvidia.com/gpu"
+RESOURCES = NodeClassResources(  # distinct values: each node's resources tell its class
+    beam=NodeResources(cpu=1, memory_gb=3),
+    trainer=NodeResources(cpu=6, memory_gb=40, accelerator=GPU, accelerator_count=2),
+    frame_trainer=NodeResources(cpu=7, memory_gb=50, accelerator=GPU, accelerator_count=1),
+    l2_lightgbm=NodeResources(cpu=5, memory_gb=20),
+    student_evaluator=NodeResources(cpu=3, memory_gb=11),
+    student_export=NodeResources(cpu=2, memory_gb=9),
+    batch_inference=NodeResources(cpu=4, memory_gb=7),
+    default=NodeResources(cpu=1, memory_gb=2),
+)
 SETTINGS = KubeflowSettings(
     image=IMAGE,
+    beam_image=BEAM_IMAGE,
     pipeline_root="gs://bucket/root",
-    cpu=3,
-    memory_gb=12,
-    trainer_cpu=6,
-    trainer_memory_gb=40,
-    trainer_accelerator="nvidia.com/gpu",
-    trainer_accelerator_count=2,
+    resources=RESOURCES,
     beam_pipeline_args=BEAM_ARGS,
 )
 L1_NAMES = ("tiny_gated_mlp", "tiny_pooling")
@@ -103,35 +119,72 @@ def test_every_node_is_a_task_with_its_dependencies(tiny_config, compiled):
     )
 
 
+def _assert_resources(resources, expected: NodeResources, node_id: str) -> None:
+    """A container's ResourceSpec (both the float and the string fields) is `expected`."""
+    assert (resources.cpu_request, resources.cpu_limit) == (expected.cpu, expected.cpu), node_id
+    assert (resources.memory_request, resources.memory_limit) == (expected.memory_gb,) * 2, node_id
+    assert (resources.resource_cpu_limit, resources.resource_memory_limit) == (
+        f"{expected.cpu:g}",
+        f"{expected.memory_gb:g}G",
+    ), node_id
+    assert (resources.accelerator.type, resources.accelerator.count) == (
+        expected.accelerator,
+        expected.accelerator_count,
+    ), node_id
+    assert resources.accelerator.resource_count == (
+        str(expected.accelerator_count) if expected.accelerator_count else ""
+    ), node_id
+
+
 def test_resources_image_and_beam_args_on_executors(compiled):
     _, spec = compiled
     executors = _executors(spec)
     assert set(executors) == set(spec.root.dag.tasks)
+    video, frame = L1_NAMES
+    expected_class = {
+        **{node: "beam" for node in (*BEAM_NODES, "StatisticsGen", "L2Features")},
+        **{f"L1Trainer_{video}_fold{k}": "trainer" for k in range(FOLDS)},
+        **{f"L1Trainer_{frame}_fold{k}": "frame_trainer" for k in range(FOLDS)},
+        **{f"L1Predict_{name}_fold{k}": "beam" for name in L1_NAMES for k in range(FOLDS)},
+        **{f"L1Assemble_{name}": "beam" for name in L1_NAMES},
+        "L2LightGBM": "l2_lightgbm",
+        "SchemaGen": "default",
+    }
+    assert set(expected_class) == set(executors)
     for node_id, executor in executors.items():
         container = executor.container
         assert container.image == IMAGE, node_id
         assert list(container.command[-1:]) == [
             "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"
         ]
-        resources = container.resources
-        if node_id.startswith("L1Trainer_"):
-            assert (resources.accelerator.type, resources.accelerator.count) == ("nvidia.com/gpu", 2), node_id
-            assert (resources.accelerator.resource_type, resources.accelerator.resource_count) == (
-                "nvidia.com/gpu",
-                "2",
-            )
-            assert (resources.cpu_limit, resources.memory_limit) == (6, 40)
-            assert (resources.resource_cpu_limit, resources.resource_memory_limit) == ("6", "40G")
-        else:
-            assert not resources.accelerator.type and not resources.accelerator.resource_count, node_id
-            assert (resources.cpu_request, resources.memory_request) == (3, 12)
-            assert (resources.resource_cpu_request, resources.resource_memory_request) == ("3", "12G")
+        _assert_resources(container.resources, getattr(RESOURCES, expected_class[node_id]), node_id)
     for node_id in BEAM_NODES:
         args = list(executors[node_id].container.args)
-        assert args[-len(BEAM_ARGS) :] == list(BEAM_ARGS), node_id
+        assert args[-len(BEAM_ARGS) - 1 :] == [*BEAM_ARGS, f"--sdk_container_image={BEAM_IMAGE}"], node_id
         assert "--direct_running_mode=in_memory" not in args
     example_gen_driver = executors["VideoExampleGen"].container.lifecycle.pre_cache_check
     assert set(BEAM_ARGS) <= set(example_gen_driver.args)
+
+
+def test_kubeflow_section_names_every_node_class_and_takes_the_worker_image_once(tmp_path):
+    section = yaml.safe_load(Path("configs/kubeflow.yaml").read_text())
+    data = {"data": {"video_dir": "gs://b/video"}, "kubeflow": section["kubeflow"]}
+    assert config_schema.build(PipelineConfig, data, "k.yaml").kubeflow.resources.l2_lightgbm.cpu == 32
+    del data["kubeflow"]["resources"]["student_export"]
+    with pytest.raises(
+        ConfigError, match="k.yaml: kubeflow.resources.student_export: required key is missing"
+    ):
+        config_schema.build(PipelineConfig, data, "k.yaml")
+    data["kubeflow"]["resources"]["student_export"] = {"cpu": 1, "memory": 4}
+    with pytest.raises(ConfigError, match="kubeflow.resources.student_export.memory: unknown key"):
+        config_schema.build(PipelineConfig, data, "k.yaml")
+    data["kubeflow"]["resources"]["student_export"] = {"cpu": 1, "memory_gb": 4, "accelerator_count": 1}
+    with pytest.raises(ConfigError, match="accelerator and accelerator_count > 0 go together"):
+        config_schema.build(PipelineConfig, data, "k.yaml")
+    data["kubeflow"]["resources"]["student_export"] = {"cpu": 1, "memory_gb": 4}
+    data["kubeflow"]["beam_pipeline_args"] = ["--sdk_container_image=other:1"]
+    with pytest.raises(ConfigError, match="--sdk_container_image is set from beam_image"):
+        config_schema.build(PipelineConfig, data, "k.yaml")
 
 
 def test_data_dirs_are_runtime_parameters_and_root_is_set(tiny_config, compiled):
@@ -159,12 +212,33 @@ def test_cli_compiles_the_kubeflow_config_as_pipeline_job_json(tmp_path):
     assert expected <= set(spec.root.dag.tasks)
     executors = _executors(spec)
     trainer = executors[f"L1Trainer_{names[0]}_fold0"].container
-    assert trainer.image == config.kubeflow.image
     assert "--runner=DataflowRunner" in trainer.args
-    students = [task for task in spec.root.dag.tasks if task.startswith("StudentTrainer_")]
-    assert "StudentTrainer_head" in students
-    for task in students:
-        assert executors[task].container.resources.accelerator.count == 1, task
+    settings = config.kubeflow
+    trainers = [task for task in spec.root.dag.tasks if task.startswith(("L1Trainer_", "StudentTrainer_"))]
+    assert "StudentTrainer_head" in trainers and len(trainers) == len(names) * 5 + 6 * 6 + 1
+    for task in trainers:  # every trainer on a GPU
+        accelerator = executors[task].container.resources.accelerator
+        assert (accelerator.resource_type, accelerator.count) == ("nvidia.com/gpu", 1), task
+    for task, executor in executors.items():  # every node: the component image, sized CPU and memory
+        container = executor.container
+        assert container.image == settings.image, task
+        assert container.resources.cpu_limit > 0 and container.resources.memory_limit > 0, task
+        assert container.resources.resource_memory_limit.endswith("G"), task
+        if "--runner=DataflowRunner" in container.args:  # Beam args: the workers run the Dataflow image
+            assert f"--sdk_container_image={settings.beam_image}" in container.args, task
+    assert settings.image != settings.beam_image
+    for task, node_class in (
+        ("L2LightGBM", "l2_lightgbm"),
+        ("StudentEvaluator", "student_evaluator"),
+        ("StudentExport", "student_export"),
+        ("BatchInference", "batch_inference"),
+        ("L1Trainer_netvlad_full_fold3", "frame_trainer"),
+        ("L1Trainer_logistic_full_fold3", "trainer"),
+        ("StudentTrainer_head", "trainer"),
+        ("L2Merge", "beam"),
+        ("Pusher", "default"),
+    ):
+        _assert_resources(executors[task].container.resources, getattr(settings.resources, node_class), task)
     for join in ("L1Assemble_logistic_full", "StudentAssemble_tower_a_full", "L2Merge", "HeadExamples"):
         shard_mb = spec.root.dag.tasks[join].inputs.parameters["shard_mb"].runtime_value.constant
         assert shard_mb.number_value == 0, join  # Dataflow: one shuffle per join, no local hash shards
