@@ -77,12 +77,10 @@ def gcs_emulator(directory: str | Path, bucket: str = DEFAULT_BUCKET) -> Iterato
     """Start the emulator and proxy (keys and certificates go to `directory`); stop them on exit."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    process = subprocess.Popen(
-        [sys.executable, __file__, str(directory), bucket],
-        stdout=subprocess.PIPE,
-        stderr=open(directory / "emulator.log", "wb"),  # noqa: SIM115 (the child holds it)
-        text=True,
-    )
+    with open(directory / "emulator.log", "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, __file__, str(directory), bucket], stdout=subprocess.PIPE, stderr=log, text=True
+        )
     try:
         ready, _, _ = select.select([process.stdout], [], [], _START_TIMEOUT_S)
         line = process.stdout.readline() if ready else ""

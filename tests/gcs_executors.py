@@ -68,6 +68,8 @@ def labels_of(index: int) -> tuple[int, ...]:
 
 
 class Chain:
+    """The executors one after another, every artifact under `url`; `result` holds each step's outputs."""
+
     def __init__(self, url: str) -> None:
         self.url = url
         self.context = base_beam_executor.BaseBeamExecutor.Context(
