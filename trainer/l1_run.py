@@ -26,6 +26,7 @@ from trainer.l1_config import L1Config, parse_l1_config
 from trainer.losses import get_loss, mixup
 from trainer.metrics import gap_at_k
 from trainer.readers import make_dataset, parse_frame_example, parse_video_examples
+from trainer.split_roles import check_training_splits
 
 log = logging.getLogger(__name__)
 TRAINING_INFO = os.path.join("assets.extra", "training_info.json")
@@ -222,6 +223,7 @@ def run_fn(fn_args) -> None:
     custom = fn_args.custom_config
     config = parse_l1_config(custom["l1_config_yaml"], custom["l1_config_source"])
     num_classes = int(custom["num_classes"])
+    check_training_splits(custom["train_splits"], fn_args.train_files)
     model, history = train_model(config, list(fn_args.train_files), num_classes, fn_args.model_run_dir)
     info = {
         "config": config.name,

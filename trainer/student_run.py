@@ -27,6 +27,7 @@ from trainer.l1_run import (
     write_export,
 )
 from trainer.readers import read_records
+from trainer.split_roles import check_training_splits
 from trainer.students import (
     TARGETS,
     TOWER_OUTPUTS,
@@ -125,6 +126,7 @@ def run_fn(fn_args) -> None:
     custom = fn_args.custom_config
     config = parse_student_config(custom["student_config_yaml"], custom["student_config_source"])
     num_classes, tower_names = int(custom["num_classes"]), list(custom["tower_names"])
+    check_training_splits(custom["train_splits"], fn_args.train_files)
     model, history = train_student(
         config, list(fn_args.train_files), num_classes, len(tower_names), fn_args.model_run_dir
     )
