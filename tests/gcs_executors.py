@@ -205,6 +205,7 @@ class Chain:
                 "model": [exported],
                 "stack_scores": [stack_scores],
                 evaluator.tower_key(0): [tower_predictions],
+                evaluator.served_tower_key(0): [towers],
                 **{evaluator.l1_key(m): [p] for m, p in enumerate(models)},
             },
             {"evaluation": [evaluation], "blessing": [blessing]},
@@ -212,9 +213,12 @@ class Chain:
                 "num_classes": CLASSES,
                 "num_l1_models": len(models),
                 "num_towers": 1,
+                "num_served_towers": 1,
                 "gap_k": 20,
                 "gap_floor": 0.0,
                 "stack_fraction": 0.0,
+                "bootstrap_resamples": 50,
+                "bootstrap_seed": 0,
             },
         )
         self.record("StudentEvaluator", evaluation=evaluation, blessing=blessing)

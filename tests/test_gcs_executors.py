@@ -24,7 +24,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from components.student_evaluator.executor import STACK, STUDENT
+from components.student_evaluator.executor import L1_MEAN, STACK, STUDENT, served_name
 from tests.gcs_executors import LABELLED, NUM_FOLDS, TEST_VIDEOS
 
 REPO = Path(__file__).parents[1]
@@ -152,7 +152,8 @@ def test_blessed_student_is_pushed_into_the_bucket_and_writes_the_submission(cha
     evaluation = json.loads(
         _files(objects, result["StudentEvaluator"]["evaluation"]["uri"], gcs)["metrics.json"]
     )
-    assert evaluation["blessed"] == 1 and set(evaluation["holdout"]) == {"m0", "m1", "t", STACK, STUDENT}
+    assert evaluation["blessed"] == 1
+    assert set(evaluation["holdout"]) == {"m0", "m1", L1_MEAN, "t", served_name("t"), STACK, STUDENT}
     pushed = result["Pusher"]["pushed_model"]["properties"]
     assert pushed["pushed"] == 1
     version = pushed["pushed_version"]
