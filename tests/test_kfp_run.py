@@ -134,7 +134,9 @@ def test_condition_on_declared_input_is_accepted():
 
 def test_condition_on_undeclared_input_is_an_error_naming_the_task():
     undeclared = BLESSED.replace("model_blessing", "_Evaluator.blessing")
-    with pytest.raises(KfpRunError, match=r"task Pusher: .*'_Evaluator.blessing', which the task does not"):
+    with pytest.raises(
+        KfpRunError, match=r"task Pusher: .*\['_Evaluator\.blessing'\], which the task does not declare"
+    ):
         read_tasks(_spec(undeclared))
 
 
