@@ -102,7 +102,9 @@ def write_submission(model_dir: str, file_pattern: str, out: str | Path, k: int 
 
 def _csv_rows(path: str | Path, header: list[str]) -> Iterator[tuple[int, list[str]]]:
     """(line number, row) of every row after the expected header; a file that is not CSV text is an error."""
-    with open(path, newline="") as handle:
+    if not tf.io.gfile.exists(str(path)):
+        raise FileNotFoundError(f"{path}: no such file")
+    with tf.io.gfile.GFile(str(path)) as handle:
         reader = csv.reader(handle)
         try:
             if next(reader, None) != header:

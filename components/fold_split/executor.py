@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact, standard_artifact_utils
 
 from components.splits import HOLDOUT, examples_level, split_files, write_split
+from components.uri_io import read_json, write_json
 from trainer.readers import read_records
 from trainer.records import InputDataError, VideoRecord, decoder_for
 
@@ -98,9 +98,7 @@ def _read_split_file(
 
 
 def _write_summary(stats: list[tuple[str, dict]], fingerprint: int, path: str) -> None:
-    summary = {"splits": dict(sorted(stats)), "fold_map_fingerprint": f"{fingerprint:016x}"}
-    with open(path, "w") as handle:
-        json.dump(summary, handle, indent=1)
+    write_json(path, {"splits": dict(sorted(stats)), "fold_map_fingerprint": f"{fingerprint:016x}"})
 
 
 def _check_split_sizes(
@@ -206,8 +204,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                     | f"Write[{split}]" >> write_split(output, split, "data")
                 )
 
-        with open(summary_path) as handle:
-            summary = json.load(handle)
+        summary = read_json(summary_path)
         if reference is not None:
             expected = reference.get_string_custom_property("fold_map_fingerprint")
             if summary["fold_map_fingerprint"] != expected:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Sequence
@@ -16,6 +15,7 @@ from tfx.types import artifact, standard_artifact_utils
 
 from components.l2_merge.executor import MergedRecord, decode_merged
 from components.splits import HOLDOUT, OUT_OF_FOLD, split_files, split_output
+from components.uri_io import read_json, write_json
 from trainer.predictions import AVERAGED
 
 KEY_COLUMNS = [
@@ -178,8 +178,7 @@ def _write_summary(stats: list[tuple[tuple[str, str], int]], path: str) -> None:
     summary: dict[str, dict[str, int]] = {}
     for (split, name), value in stats:
         summary.setdefault(split, {})[name] = value
-    with open(path, "w") as handle:
-        json.dump(summary, handle)
+    write_json(path, summary)
 
 
 class Executor(base_beam_executor.BaseBeamExecutor):
@@ -238,8 +237,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                 | "WriteSummary" >> beam.Map(_write_summary, summary_path)
             )
 
-        with open(summary_path) as handle:
-            summary = json.load(handle)
+        summary = read_json(summary_path)
         totals = {split: {"rows": 0, "hits": 0, "labels": 0, **summary.get(split, {})} for split in splits}
         output.split_names = standard_artifact_utils.encode_split_names(splits)
         output.set_json_value_custom_property("model_names", model_names)

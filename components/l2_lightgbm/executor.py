@@ -11,12 +11,12 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact, standard_artifact_utils
 
 from components.l2_lightgbm.config import LightGBMConfig, parse_lightgbm_config
 from components.splits import HOLDOUT, OUT_OF_FOLD, TEST
+from components.uri_io import read_parquet_dir, write_json, write_parquet, write_text
 from trainer.metrics import gap_from_candidates
 from trainer.predictions import AVERAGED
 
@@ -27,7 +27,7 @@ _HASH_BUCKETS = 10_000
 
 def read_split(features: artifact.Artifact, split: str) -> pd.DataFrame:
     """All Parquet rows of one split of an artifact."""
-    return pq.read_table(standard_artifact_utils.get_split_uri([features], split)).to_pandas()
+    return read_parquet_dir(standard_artifact_utils.get_split_uri([features], split)).to_pandas()
 
 
 def in_validation_slice(video_ids: pd.Series, fraction: float, seed: int) -> np.ndarray:
@@ -89,11 +89,8 @@ def _write_scores(output: artifact.Artifact, split: str, rows: pd.DataFrame, sco
     table = rows[["video_id", "fold", "class_id", "target", "num_labels"]].assign(
         score=np.asarray(scores, np.float32), scored_by=np.asarray(scored_by, np.int32)
     )
-    directory = os.path.join(output.uri, f"Split-{split}")
-    os.makedirs(directory, exist_ok=True)
-    pq.write_table(
-        pa.Table.from_pandas(table[SCORE_COLUMNS], preserve_index=False), f"{directory}/scores.parquet"
-    )
+    path = os.path.join(output.uri, f"Split-{split}", "scores.parquet")
+    write_parquet(pa.Table.from_pandas(table[SCORE_COLUMNS], preserve_index=False), path)
 
 
 class Executor(base_executor.BaseExecutor):
@@ -118,7 +115,6 @@ class Executor(base_executor.BaseExecutor):
         oof_scored_by = np.full(len(oof), AVERAGED, np.int32)
         averaged_scores = {split: np.zeros(len(rows)) for split, rows in averaged.items()}
         fold_gap, fold_models = {}, {}
-        os.makedirs(model_out.uri, exist_ok=True)
         for fold in folds:
             booster, info = train_fold(oof, feature_columns, config, fold)
             held_out = (oof["fold"] == fold).to_numpy()
@@ -130,8 +126,9 @@ class Executor(base_executor.BaseExecutor):
                 averaged_scores[split] += booster.predict(
                     rows[feature_columns], num_iteration=booster.best_iteration
                 )
-            booster.save_model(
-                os.path.join(model_out.uri, f"fold_{fold}.txt"), num_iteration=booster.best_iteration
+            write_text(
+                os.path.join(model_out.uri, f"fold_{fold}.txt"),
+                booster.model_to_string(num_iteration=booster.best_iteration),
             )
             fold_gap[str(fold)] = rows_gap(oof[held_out], oof_scores[held_out], k)
             fold_models[str(fold)] = info
@@ -160,10 +157,9 @@ class Executor(base_executor.BaseExecutor):
                 )
             }
             report["best_l1_holdout_gap"] = max(report["l1_holdout_gap"].values())
-        with open(os.path.join(model_out.uri, "folds.json"), "w") as handle:
-            json.dump({"feature_columns": feature_columns, "folds": fold_models}, handle, indent=1)
-        with open(os.path.join(metrics_out.uri, "metrics.json"), "w") as handle:
-            json.dump(report, handle, indent=1)
+        folds_info = {"feature_columns": feature_columns, "folds": fold_models}
+        write_json(os.path.join(model_out.uri, "folds.json"), folds_info)
+        write_json(os.path.join(metrics_out.uri, "metrics.json"), report)
         for key, value in report.items():
             metrics_out.set_json_value_custom_property(key, value)
         log.info("L2 stage report: %s", json.dumps(report))

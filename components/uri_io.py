@@ -1,0 +1,60 @@
+"""Files under artifact URIs, local paths or gs://..., read and written through tf.io.gfile only.
+
+On Kubeflow every artifact URI is `gs://...`: `open()` fails there and `os.makedirs(uri)` silently creates a
+local `./gs:/...` folder, so executors go through these helpers. An object is written whole when its
+handle closes, so a failed write publishes no partial file.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import tensorflow as tf
+
+PARQUET_SUFFIX = ".parquet"
+
+
+def write_text(path: str, text: str) -> None:
+    """`text` as the whole file at `path` (its parent directories are created as needed)."""
+    tf.io.gfile.makedirs(os.path.dirname(path))
+    with tf.io.gfile.GFile(path, "w") as handle:
+        handle.write(text)
+
+
+def read_text(path: str) -> str:
+    with tf.io.gfile.GFile(path) as handle:
+        return handle.read()
+
+
+def write_json(path: str, value: Any) -> None:
+    write_text(path, json.dumps(value, indent=1))
+
+
+def read_json(path: str) -> Any:
+    return json.loads(read_text(path))
+
+
+def write_parquet(table: pa.Table, path: str) -> None:
+    """One Parquet file at `path` (serialized in memory, then written as one object)."""
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    tf.io.gfile.makedirs(os.path.dirname(path))
+    with tf.io.gfile.GFile(path, "wb") as handle:
+        handle.write(buffer.getvalue())
+
+
+def read_parquet_dir(directory: str) -> pa.Table:
+    """Every `*.parquet` file of `directory`, in file-name order, as one table."""
+    files = sorted(tf.io.gfile.glob(os.path.join(directory, f"*{PARQUET_SUFFIX}")))
+    if not files:
+        raise FileNotFoundError(f"{directory}: no {PARQUET_SUFFIX} files")
+    tables = []
+    for path in files:
+        with tf.io.gfile.GFile(path, "rb") as handle:
+            tables.append(pq.read_table(pa.BufferReader(handle.read())))
+    return pa.concat_tables(tables)
