@@ -306,7 +306,8 @@ class _Metadata:
         outputs: dict[str, list[dict]],
     ) -> None:
         """Mark the execution COMPLETE with its output artifacts (typed as TFX parses them), or FAILED;
-        `parameters` include what the driver added (span, input_fingerprint)."""
+        `parameters` include what the driver added (span, input_fingerprint). Each output artifact is then
+        named by its MLMD id, as a KFP driver names the artifacts it resolves from ML Metadata."""
         from google.protobuf import json_format
         from kfp.pipeline_spec import pipeline_spec_pb2
         from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_entrypoint_utils
@@ -339,6 +340,8 @@ class _Metadata:
         position = 0
         for key, artifacts in sorted(outputs.items()):
             self.artifact_ids[(task.name, key)] = artifact_ids[position : position + len(artifacts)]
+            for artifact, artifact_id in zip(artifacts, self.artifact_ids[(task.name, key)], strict=True):
+                artifact["name"] = str(artifact_id)
             position += len(artifacts)
 
 

@@ -318,7 +318,7 @@ def test_refused_gate_skips_pusher_and_batch_inference(tiny_data, tmp_path):
     lines = _kfp_run([str(package), "--run-id", "refused", "--parallel", "2"])
     assert f"Pusher: skipped (condition {BLESSED} is false)" in lines
     assert "BatchInference: skipped (its input pushed_model comes from skipped task Pusher)" in lines
-    assert lines[-1].startswith("run refused: 21 tasks complete, 2 skipped")
+    assert lines[-1].startswith("run refused: 23 tasks complete, 2 skipped")
     executions = latest_executions(open_store(str(home / "metadata.sqlite")), "yt8m-test")
     assert "Pusher" not in executions and "BatchInference" not in executions
     blessing = executions["StudentEvaluator"].outputs["blessing"][0]
