@@ -447,21 +447,22 @@ class PackageRun:
 
     # -- one task ---------------------------------------------------------------------------------------
     def _run_container(
-        self, task: Task, command: list[str], args: list[str], executor_input: dict, log: Path
-    ):
+        self, task: Task, command: list[str], args: list[str], executor_input: dict, log_path: Path
+    ) -> None:
+        """Run one container command line to completion, its output in `log_path`; KfpRunError if it fails."""
         argv = _argv(task, command, args, json.dumps(executor_input, sort_keys=True))
         environment = {**self.environment, **{e["name"]: e["value"] for e in task.container.get("env", [])}}
-        with log.open("w") as handle:
+        with log_path.open("w") as handle:
             completed = subprocess.run(
                 argv, stdout=handle, stderr=subprocess.STDOUT, env=environment, check=False
             )
         if completed.returncode != 0:
-            tail = _tail(log)
+            tail = _tail(log_path)
             for line in tail:
-                logging.getLogger("yt8m").error("%s | %s", task.name, line)
+                log.error("%s | %s", task.name, line)
             last = tail[-1] if tail else "no output"
             raise KfpRunError(
-                f"task {task.name} failed (exit code {completed.returncode}): {last} (log: {log})"
+                f"task {task.name} failed (exit code {completed.returncode}): {last} (log: {log_path})"
             )
 
     def _read_executor_output(self, task: Task, path: str) -> dict[str, Any]:
