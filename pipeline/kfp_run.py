@@ -460,7 +460,8 @@ class PackageRun:
             tail = _tail(log_path)
             for line in tail:
                 log.error("%s | %s", task.name, line)
-            last = tail[-1] if tail else "no output"
+            # the error's own text: Beam appends the transform it ran in as " [while running '...']"
+            last = " ".join(tail[-1].split(" [while running")[0].split()) if tail else "no output"
             raise KfpRunError(
                 f"task {task.name} failed (exit code {completed.returncode}): {last} (log: {log_path})"
             )
