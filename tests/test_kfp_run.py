@@ -25,6 +25,8 @@ RUN_ID = "kfp-test"
 # Holdout GAPs of kfp-run and LocalDagRunner agree to this: both train with the same seeds and op determinism
 # on the same records; what may differ is only float summation order across processes (Beam bundles).
 GAP_TOLERANCE = 1e-6
+# The first test to use `kfp_tiny_run` pays for the run: ~46 task subprocesses of ~7.5 s of imports each.
+RUN_TIMEOUT = pytest.mark.timeout(1800)
 
 
 def _blessing(blessed: float) -> dict[str, list[dict]]:
@@ -236,6 +238,7 @@ def _holdout(executions) -> dict:
 
 
 @pytest.mark.slow
+@RUN_TIMEOUT
 def test_kfp_run_matches_the_local_dag_runner_and_records_every_task(kfp_tiny_run, tiny_run, tiny_package):
     home, lines = kfp_tiny_run
     package, _ = tiny_package
@@ -279,6 +282,7 @@ def test_kfp_run_matches_the_local_dag_runner_and_records_every_task(kfp_tiny_ru
 
 
 @pytest.mark.slow
+@RUN_TIMEOUT
 def test_refused_gate_skips_pusher_and_batch_inference_and_says_so(kfp_tiny_run):
     home, lines = kfp_tiny_run
     assert f"Pusher: skipped (condition {BLESSED} is false)" in lines
@@ -291,6 +295,7 @@ def test_refused_gate_skips_pusher_and_batch_inference_and_says_so(kfp_tiny_run)
 
 
 @pytest.mark.slow
+@RUN_TIMEOUT
 def test_lineage_and_report_read_a_kfp_run(kfp_tiny_run, tmp_path, capsys):
     home, _ = kfp_tiny_run
     executions = latest_executions(open_store(str(home / "metadata.sqlite")), "yt8m-test")
