@@ -22,8 +22,9 @@ from tests.conftest import TINY_L1_CONFIGS, TINY_STUDENTS, tiny_pipeline_config
 
 BLESSED = "(inputs.artifacts['model_blessing'].artifacts[0].metadata['blessed'] == 1.0)"
 RUN_ID = "kfp-test"
-# Holdout GAPs of kfp-run and LocalDagRunner agree to this: both train with the same seeds and op determinism
-# on the same records; what may differ is only float summation order across processes (Beam bundles).
+# Holdout GAPs of kfp-run and LocalDagRunner agree to float noise: the same records and seeds reach every
+# trainer (L1 and student inputs come out of Beam in the same order; L2LightGBM sorts its rows, since the
+# feature rows' order differs between the two runs and LightGBM's bagging draws rows by position).
 GAP_TOLERANCE = 1e-6
 # The first test to use `kfp_tiny_run` pays for the run: ~46 task subprocesses of ~7.5 s of imports each.
 RUN_TIMEOUT = pytest.mark.timeout(1800)
@@ -253,8 +254,8 @@ def test_kfp_run_matches_the_local_dag_runner_and_records_every_task(kfp_tiny_ru
     assert {execution.state for execution in executions.values()} == {"COMPLETE"}
 
     kfp_gaps, local_gaps = _holdout(executions), _holdout(local)
-    assert kfp_gaps.keys() == local_gaps.keys()
-    for model in ("L2 stack", "EnsembleModel"):
+    assert kfp_gaps.keys() == local_gaps.keys() >= {"L2 stack", "EnsembleModel"}
+    for model in kfp_gaps:  # L1 models, the stack, the towers and the EnsembleModel
         assert kfp_gaps[model]["gap"] == pytest.approx(local_gaps[model]["gap"], abs=GAP_TOLERANCE), model
 
     root = home / "pipeline_root" / RUN_ID
