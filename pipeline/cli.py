@@ -1,4 +1,4 @@
-"""`yt8m` command line: synth, run, predict, score, compile, submit, lineage, report."""
+"""`yt8m` command line: synth, run, predict, score, compile, submit, kfp-run, lineage, report."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from pipeline.home import HomeInUseError
+from pipeline.kfp_run import KfpRunError
 from pipeline.kubeflow import SubmitError
 from pipeline.lineage import LineageError
 from trainer.config_schema import ConfigError
@@ -15,7 +16,7 @@ from trainer.records import InputDataError
 
 log = logging.getLogger("yt8m")
 # OSError: a missing, unwritable or full path.
-USER_ERRORS = (ConfigError, InputDataError, HomeInUseError, OSError, SubmitError, LineageError)
+USER_ERRORS = (ConfigError, InputDataError, HomeInUseError, OSError, SubmitError, LineageError, KfpRunError)
 
 
 def _synth(args: argparse.Namespace) -> None:
@@ -85,6 +86,21 @@ def _submit(args: argparse.Namespace) -> None:
         pipeline_root=args.pipeline_root,
     )
     print(f"run {run_id}")
+
+
+def _kfp_run(args: argparse.Namespace) -> None:
+    from pipeline.kfp_run import run_package
+
+    report = run_package(
+        args.package,
+        dict(args.param),
+        pipeline_root=args.pipeline_root,
+        metadata_path=args.metadata,
+        run_id=args.run_id,
+        parallelism=args.parallel,
+    )
+    for line in report.lines():
+        print(line)
 
 
 def _lineage(args: argparse.Namespace) -> None:
@@ -192,6 +208,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     submit.add_argument("--pipeline-root", help="override the compiled pipeline root (gs://...)")
     submit.set_defaults(handler=_submit)
+
+    kfp_run = commands.add_parser(
+        "kfp-run",
+        help="execute a compiled package here, task by task, through its own container entrypoints",
+    )
+    kfp_run.add_argument("package", help="compiled pipeline (yt8m compile --out pipeline.yaml or .json)")
+    kfp_run.add_argument(
+        "--param", type=_parameter, action="append", default=[], help="runtime parameter NAME=VALUE"
+    )
+    kfp_run.add_argument("--pipeline-root", help="override the package's pipeline root (local or gs://)")
+    kfp_run.add_argument(
+        "--metadata",
+        help="ML Metadata sqlite file (default: metadata.sqlite beside a local pipeline root, "
+        "else yt8m_home/metadata.sqlite)",
+    )
+    kfp_run.add_argument("--run-id", help="run id, the folder under the pipeline root (default: name-time)")
+    kfp_run.add_argument("--parallel", type=int, default=1, help="tasks run at once (default 1)")
+    kfp_run.set_defaults(handler=_kfp_run)
 
     lineage = commands.add_parser(
         "lineage", help="trace an artifact back to the input files through ML Metadata"

@@ -12,6 +12,7 @@ from tfx.dsl.experimental.conditionals.conditional import Cond
 from tfx.orchestration import metadata
 from tfx.orchestration.pipeline import Pipeline
 from tfx.proto import example_gen_pb2, trainer_pb2
+from tfx.types.channel import ChannelWrappedPlaceholder
 
 from components.batch_inference.component import BatchInference
 from components.example_gen.component import YT8MExampleGen, split_input_config
@@ -164,7 +165,11 @@ def student_nodes(config: PipelineConfig, soft_labels, video_folds, l1_predictio
         stack_fraction=settings.stack_fraction,
     ).with_id("StudentEvaluator")
     nodes += [head_examples, head, export, evaluator]
-    with Cond(evaluator.outputs["blessing"].future()[0].custom_property("blessed") == 1):
+    # A placeholder without a preset key: each conditional node's compiler names the blessing by that node's
+    # own input key (Pusher: model_blessing). `.future()` presets `_StudentEvaluator.blessing`, which the
+    # Kubeflow V2 compiler writes into the Pusher's condition although the Pusher does not declare it.
+    blessing = ChannelWrappedPlaceholder(evaluator.outputs["blessing"])
+    with Cond(blessing[0].custom_property("blessed") == 1):
         pusher = SizeLimitedPusher(
             model=export.outputs["model"],
             model_blessing=evaluator.outputs["blessing"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import tensorflow as tf
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact
 
@@ -28,6 +29,7 @@ class Executor(base_executor.BaseExecutor):
             )
         submission = output_dict["submission"][0]
         path = os.path.join(submission.uri, SUBMISSION_FILE)
+        tf.io.gfile.makedirs(submission.uri)  # Kubeflow's entrypoint creates no output folder
         rows = write_submission(pushed.uri, split_files(examples, TEST), path, exec_properties["top_k"])
         submission.set_int_custom_property("rows", rows)
         submission.set_string_custom_property("file", path)

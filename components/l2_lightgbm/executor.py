@@ -52,8 +52,9 @@ def rows_gap(rows: pd.DataFrame, scores: np.ndarray, k: int) -> float:
 def train_fold(
     rows: pd.DataFrame, feature_columns: list[str], config: LightGBMConfig, fold: int
 ) -> tuple[lgb.Booster, dict[str, Any]]:
-    """A LightGBM booster on the rows of every fold but `fold`, early-stopped on a slice of their videos."""
-    training = rows[rows["fold"] != fold]
+    """A LightGBM booster on the rows of every fold but `fold`, early-stopped on a slice of their videos.
+    Rows are sorted first: bagging draws rows by position, and Beam's joins fix no order."""
+    training = rows[rows["fold"] != fold].sort_values(["video_id", "class_id"], kind="stable")
     validation = in_validation_slice(training["video_id"], config.validation_fraction, config.seed + fold)
     params = config.lightgbm_params()
 

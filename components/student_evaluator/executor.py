@@ -3,7 +3,6 @@ artifact, and the student's blessing."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from typing import Any
@@ -14,6 +13,7 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact
 from tfx.utils import path_utils
 
+from components import uri_io
 from components.l2_lightgbm.executor import read_split
 from components.splits import HOLDOUT, split_files
 from trainer.l1_run import TRAINING_INFO
@@ -263,8 +263,7 @@ class Executor(base_executor.BaseExecutor):
         }
         report.update({"blessed": int(blessed), "reason": reason, "model_uri": model.uri})
         evaluation = output_dict["evaluation"][0]
-        with tf.io.gfile.GFile(os.path.join(evaluation.uri, "metrics.json"), "w") as handle:
-            json.dump(report, handle, indent=1)
+        uri_io.write_json(os.path.join(evaluation.uri, "metrics.json"), report)
         for key, value in report.items():
             evaluation.set_json_value_custom_property(key, value)
         blessing = output_dict["blessing"][0]
@@ -272,7 +271,4 @@ class Executor(base_executor.BaseExecutor):
         blessing.set_string_custom_property("reason", reason)
         blessing.set_string_custom_property("current_model", model.uri)
         blessing.set_int_custom_property("current_model_id", model.id)
-        with tf.io.gfile.GFile(
-            os.path.join(blessing.uri, "BLESSED" if blessed else "NOT_BLESSED"), "w"
-        ) as marker:
-            marker.write(reason + "\n")
+        uri_io.write_text(os.path.join(blessing.uri, "BLESSED" if blessed else "NOT_BLESSED"), reason + "\n")

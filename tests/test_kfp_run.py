@@ -1,0 +1,343 @@
+"""`yt8m kfp-run`: compiled Kubeflow packages executed here through their own container entrypoints, the
+CEL subset of their trigger conditions, and the conditions of the compiled packages themselves."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline import cli
+from pipeline.config import KubeflowSettings, StudentSettings
+from pipeline.kfp_cel import ConditionError, parse_condition
+from pipeline.kfp_run import KfpRunError, read_tasks
+from pipeline.kubeflow import compile_pipeline
+from pipeline.metadata import latest_executions, node_executions, open_store, property_value
+from tests.conftest import TINY_L1_CONFIGS, TINY_STUDENTS, tiny_pipeline_config
+
+BLESSED = "(inputs.artifacts['model_blessing'].artifacts[0].metadata['blessed'] == 1.0)"
+RUN_ID = "kfp-test"
+# Holdout GAPs of kfp-run and LocalDagRunner agree to float noise: the same records and seeds reach every
+# trainer (L1 and student inputs come out of Beam in the same order; L2LightGBM sorts its rows, since the
+# feature rows' order differs between the two runs and LightGBM's bagging draws rows by position).
+GAP_TOLERANCE = 1e-6
+# The first test to use `kfp_tiny_run` pays for the run: ~46 task subprocesses of ~7.5 s of imports each.
+RUN_TIMEOUT = pytest.mark.timeout(1800)
+
+
+def _blessing(blessed: float) -> dict[str, list[dict]]:
+    return {"model_blessing": [{"uri": "/b", "metadata": {"blessed": blessed}}]}
+
+
+# ---------------------------------------------------------------------------------------------- CEL subset
+
+
+def test_condition_true_and_false_on_the_blessing():
+    condition = parse_condition(BLESSED)
+    assert condition.references == {("artifacts", "model_blessing")}
+    assert condition.evaluate(_blessing(1.0), {}) is True
+    assert condition.evaluate(_blessing(0.0), {}) is False
+
+
+def test_condition_operators_parameters_and_precedence():
+    condition = parse_condition(
+        "!(inputs.parameter_values['floor'] < 0.5) && "
+        "(inputs.artifacts['model_blessing'].artifacts[0].uri + '/x' == '/b/x') || false"
+    )
+    assert condition.references == {("parameter_values", "floor"), ("artifacts", "model_blessing")}
+    assert condition.evaluate(_blessing(1.0), {"floor": 0.7}) is True
+    assert condition.evaluate(_blessing(1.0), {"floor": 0.2}) is False
+    assert parse_condition("1 < 2 && 2 >= 2.0 && 'a' != 'b' || 1 == 0").evaluate({}, {}) is True
+    assert parse_condition("true || 1 == 'x'").evaluate({}, {}) is True  # || short-circuits
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "inputs.artifacts['model_blessing'].artifacts[0].metadata['blessed'] ==",
+        "inputs.artifacts[model_blessing] == 1.0",
+        "inputs.outputs['x'] == 1.0",
+        "inputs.artifacts.model_blessing == 1.0",
+        "1.0 == 1.0 == 1.0",
+        "blessed == 1.0",
+        "(1.0 == 1.0",
+        "1.0 == 1.0;",
+    ],
+)
+def test_unparseable_condition_is_an_error(text):
+    with pytest.raises(ConditionError, match="cannot parse"):
+        parse_condition(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("inputs.artifacts['model_blessing'].artifacts[0].metadata['pushed'] == 1.0", "no key 'pushed'"),
+        ("inputs.artifacts['model_blessing'].artifacts[1].metadata['blessed'] == 1.0", "out of range"),
+        ("inputs.artifacts['model_blessing'].artifacts[0].metadata['blessed'] == 'yes'", "no overload"),
+        ("inputs.artifacts['model_blessing'].artifacts[0].metadata['blessed'] + 1.0", "not a bool"),
+    ],
+)
+def test_condition_that_cannot_be_evaluated_is_an_error(text, message):
+    with pytest.raises(ConditionError, match=message):
+        parse_condition(text).evaluate(_blessing(1.0), {})
+
+
+def _spec(condition: str, declared: tuple[str, ...] = ("model", "model_blessing")) -> dict:
+    """A two-task package: Pusher (with `condition`) consuming the evaluator's blessing."""
+    artifact_type = {"artifactType": {"schemaTitle": "tfx.ModelBlessing"}}
+    return {
+        "pipelineInfo": {"name": "p"},
+        "deploymentSpec": {"executors": {e: {"container": {"command": ["python"]}} for e in ("E", "P")}},
+        "components": {
+            "Evaluator": {
+                "executorLabel": "E",
+                "outputDefinitions": {"artifacts": {"blessing": artifact_type}},
+            },
+            "Pusher": {
+                "executorLabel": "P",
+                "inputDefinitions": {"artifacts": {key: artifact_type for key in declared}},
+            },
+        },
+        "root": {
+            "dag": {
+                "tasks": {
+                    "Evaluator": {"componentRef": {"name": "Evaluator"}},
+                    "Pusher": {
+                        "componentRef": {"name": "Pusher"},
+                        "inputs": {
+                            "artifacts": {
+                                key: {
+                                    "taskOutputArtifact": {
+                                        "producerTask": "Evaluator",
+                                        "outputArtifactKey": "blessing",
+                                    }
+                                }
+                                for key in declared
+                            }
+                        },
+                        "triggerPolicy": {"condition": condition},
+                    },
+                }
+            }
+        },
+    }
+
+
+def test_condition_on_declared_input_is_accepted():
+    tasks = read_tasks(_spec(BLESSED))
+    assert tasks["Pusher"].condition.references == {("artifacts", "model_blessing")}
+    assert tasks["Pusher"].upstream == {"Evaluator"}
+
+
+def test_condition_on_undeclared_input_is_an_error_naming_the_task():
+    undeclared = BLESSED.replace("model_blessing", "_Evaluator.blessing")
+    with pytest.raises(
+        KfpRunError, match=r"task Pusher: .*\['_Evaluator\.blessing'\], which the task does not declare"
+    ):
+        read_tasks(_spec(undeclared))
+
+
+def test_unparseable_condition_in_a_package_is_an_error_naming_the_task():
+    with pytest.raises(KfpRunError, match="task Pusher: condition cannot parse"):
+        read_tasks(_spec(BLESSED.replace("==", "=")))
+
+
+# ------------------------------------------------------------------------------ conditions of the packages
+
+
+def _conditions_read_declared_inputs(spec: dict) -> set[str]:
+    """The tasks with a condition, after checking that each reads only inputs its component declares."""
+    conditional = set()
+    for name, task in spec["root"]["dag"]["tasks"].items():
+        text = task.get("triggerPolicy", {}).get("condition")
+        if not text:
+            continue
+        conditional.add(name)
+        definitions = spec["components"][task["componentRef"]["name"]].get("inputDefinitions", {})
+        declared = {
+            "artifacts": set(definitions.get("artifacts", {})),
+            "parameter_values": set(definitions.get("parameters", {})),
+        }
+        references = parse_condition(text).references
+        assert references, name
+        for group, key in references:
+            assert key in declared[group], f"{name}: condition reads {group}[{key!r}], declared {declared}"
+            if group == "artifacts":  # and the task wires that input from a producer
+                assert "taskOutputArtifact" in task["inputs"]["artifacts"][key], name
+    return conditional
+
+
+def test_every_condition_of_the_kubeflow_config_package_reads_declared_inputs(tmp_path):
+    out = tmp_path / "pipeline.yaml"
+    assert cli.main(["compile", "--config", "configs/kubeflow.yaml", "--out", str(out)]) == 0
+    spec = yaml.safe_load(out.read_text())
+    assert _conditions_read_declared_inputs(spec) == {"Pusher", "BatchInference"}
+    assert spec["root"]["dag"]["tasks"]["Pusher"]["triggerPolicy"]["condition"] == BLESSED
+
+
+# ------------------------------------------------------------------------------------- executed packages
+
+
+def _kubeflow(config, home: Path):
+    """`config` compiled for a pipeline root under `home`, its Beam nodes on the in-memory DirectRunner."""
+    settings = KubeflowSettings(
+        image="yt8m-tfx:test",
+        pipeline_root=str(home / "pipeline_root"),
+        beam_pipeline_args=config.beam_pipeline_args,
+    )
+    return replace(config, kubeflow=settings)
+
+
+@pytest.fixture(scope="module")
+def tiny_package(tiny_data, tmp_path_factory) -> tuple[Path, Path]:
+    """The pipeline of `tiny_run` (same data, folds, models, seeds) with its gap floor out of reach (1.0),
+    compiled: (package, home). One executed run then covers both the comparison and the refusing gate; the
+    blessed branch (Pusher, BatchInference) runs in the gs:// end-to-end test."""
+    home = tmp_path_factory.mktemp("kfp_tiny") / "home"
+    config = tiny_pipeline_config(
+        tiny_data,
+        home,
+        l1_configs=TINY_L1_CONFIGS,
+        num_folds=3,
+        students=StudentSettings(configs=TINY_STUDENTS, stack_fraction=0.5, gap_floor=1.0),
+    )
+    package = home.parent / "pipeline.yaml"
+    compile_pipeline(_kubeflow(config, home), package)
+    return package, home
+
+
+def test_every_condition_of_the_tiny_package_reads_declared_inputs(tiny_package):
+    package, _ = tiny_package
+    spec = yaml.safe_load(package.read_text())
+    assert _conditions_read_declared_inputs(spec) == {"Pusher", "BatchInference"}
+
+
+@pytest.fixture(scope="module")
+def kfp_tiny_run(tiny_package):
+    """`yt8m kfp-run` of the tiny package, two tasks at a time; returns (home, printed lines)."""
+    package, home = tiny_package
+    return home, _kfp_run([str(package), "--run-id", RUN_ID, "--parallel", "2"])
+
+
+def _kfp_run(argv: list[str]) -> list[str]:
+    """The lines `yt8m kfp-run ARGV` prints; it must succeed."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = cli.main(["kfp-run", *argv])
+    assert code == 0, out.getvalue()
+    return out.getvalue().splitlines()
+
+
+def _holdout(executions) -> dict:
+    return property_value(executions["StudentEvaluator"].outputs["evaluation"][0], "holdout")
+
+
+@pytest.mark.slow
+@RUN_TIMEOUT
+def test_kfp_run_matches_the_local_dag_runner_and_records_every_task(kfp_tiny_run, tiny_run, tiny_package):
+    home, lines = kfp_tiny_run
+    package, _ = tiny_package
+    spec = yaml.safe_load(package.read_text())
+    tasks = spec["root"]["dag"]["tasks"]
+    gated = {"Pusher", "BatchInference"}
+    assert lines[-1].startswith(f"run {RUN_ID}: {len(tasks) - 2} tasks complete, 2 skipped")
+
+    executions = latest_executions(open_store(str(home / "metadata.sqlite")), "yt8m-test")
+    local = latest_executions(open_store(tiny_run.metadata_path), tiny_run.pipeline_name)
+    assert set(executions) == set(tasks) - gated and set(local) == set(tasks)
+    assert {execution.state for execution in executions.values()} == {"COMPLETE"}
+
+    kfp_gaps, local_gaps = _holdout(executions), _holdout(local)
+    assert kfp_gaps.keys() == local_gaps.keys() >= {"L2 stack", "EnsembleModel"}
+    for model in kfp_gaps:  # L1 models, the stack, the towers and the EnsembleModel
+        assert kfp_gaps[model]["gap"] == pytest.approx(local_gaps[model]["gap"], abs=GAP_TOLERANCE), model
+
+    root = home / "pipeline_root" / RUN_ID
+    for name in executions:  # every input is its producer's recorded output, every output at its URI
+        task, execution = tasks[name], executions[name]
+        for key, source in task.get("inputs", {}).get("artifacts", {}).items():
+            producer = source["taskOutputArtifact"]
+            published = executions[producer["producerTask"]].outputs[producer["outputArtifactKey"]]
+            assert [a.id for a in execution.inputs[key]] == [a.id for a in published], (name, key)
+        outputs = spec["components"][task["componentRef"]["name"]].get("outputDefinitions", {})
+        assert set(execution.outputs) == set(outputs.get("artifacts", {})), name
+        for key, artifacts in execution.outputs.items():
+            assert [a.uri for a in artifacts] == [str(root / name / key)], (name, key)
+
+    store = open_store(str(home / "metadata.sqlite"))
+    (example_gen,) = store.get_executions_by_id([executions["VideoExampleGen"].execution_id])
+    fingerprint = example_gen.custom_properties["input_fingerprint"].string_value  # from the driver
+    assert fingerprint.startswith("split:train,num_files:3,")
+    examples = executions["VideoExampleGen"].outputs["examples"][0]  # and its metadata, merged
+    assert property_value(examples, "input_fingerprint") == fingerprint
+    assert property_value(examples, "span") == 0
+    assert property_value(executions["VideoFoldSplit"].outputs["split_examples"][0], "split_counts") == (
+        property_value(local["VideoFoldSplit"].outputs["split_examples"][0], "split_counts")
+    )
+
+
+@pytest.mark.slow
+@RUN_TIMEOUT
+def test_refused_gate_skips_pusher_and_batch_inference_and_says_so(kfp_tiny_run):
+    home, lines = kfp_tiny_run
+    assert f"Pusher: skipped (condition {BLESSED} is false)" in lines
+    assert "BatchInference: skipped (its input pushed_model comes from skipped task Pusher)" in lines
+    executions = latest_executions(open_store(str(home / "metadata.sqlite")), "yt8m-test")
+    assert property_value(executions["StudentEvaluator"].outputs["blessing"][0], "blessed") == 0
+    reason = property_value(executions["StudentEvaluator"].outputs["evaluation"][0], "reason")
+    assert "< floor 1.0000" in reason
+    assert not (home / "serving").exists()
+
+
+@pytest.mark.slow
+@RUN_TIMEOUT
+def test_lineage_and_report_read_a_kfp_run(kfp_tiny_run, tmp_path, capsys):
+    home, _ = kfp_tiny_run
+    executions = latest_executions(open_store(str(home / "metadata.sqlite")), "yt8m-test")
+    evaluation = executions["StudentEvaluator"].outputs["evaluation"][0]
+    capsys.readouterr()
+    assert cli.main(["lineage", "--home", str(home), "--artifact", str(evaluation.id)]) == 0
+    tree = capsys.readouterr().out
+    assert tree.startswith(f"artifact {evaluation.id} components.StageMetrics  <- StudentEvaluator")
+    assert "<- L2LightGBM" in tree and "<- StudentTrainer_head" in tree and "<- FrameExampleGen" in tree
+    assert "input files " in tree and "/video/train*.tfrecord" in tree
+    report = tmp_path / "report.html"
+    assert cli.main(["report", "--home", str(home), "--out", str(report)]) == 0
+    html = report.read_text()
+    assert "Student model: <b>not blessed</b>" in html and "StudentTrainer_head" in html
+
+
+@pytest.mark.slow
+def test_failing_task_stops_the_run_naming_it(tiny_package, tiny_data, tmp_path, capsys):
+    """A truncated frame shard: FrameExampleGen (first in order) fails, nothing else starts."""
+    package, _ = tiny_package
+    frame = tmp_path / "frame"
+    shutil.copytree(tiny_data / "frame", frame)
+    victim = frame / "validate0000.tfrecord"
+    victim.write_bytes(victim.read_bytes()[:-50])
+    home = tmp_path / "home"
+    argv = ["kfp-run", str(package), "--param", f"frame_dir={frame}", "--run-id", "broken"]
+    argv += ["--pipeline-root", str(home / "pipeline_root")]
+    assert cli.main(argv) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("yt8m: error: task FrameExampleGen failed (exit code 1): ")
+    assert "validate0000.tfrecord: corrupted or truncated TFRecord" in error
+    assert "downstream task(s) not run" in error
+    store = open_store(str(home / "metadata.sqlite"))
+    executions = node_executions(store, "yt8m-test")
+    assert [(e.node_id, e.state, e.outputs) for e in executions] == [("FrameExampleGen", "FAILED", {})]
+    (failed,) = store.get_executions_by_id([executions[0].execution_id])
+    assert failed.custom_properties["input_base"].string_value == str(frame)  # the --param value
+
+
+def test_unknown_runtime_parameter_is_a_one_line_error(tiny_package, capsys):
+    package, _ = tiny_package
+    assert cli.main(["kfp-run", str(package), "--param", "vidoe_dir=/x"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()[-1:]
+    assert line.startswith("yt8m: error: unknown runtime parameter(s) ['vidoe_dir']")
