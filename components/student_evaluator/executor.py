@@ -152,8 +152,7 @@ def served_tower_scores(
     split: str = HOLDOUT,
 ) -> tuple[str, np.ndarray]:
     """(row name, scores on a split) of a refit tower, as the export serves it: its own SavedModel."""
-    with tf.io.gfile.GFile(os.path.join(path_utils.serving_model_path(tower.uri), TRAINING_INFO)) as handle:
-        info = json.load(handle)
+    info = uri_io.read_json(os.path.join(path_utils.serving_model_path(tower.uri), TRAINING_INFO))
     if info["fold"] != REFIT:
         raise EvaluationError(
             f"{tower.uri}: tower {info['config']} is the model of fold {info['fold']}, not refit"
