@@ -169,7 +169,6 @@ def feature_variants(names, oof: pd.DataFrame, holdout: Holdout, config: LightGB
     params = dict(config.params)
     variants = [
         ("pipeline features and config", base, config),
-        ("without class_id", [c for c in base if c != "class_id"], config),
         ("without prior", [c for c in base if c != "prior"], config),
         ("without ranks", [c for c in base if not c.startswith("rank_")], config),
         (
