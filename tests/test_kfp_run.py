@@ -19,6 +19,7 @@ from pipeline.kfp_run import KfpRunError, read_tasks
 from pipeline.kubeflow import compile_pipeline
 from pipeline.metadata import latest_executions, node_executions, open_store, property_value
 from tests.conftest import TINY_L1_CONFIGS, TINY_STUDENTS, tiny_pipeline_config
+from tests.test_kubeflow import RESOURCES
 
 BLESSED = "(inputs.artifacts['model_blessing'].artifacts[0].metadata['blessed'] == 1.0)"
 RUN_ID = "kfp-test"
@@ -186,10 +187,16 @@ def test_every_condition_of_the_kubeflow_config_package_reads_declared_inputs(tm
 
 def _kubeflow(config, home: Path):
     """`config` compiled for a pipeline root under `home`, its Beam nodes on the in-memory DirectRunner."""
+    worker_image = "--sdk_container_image="
+    (beam_image,) = [
+        a.removeprefix(worker_image) for a in config.beam_pipeline_args if a.startswith(worker_image)
+    ]
     settings = KubeflowSettings(
         image="yt8m-tfx:test",
+        beam_image=beam_image,  # compiled back into --sdk_container_image (DirectRunner: no sdist build)
         pipeline_root=str(home / "pipeline_root"),
-        beam_pipeline_args=config.beam_pipeline_args,
+        resources=RESOURCES,
+        beam_pipeline_args=tuple(a for a in config.beam_pipeline_args if not a.startswith(worker_image)),
     )
     return replace(config, kubeflow=settings)
 
