@@ -1,7 +1,7 @@
 """Files under artifact URIs, local paths or gs://..., read and written through tf.io.gfile only.
 
-On Kubeflow every artifact URI is `gs://...`: `open()` fails there and `os.makedirs(uri)` silently creates a
-local `./gs:/...` folder, so executors go through these helpers. An object is written whole when its
+On Kubeflow every artifact URI is `gs://...`: the builtin open fails there and os.makedirs on a URI silently
+creates a local `./gs:/...` folder, so executors go through these helpers. An object is written whole when its
 handle closes, so a failed write publishes no partial file.
 """
 
