@@ -17,7 +17,8 @@ stack - best L1 >= +0.01 with the interval above 0; EnsembleModel >= 0.99 x stac
 interval above 0; stack >= 0.95 x oracle.
 
     python -m benchmarks.quality_bench [--videos 60000] [--classes 400] [--frames 20] [--holdout-fraction 0.1]
-                                       [--out bench_out/quality] [--resamples 1000] [--skip-ablation]
+                                       [--test-fraction 0.15] [--out bench_out/quality] [--resamples 1000]
+                                       [--skip-ablation]
 
 A rerun with the same settings reuses the data and every cached node (the home is under --out). Results:
 <out>/quality.json and the tables on stdout. Wall time: about 1-2 h on 2 cores at the default size.
@@ -193,6 +194,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--frames", type=int, default=20)
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--holdout-fraction", type=float, default=0.1)
+    parser.add_argument(
+        "--test-fraction", type=float, default=0.15, help="share of the generated videos in the test split"
+    )
     parser.add_argument("--resamples", type=int, default=1000)
     parser.add_argument("--out", type=Path, default=Path("bench_out/quality"))
     parser.add_argument(
@@ -202,7 +206,13 @@ def main(argv: list[str] | None = None) -> None:
     started = time.time()
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    synth = SynthConfig(videos=args.videos, classes=args.classes, frames=args.frames, seed=args.seed)
+    synth = SynthConfig(
+        videos=args.videos,
+        classes=args.classes,
+        frames=args.frames,
+        seed=args.seed,
+        test_fraction=args.test_fraction,
+    )
     data = ensure_data(out / "data", synth)
     config, home = out / "quality.yaml", out / "home"
     write_config(config, data, home, args.classes, args.holdout_fraction)

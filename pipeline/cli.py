@@ -98,6 +98,7 @@ def _kfp_run(args: argparse.Namespace) -> None:
         metadata_path=args.metadata,
         run_id=args.run_id,
         parallelism=args.parallel,
+        use_cache=not args.no_cache,
     )
     for line in report.lines():
         print(line)
@@ -225,6 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     kfp_run.add_argument("--run-id", help="run id, the folder under the pipeline root (default: name-time)")
     kfp_run.add_argument("--parallel", type=int, default=1, help="tasks run at once (default 1)")
+    kfp_run.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="run every task, even where an earlier run of the package in the store has its outputs",
+    )
     kfp_run.set_defaults(handler=_kfp_run)
 
     lineage = commands.add_parser(

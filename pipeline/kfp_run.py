@@ -9,17 +9,24 @@ output file. A task's `triggerPolicy.condition` is evaluated on its declared inp
 ML Metadata (sqlite, with the pipeline / pipeline_run / node contexts of TFX's local runners) so that
 `yt8m lineage` and `yt8m report` read such a run. Everything under the pipeline root goes through
 tf.io.gfile, so the root may be a bucket.
+
+Caching as KFP's: a task whose `cachingOptions.enableCache` is set gets a fingerprint of its container
+(image, command, args), its parameter values (after the driver), its input artifacts (by ML Metadata id) and
+its output types. When a COMPLETE execution of the same pipeline in the store has that fingerprint, the task
+is not run: a CACHED execution is recorded that publishes the earlier execution's output artifacts.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import hashlib
 import json
 import logging
 import os
 import posixpath
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -39,7 +46,9 @@ INTERPRETERS = ("python", "python3")
 METADATA_FILE = "metadata.sqlite"
 LOG_DIR = "kfp_logs"
 TAIL_LINES = 15
-COMPLETE, SKIPPED, FAILED = "COMPLETE", "SKIPPED", "FAILED"
+COMPLETE, CACHED, SKIPPED, FAILED = "COMPLETE", "CACHED", "SKIPPED", "FAILED"
+CACHE_FINGERPRINT = "cache_fingerprint"  # execution properties of a COMPLETE task that later runs reuse
+PUBLISHED_OUTPUTS = "kfp_published_outputs"
 
 
 class KfpRunError(RuntimeError):
@@ -83,8 +92,8 @@ class TaskResult:
     outputs: dict[str, list[dict]] = field(default_factory=dict)
 
     def line(self) -> str:
-        if self.state == SKIPPED:
-            return f"{self.name}: skipped ({self.reason})"
+        if self.state in (SKIPPED, CACHED):
+            return f"{self.name}: {self.state.lower()} ({self.reason})"
         return f"{self.name}: {self.state.lower()} in {self.seconds:.1f} s" + (
             f": {self.reason}" if self.reason else ""
         )
@@ -98,10 +107,10 @@ class RunReport:
     results: list[TaskResult]
 
     def lines(self) -> list[str]:
-        skipped = [r for r in self.results if r.state == SKIPPED]
+        count = {state: sum(r.state == state for r in self.results) for state in (COMPLETE, CACHED, SKIPPED)}
         summary = (
-            f"run {self.run_id}: {len(self.results) - len(skipped)} tasks complete, {len(skipped)} skipped; "
-            f"artifacts under {self.run_root}; ML Metadata {self.metadata_path}"
+            f"run {self.run_id}: {count[COMPLETE]} tasks complete, {count[CACHED]} cached, "
+            f"{count[SKIPPED]} skipped; artifacts under {self.run_root}; ML Metadata {self.metadata_path}"
         )
         return [*(result.line() for result in self.results), summary]
 
@@ -241,6 +250,7 @@ class _Metadata:
         self.pipeline_name = pipeline_name
         self.run_contexts = [self._context("pipeline", pipeline_name), self._context("pipeline_run", run_id)]
         self.artifact_ids: dict[tuple[str, str], list[int]] = {}  # (task, output key) -> artifact ids
+        self.lock = threading.Lock()  # tasks look up the cache from worker threads
 
     def _context(self, type_name: str, name: str):
         type_id = self.store.put_context_type(self.pb.ContextType(name=type_name))
@@ -278,6 +288,10 @@ class _Metadata:
 
     def start(self, task: Task, parameters: dict[str, Any]) -> int:
         """A RUNNING execution of `task` (typed by its executor class) with its input events."""
+        with self.lock:
+            return self._start(task, parameters)
+
+    def _start(self, task: Task, parameters: dict[str, Any]) -> int:
         type_name = _executor_class(task) or task.name
         execution = self.pb.Execution(
             type_id=self.store.put_execution_type(self.pb.ExecutionType(name=type_name)),
@@ -297,6 +311,21 @@ class _Metadata:
         self.store.put_events(events)
         return execution_id
 
+    def cached_outputs(self, fingerprint: str) -> tuple[int, dict[str, list[dict]]] | None:
+        """(execution id, published outputs) of the latest COMPLETE execution of this pipeline with
+        `fingerprint`, or None."""
+        with self.lock:
+            executions = self.store.get_executions_by_context(self.run_contexts[0].id)
+        for execution in sorted(executions, key=lambda e: e.id, reverse=True):
+            properties = execution.custom_properties
+            if (
+                execution.last_known_state == self.pb.Execution.COMPLETE
+                and CACHE_FINGERPRINT in properties
+                and properties[CACHE_FINGERPRINT].string_value == fingerprint
+            ):
+                return execution.id, json.loads(properties[PUBLISHED_OUTPUTS].string_value)
+        return None
+
     def finish(
         self,
         task: Task,
@@ -304,19 +333,44 @@ class _Metadata:
         state: str,
         parameters: dict[str, Any],
         outputs: dict[str, list[dict]],
+        fingerprint: str | None = None,
     ) -> None:
-        """Mark the execution COMPLETE with its output artifacts (typed as TFX parses them), or FAILED;
-        `parameters` include what the driver added (span, input_fingerprint). Each output artifact is then
-        named by its MLMD id, as a KFP driver names the artifacts it resolves from ML Metadata."""
+        """Mark the execution COMPLETE with its output artifacts (typed as TFX parses them), CACHED with the
+        artifacts an earlier execution published (`outputs` named by their MLMD ids), or FAILED;
+        `parameters` include what the driver added (span, input_fingerprint). Each new output artifact is
+        then named by its MLMD id, as a KFP driver names the artifacts it resolves from ML Metadata."""
+        with self.lock:
+            (execution,) = self.store.get_executions_by_id([execution_id])
+            execution.last_known_state = getattr(self.pb.Execution, state)
+            self._set_parameters(execution, task, parameters)
+            if state == CACHED:
+                self._publish_cached(task, execution, outputs)
+            elif state == COMPLETE:
+                self._publish(task, execution, outputs, fingerprint)
+            else:
+                self.store.put_execution(execution, [], self._node_contexts(task))
+
+    def _output_event(self, key: str, index: int):
+        event = self.pb.Event(type=self.pb.Event.OUTPUT)
+        event.path.steps.add().key = key
+        event.path.steps.add().index = index
+        return event
+
+    def _publish_cached(self, task: Task, execution, outputs: dict[str, list[dict]]) -> None:
+        artifact_and_events = []
+        for key, artifacts in sorted(outputs.items()):
+            self.artifact_ids[(task.name, key)] = [int(artifact["name"]) for artifact in artifacts]
+            reused = self.store.get_artifacts_by_id(self.artifact_ids[(task.name, key)])
+            artifact_and_events += [(a, self._output_event(key, i)) for i, a in enumerate(reused)]
+        self.store.put_execution(execution, artifact_and_events, self._node_contexts(task))
+
+    def _publish(
+        self, task: Task, execution, outputs: dict[str, list[dict]], fingerprint: str | None
+    ) -> None:
         from google.protobuf import json_format
         from kfp.pipeline_spec import pipeline_spec_pb2
         from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_entrypoint_utils
 
-        (execution,) = self.store.get_executions_by_id([execution_id])
-        execution.last_known_state = (
-            self.pb.Execution.COMPLETE if state == COMPLETE else self.pb.Execution.FAILED
-        )
-        self._set_parameters(execution, task, parameters)
         lists = {
             key: json_format.ParseDict({"artifacts": artifacts}, pipeline_spec_pb2.ArtifactList())
             for key, artifacts in outputs.items()
@@ -330,11 +384,8 @@ class _Metadata:
                     artifact.artifact_type, can_add_fields=True, can_omit_fields=True
                 )
                 mlmd_artifact.state = self.pb.Artifact.LIVE
-                event = self.pb.Event(type=self.pb.Event.OUTPUT)
-                event.path.steps.add().key = key
-                event.path.steps.add().index = index
-                artifact_and_events.append((mlmd_artifact, event))
-        _, artifact_ids, _ = self.store.put_execution(
+                artifact_and_events.append((mlmd_artifact, self._output_event(key, index)))
+        execution.id, artifact_ids, _ = self.store.put_execution(
             execution, artifact_and_events, self._node_contexts(task)
         )
         position = 0
@@ -343,11 +394,42 @@ class _Metadata:
             for artifact, artifact_id in zip(artifacts, self.artifact_ids[(task.name, key)], strict=True):
                 artifact["name"] = str(artifact_id)
             position += len(artifacts)
+        if fingerprint is not None:  # what a later run reuses, once the artifacts have their ids
+            execution.custom_properties[CACHE_FINGERPRINT].string_value = fingerprint
+            execution.custom_properties[PUBLISHED_OUTPUTS].string_value = json.dumps(outputs, sort_keys=True)
+            self.store.put_executions([execution])
 
 
 def _executor_class(task: Task) -> str | None:
     args = task.container.get("args", [])
     return args[args.index("--executor_class_path") + 1] if "--executor_class_path" in args else None
+
+
+def cache_fingerprint(task: Task, executor_input: dict[str, Any]) -> str | None:
+    """KFP's cache key of a task about to run (after its driver), or None when the package turns its caching
+    off: its container, parameter values, input artifacts by ML Metadata id, and output types."""
+    if not task.spec.get("cachingOptions", {}).get("enableCache", False):
+        return None
+    inputs, outputs = executor_input["inputs"], executor_input["outputs"]["artifacts"]
+    key = {
+        "container": {part: task.container.get(part) for part in ("image", "command", "args", "lifecycle")},
+        "parameters": inputs["parameterValues"],
+        "artifacts": {
+            key: [artifact["name"] for artifact in listed["artifacts"]]
+            for key, listed in inputs.get("artifacts", {}).items()
+        },
+        "outputs": {key: [a["type"] for a in listed["artifacts"]] for key, listed in outputs.items()},
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Executed:
+    """What one task published: its outputs, its cache fingerprint, and the execution it reused if cached."""
+
+    outputs: dict[str, list[dict]]
+    fingerprint: str | None = None
+    cached_from: int | None = None
 
 
 def _gfile():
@@ -385,8 +467,10 @@ class PackageRun:
         run_id: str,
         metadata: _Metadata,
         log_dir: Path,
+        use_cache: bool = True,
     ) -> None:
         self.tasks = tasks
+        self.use_cache = use_cache
         self.parameters = parameters
         self.run_root = posixpath.join(pipeline_root, run_id)
         self.metadata = metadata
@@ -475,8 +559,8 @@ class PackageRun:
         with gfile.GFile(path) as handle:
             return json.loads(handle.read())
 
-    def execute(self, task: Task, executor_input: dict[str, Any]) -> dict[str, list[dict]]:
-        """The driver (preCacheCheck) if any, then the executor; returns the published output artifacts."""
+    def execute(self, task: Task, executor_input: dict[str, Any]) -> Executed:
+        """The driver (preCacheCheck) if any, then the cache lookup, then the executor."""
         gfile = _gfile()
         output_file = executor_input["outputs"]["outputFile"]
         if gfile.exists(output_file):
@@ -501,6 +585,10 @@ class PackageRun:
                     strict=False,
                 ):
                     output["metadata"].update(driven_artifact.get("metadata", {}))
+        fingerprint = cache_fingerprint(task, executor_input) if self.use_cache else None
+        cached = self.metadata.cached_outputs(fingerprint) if fingerprint else None
+        if cached is not None:
+            return Executed(cached[1], fingerprint, cached_from=cached[0])
         self._run_container(
             task,
             task.container["command"],
@@ -519,7 +607,7 @@ class PackageRun:
                 else artifact
                 for i, artifact in enumerate(declared)
             ]
-        return outputs
+        return Executed(outputs, fingerprint)
 
     # -- scheduling -------------------------------------------------------------------------------------
     def _begin(self, task: Task) -> tuple[int, dict] | None:
@@ -548,14 +636,21 @@ class PackageRun:
         task, seconds = self.tasks[name], time.monotonic() - started
         parameters = executor_input["inputs"]["parameterValues"]
         try:
-            outputs = future.result()
+            executed = future.result()
         except KfpRunError as error:
             self.metadata.finish(task, execution_id, FAILED, parameters, {})
             self.results[name] = TaskResult(name, FAILED, seconds, str(error))
             return str(error)
-        self.metadata.finish(task, execution_id, COMPLETE, parameters, outputs)
-        self.results[name] = TaskResult(name, COMPLETE, seconds, outputs=outputs)
-        log.info("kfp-run: %s complete in %.1f s", name, seconds)
+        if executed.cached_from is not None:
+            self.metadata.finish(task, execution_id, CACHED, parameters, executed.outputs)
+            reason = f"outputs of execution {executed.cached_from}"
+            self.results[name] = TaskResult(name, CACHED, seconds, reason, executed.outputs)
+        else:
+            self.metadata.finish(
+                task, execution_id, COMPLETE, parameters, executed.outputs, executed.fingerprint
+            )
+            self.results[name] = TaskResult(name, COMPLETE, seconds, outputs=executed.outputs)
+        log.info("kfp-run: %s %s in %.1f s", name, self.results[name].state.lower(), seconds)
         return ""
 
     def run(self, parallelism: int = 1) -> list[TaskResult]:
@@ -611,8 +706,10 @@ def run_package(
     metadata_path: str | None = None,
     run_id: str | None = None,
     parallelism: int = 1,
+    use_cache: bool = True,
 ) -> RunReport:
-    """Run a compiled package here; returns what ran and what was skipped, or raises KfpRunError."""
+    """Run a compiled package here; returns what ran, was cached or skipped, or raises KfpRunError.
+    `use_cache=False` runs every task (as KFP's `enable_caching=False`)."""
     package = load_package(package_path)
     root = pipeline_root or package.pipeline_root
     if not root:
@@ -632,5 +729,5 @@ def run_package(
         log_dir.mkdir(parents=True, exist_ok=True)
         metadata = _Metadata(metadata_path, package.pipeline_name, run_id)
         log.info("kfp-run: %s as run %s under %s; ML Metadata %s", package_path, run_id, root, metadata_path)
-        results = PackageRun(tasks, values, root, run_id, metadata, log_dir).run(parallelism)
+        results = PackageRun(tasks, values, root, run_id, metadata, log_dir, use_cache).run(parallelism)
     return RunReport(run_id, run_root, metadata_path, results)

@@ -61,6 +61,17 @@ def latest_executions(store: metadata_store.MetadataStore, pipeline_name: str) -
     return {execution.node_id: execution for execution in node_executions(store, pipeline_name)}
 
 
+def run_executions(
+    store: metadata_store.MetadataStore, pipeline_name: str, run_id: str
+) -> dict[str, NodeExecution]:
+    """The executions of one run (its pipeline_run context), by node; empty for an unknown run."""
+    context = store.get_context_by_type_and_name("pipeline_run", run_id)
+    if context is None:
+        return {}
+    ids = {execution.id for execution in store.get_executions_by_context(context.id)}
+    return {e.node_id: e for e in node_executions(store, pipeline_name) if e.execution_id in ids}
+
+
 def property_value(artifact: metadata_store_pb2.Artifact, name: str):
     """A custom property of an artifact as a plain Python value (TFX JSON values come back as dict/list)."""
     value = artifact.custom_properties[name]

@@ -3,10 +3,11 @@ CEL subset of their trigger conditions, and the conditions of the compiled packa
 
 from __future__ import annotations
 
-import contextlib
-import io
+import os
 import shutil
-from dataclasses import replace
+import subprocess
+import sys
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -17,12 +18,21 @@ from pipeline.config import KubeflowSettings, StudentSettings
 from pipeline.kfp_cel import ConditionError, parse_condition
 from pipeline.kfp_run import KfpRunError, read_tasks
 from pipeline.kubeflow import compile_pipeline
-from pipeline.metadata import latest_executions, node_executions, open_store, property_value
+from pipeline.metadata import (
+    latest_executions,
+    node_executions,
+    open_store,
+    property_value,
+    run_executions,
+)
+from pipeline.submission import score_submission
 from tests.conftest import TINY_L1_CONFIGS, TINY_STUDENTS, tiny_pipeline_config
 from tests.test_kubeflow import RESOURCES
 
 BLESSED = "(inputs.artifacts['model_blessing'].artifacts[0].metadata['blessed'] == 1.0)"
-RUN_ID = "kfp-test"
+RUN_ID, REFUSED_RUN_ID = "kfp-test", "kfp-refused"
+ROOT, SERVING = "pipeline_root", "serving"  # in the emulated bucket
+REPO = Path(__file__).parents[1]
 # Holdout GAPs of kfp-run and LocalDagRunner agree to float noise: the same records and seeds reach every
 # trainer (L1 and student inputs come out of Beam in the same order; L2LightGBM sorts its rows, since the
 # feature rows' order differs between the two runs and LightGBM's bagging draws rows by position).
@@ -185,8 +195,8 @@ def test_every_condition_of_the_kubeflow_config_package_reads_declared_inputs(tm
 # ------------------------------------------------------------------------------------- executed packages
 
 
-def _kubeflow(config, home: Path):
-    """`config` compiled for a pipeline root under `home`, its Beam nodes on the in-memory DirectRunner."""
+def _kubeflow(config, pipeline_root: str):
+    """`config` compiled for `pipeline_root`, its Beam nodes on the in-memory DirectRunner."""
     worker_image = "--sdk_container_image="
     (beam_image,) = [
         a.removeprefix(worker_image) for a in config.beam_pipeline_args if a.startswith(worker_image)
@@ -194,78 +204,149 @@ def _kubeflow(config, home: Path):
     settings = KubeflowSettings(
         image="yt8m-tfx:test",
         beam_image=beam_image,  # compiled back into --sdk_container_image (DirectRunner: no sdist build)
-        pipeline_root=str(home / "pipeline_root"),
+        pipeline_root=pipeline_root,
         resources=RESOURCES,
         beam_pipeline_args=tuple(a for a in config.beam_pipeline_args if not a.startswith(worker_image)),
     )
     return replace(config, kubeflow=settings)
 
 
-@pytest.fixture(scope="module")
-def tiny_package(tiny_data, tmp_path_factory) -> tuple[Path, Path]:
-    """The pipeline of `tiny_run` (same data, folds, models, seeds) with its gap floor out of reach (1.0),
-    compiled: (package, home). One executed run then covers both the comparison and the refusing gate; the
-    blessed branch (Pusher, BatchInference) runs in the gs:// end-to-end test."""
-    home = tmp_path_factory.mktemp("kfp_tiny") / "home"
+@dataclass(frozen=True)
+class KfpHome:
+    """Where the gs:// runs of the tiny package keep their local state: ML Metadata, logs, working dir."""
+
+    home: Path
+    cwd: Path
+
+    @property
+    def metadata(self) -> str:
+        return str(self.home / "metadata.sqlite")
+
+    def executions(self, run_id: str) -> dict:
+        return run_executions(open_store(self.metadata), "yt8m-test", run_id)
+
+
+def _tiny_package(tiny_data, home: Path, pipeline_root: str, push_directory: str, gap_floor: float) -> Path:
+    """The pipeline of `tiny_run` (same data, folds, models, seeds, gate) compiled for `pipeline_root`."""
     config = tiny_pipeline_config(
         tiny_data,
         home,
         l1_configs=TINY_L1_CONFIGS,
         num_folds=3,
-        students=StudentSettings(configs=TINY_STUDENTS, stack_fraction=0.5, gap_floor=1.0),
+        students=StudentSettings(
+            configs=TINY_STUDENTS, stack_fraction=0.5, gap_floor=gap_floor, push_directory=push_directory
+        ),
     )
-    package = home.parent / "pipeline.yaml"
-    compile_pipeline(_kubeflow(config, home), package)
-    return package, home
-
-
-def test_every_condition_of_the_tiny_package_reads_declared_inputs(tiny_package):
-    package, _ = tiny_package
-    spec = yaml.safe_load(package.read_text())
-    assert _conditions_read_declared_inputs(spec) == {"Pusher", "BatchInference"}
+    package = home.parent / f"pipeline-floor-{gap_floor}.yaml"
+    compile_pipeline(_kubeflow(config, pipeline_root), package)
+    return package
 
 
 @pytest.fixture(scope="module")
-def kfp_tiny_run(tiny_package):
-    """`yt8m kfp-run` of the tiny package, two tasks at a time; returns (home, printed lines)."""
-    package, home = tiny_package
-    return home, _kfp_run([str(package), "--run-id", RUN_ID, "--parallel", "2"])
+def tiny_package(tiny_data, gcs, tmp_path_factory) -> Path:
+    """The tiny package, its pipeline root and push directory in the emulated bucket."""
+    home = tmp_path_factory.mktemp("kfp_tiny") / "home"
+    return _tiny_package(tiny_data, home, gcs.url(ROOT), gcs.url(SERVING), gap_floor=0.0)
 
 
-def _kfp_run(argv: list[str]) -> list[str]:
-    """The lines `yt8m kfp-run ARGV` prints; it must succeed."""
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        code = cli.main(["kfp-run", *argv])
-    assert code == 0, out.getvalue()
-    return out.getvalue().splitlines()
+def test_every_condition_of_the_tiny_package_reads_declared_inputs(tiny_package):
+    spec = yaml.safe_load(tiny_package.read_text())
+    assert _conditions_read_declared_inputs(spec) == {"Pusher", "BatchInference"}
+
+
+def _kfp_run_in_bucket(gcs, kfp: KfpHome, argv: list[str]) -> list[str]:
+    """The lines `yt8m kfp-run ARGV` prints, run in a process whose GCS clients reach the emulator; it must
+    succeed."""
+    env = {
+        **os.environ,
+        **gcs.env,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
+    command = [sys.executable, "-m", "pipeline.cli", "kfp-run", *argv, "--metadata", kfp.metadata]
+    run = subprocess.run(command, cwd=kfp.cwd, env=env, capture_output=True, text=True, timeout=1500)
+    assert run.returncode == 0, run.stderr[-4000:]
+    return run.stdout.splitlines()
+
+
+@pytest.fixture(scope="module")
+def kfp_tiny_run(tiny_package, gcs, tmp_path_factory) -> tuple[KfpHome, list[str]]:
+    """`yt8m kfp-run` of the tiny package on the bucket, two tasks at a time: (its home, printed lines)."""
+    work = tmp_path_factory.mktemp("kfp_run")
+    kfp = KfpHome(work / "home", work / "cwd")
+    kfp.cwd.mkdir()
+    return kfp, _kfp_run_in_bucket(gcs, kfp, [str(tiny_package), "--run-id", RUN_ID, "--parallel", "2"])
+
+
+@pytest.fixture(scope="module")
+def kfp_refused_run(kfp_tiny_run, tiny_data, gcs) -> tuple[list[str], dict[str, bytes]]:
+    """The same pipeline with its gap floor out of reach (1.0), run after `kfp_tiny_run` on the same store:
+    (printed lines, the push directory's objects before it ran)."""
+    kfp, _ = kfp_tiny_run
+    package = _tiny_package(tiny_data, kfp.home, gcs.url(ROOT), gcs.url(SERVING), gap_floor=1.0)
+    pushed_before = gcs.objects(f"{SERVING}/")
+    return _kfp_run_in_bucket(gcs, kfp, [str(package), "--run-id", REFUSED_RUN_ID]), pushed_before
 
 
 def _holdout(executions) -> dict:
     return property_value(executions["StudentEvaluator"].outputs["evaluation"][0], "holdout")
 
 
+def _bucket_path(uri: str, gcs) -> str:
+    prefix = f"gs://{gcs.bucket}/"
+    assert uri.startswith(prefix), uri
+    return uri.removeprefix(prefix)
+
+
+def _no_local_gs_folder(*directories: Path) -> None:
+    for directory in directories:
+        assert not [path for path in directory.rglob("gs:*")], directory
+
+
 @pytest.mark.slow
 @RUN_TIMEOUT
-def test_kfp_run_matches_the_local_dag_runner_and_records_every_task(kfp_tiny_run, tiny_run, tiny_package):
-    home, lines = kfp_tiny_run
-    package, _ = tiny_package
-    spec = yaml.safe_load(package.read_text())
+def test_kfp_run_on_a_bucket_matches_the_local_dag_runner(
+    kfp_tiny_run, tiny_run, tiny_data, tiny_package, gcs, tmp_path
+):
+    kfp, lines = kfp_tiny_run
+    spec = yaml.safe_load(tiny_package.read_text())
     tasks = spec["root"]["dag"]["tasks"]
-    gated = {"Pusher", "BatchInference"}
-    assert lines[-1].startswith(f"run {RUN_ID}: {len(tasks) - 2} tasks complete, 2 skipped")
+    assert lines[-1].startswith(f"run {RUN_ID}: {len(tasks)} tasks complete, 0 cached, 0 skipped")
+    assert f"artifacts under {gcs.url(ROOT, RUN_ID)};" in lines[-1]
 
-    executions = latest_executions(open_store(str(home / "metadata.sqlite")), "yt8m-test")
+    executions = kfp.executions(RUN_ID)
     local = latest_executions(open_store(tiny_run.metadata_path), tiny_run.pipeline_name)
-    assert set(executions) == set(tasks) - gated and set(local) == set(tasks)
+    assert set(executions) == set(local) == set(tasks)
     assert {execution.state for execution in executions.values()} == {"COMPLETE"}
 
     kfp_gaps, local_gaps = _holdout(executions), _holdout(local)
     assert kfp_gaps.keys() == local_gaps.keys() >= {"L2 stack", "EnsembleModel"}
     for model in kfp_gaps:  # L1 models, the stack, the towers and the EnsembleModel
         assert kfp_gaps[model]["gap"] == pytest.approx(local_gaps[model]["gap"], abs=GAP_TOLERANCE), model
+    blessing = executions["StudentEvaluator"].outputs["blessing"][0]
+    assert property_value(blessing, "blessed") == 1
 
-    root = home / "pipeline_root" / RUN_ID
+    # the pushed model and the submission are objects in the bucket, and score as the local run's
+    objects = gcs.objects()
+    pushed = executions["Pusher"].outputs["pushed_model"][0]
+    destination = _bucket_path(property_value(pushed, "pushed_destination"), gcs)
+    assert destination.startswith(f"{SERVING}/") and f"{destination}/saved_model.pb" in objects
+    assert any(name.startswith(f"{destination}/variables/variables.data") for name in objects)
+    submission = objects[
+        _bucket_path(property_value(executions["BatchInference"].outputs["submission"][0], "file"), gcs)
+    ]
+    local_file = Path(property_value(local["BatchInference"].outputs["submission"][0], "file"))
+    copied = tmp_path / "submission.csv"
+    copied.write_bytes(submission)
+    rows = copied.read_text().splitlines()
+    assert len(rows) == 37 and [r.split(",")[0] for r in rows] == [
+        r.split(",")[0] for r in local_file.read_text().splitlines()
+    ]
+    truth = tiny_data / "test_truth.csv"
+    assert score_submission(copied, truth) == pytest.approx(
+        score_submission(local_file, truth), abs=GAP_TOLERANCE
+    )
+    _no_local_gs_folder(kfp.cwd, kfp.home, REPO)
+
     for name in executions:  # every input is its producer's recorded output, every output at its URI
         task, execution = tasks[name], executions[name]
         for key, source in task.get("inputs", {}).get("artifacts", {}).items():
@@ -275,9 +356,9 @@ def test_kfp_run_matches_the_local_dag_runner_and_records_every_task(kfp_tiny_ru
         outputs = spec["components"][task["componentRef"]["name"]].get("outputDefinitions", {})
         assert set(execution.outputs) == set(outputs.get("artifacts", {})), name
         for key, artifacts in execution.outputs.items():
-            assert [a.uri for a in artifacts] == [str(root / name / key)], (name, key)
+            assert [a.uri for a in artifacts] == [gcs.url(ROOT, RUN_ID, name, key)], (name, key)
 
-    store = open_store(str(home / "metadata.sqlite"))
+    store = open_store(kfp.metadata)
     (example_gen,) = store.get_executions_by_id([executions["VideoExampleGen"].execution_id])
     fingerprint = example_gen.custom_properties["input_fingerprint"].string_value  # from the driver
     assert fingerprint.startswith("split:train,num_files:3,")
@@ -291,31 +372,50 @@ def test_kfp_run_matches_the_local_dag_runner_and_records_every_task(kfp_tiny_ru
 
 @pytest.mark.slow
 @RUN_TIMEOUT
-def test_refused_gate_skips_pusher_and_batch_inference_and_says_so(kfp_tiny_run):
-    home, lines = kfp_tiny_run
+def test_refused_gate_reuses_the_cache_and_skips_pusher_and_batch_inference(
+    kfp_tiny_run, kfp_refused_run, gcs
+):
+    """Only the gate's settings changed: every task upstream of it is served from the first run (KFP's
+    cache: same container, parameters and input artifacts), the evaluator reruns and refuses."""
+    kfp, _ = kfp_tiny_run
+    lines, pushed_before = kfp_refused_run
+    assert "StudentEvaluator: complete in" in " ".join(lines)
     assert f"Pusher: skipped (condition {BLESSED} is false)" in lines
     assert "BatchInference: skipped (its input pushed_model comes from skipped task Pusher)" in lines
-    executions = latest_executions(open_store(str(home / "metadata.sqlite")), "yt8m-test")
-    assert property_value(executions["StudentEvaluator"].outputs["blessing"][0], "blessed") == 0
-    reason = property_value(executions["StudentEvaluator"].outputs["evaluation"][0], "reason")
+    first, refused = kfp.executions(RUN_ID), kfp.executions(REFUSED_RUN_ID)
+    assert set(refused) == set(first) - {"Pusher", "BatchInference"}
+    cached = set(refused) - {"StudentEvaluator"}
+    assert lines[-1].startswith(f"run {REFUSED_RUN_ID}: 1 tasks complete, {len(cached)} cached, 2 skipped")
+    for name in cached:  # the first run's artifacts, published again
+        assert refused[name].state == "CACHED", name
+        assert lines.count(f"{name}: cached (outputs of execution {first[name].execution_id})") == 1, name
+        for key, artifacts in refused[name].outputs.items():
+            assert [a.id for a in artifacts] == [a.id for a in first[name].outputs[key]], (name, key)
+    assert refused["StudentEvaluator"].state == "COMPLETE"
+    assert [a.id for a in refused["StudentEvaluator"].inputs["student"]] == [
+        a.id for a in first["StudentExport"].outputs["model"]
+    ]
+    assert property_value(refused["StudentEvaluator"].outputs["blessing"][0], "blessed") == 0
+    reason = property_value(refused["StudentEvaluator"].outputs["evaluation"][0], "reason")
     assert "< floor 1.0000" in reason
-    assert not (home / "serving").exists()
+    assert _holdout(refused) == _holdout(first)  # same inputs, same scores
+    assert gcs.objects(f"{SERVING}/") == pushed_before  # nothing pushed
 
 
 @pytest.mark.slow
 @RUN_TIMEOUT
-def test_lineage_and_report_read_a_kfp_run(kfp_tiny_run, tmp_path, capsys):
-    home, _ = kfp_tiny_run
-    executions = latest_executions(open_store(str(home / "metadata.sqlite")), "yt8m-test")
+def test_lineage_and_report_read_a_kfp_run(kfp_tiny_run, kfp_refused_run, tmp_path, capsys):
+    kfp, _ = kfp_tiny_run
+    executions = kfp.executions(REFUSED_RUN_ID)
     evaluation = executions["StudentEvaluator"].outputs["evaluation"][0]
     capsys.readouterr()
-    assert cli.main(["lineage", "--home", str(home), "--artifact", str(evaluation.id)]) == 0
+    assert cli.main(["lineage", "--home", str(kfp.home), "--artifact", str(evaluation.id)]) == 0
     tree = capsys.readouterr().out
     assert tree.startswith(f"artifact {evaluation.id} components.StageMetrics  <- StudentEvaluator")
     assert "<- L2LightGBM" in tree and "<- StudentTrainer_head" in tree and "<- FrameExampleGen" in tree
     assert "input files " in tree and "/video/train*.tfrecord" in tree
     report = tmp_path / "report.html"
-    assert cli.main(["report", "--home", str(home), "--out", str(report)]) == 0
+    assert cli.main(["report", "--home", str(kfp.home), "--out", str(report)]) == 0
     html = report.read_text()
     assert "Gate on the holdout split (" in html and "<b>not blessed</b>" in html
     assert "StudentTrainer_head" in html
@@ -324,7 +424,7 @@ def test_lineage_and_report_read_a_kfp_run(kfp_tiny_run, tmp_path, capsys):
 @pytest.mark.slow
 def test_failing_task_stops_the_run_naming_it(tiny_package, tiny_data, tmp_path, capsys):
     """A truncated frame shard: FrameExampleGen (first in order) fails, nothing else starts."""
-    package, _ = tiny_package
+    package = tiny_package
     frame = tmp_path / "frame"
     shutil.copytree(tiny_data / "frame", frame)
     victim = frame / "validate0000.tfrecord"
@@ -345,7 +445,6 @@ def test_failing_task_stops_the_run_naming_it(tiny_package, tiny_data, tmp_path,
 
 
 def test_unknown_runtime_parameter_is_a_one_line_error(tiny_package, capsys):
-    package, _ = tiny_package
-    assert cli.main(["kfp-run", str(package), "--param", "vidoe_dir=/x"]) == 2
+    assert cli.main(["kfp-run", str(tiny_package), "--param", "vidoe_dir=/x"]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()[-1:]
     assert line.startswith("yt8m: error: unknown runtime parameter(s) ['vidoe_dir']")
