@@ -35,6 +35,7 @@ from benchmarks.common import print_table
 from pipeline.synth import SynthConfig, write_dataset
 
 SCALE_CONFIGS = Path(__file__).parent / "configs" / "scale"
+LIGHTGBM_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "l2" / "lightgbm.yaml"
 VIDEO_L1 = ("logistic", "mlp")
 FRAME_L1 = ("pooling_mlp",)
 BEAM_STAGES = (
@@ -77,6 +78,7 @@ def write_config(path: Path, data: Path, home: Path, classes: int, folds: int, l
         f"  test_truth: {data / 'test_truth.csv'}\n"
         f"folds:\n  num_folds: {folds}\n  holdout_fraction: 0.05\n  seed: 42\n"
         f"l1:\n  configs:\n{l1_lines}"
+        f"l2:\n  lightgbm_config: {LIGHTGBM_CONFIG}\n"
         f"students:\n  configs: {SCALE_CONFIGS / 'students'}\n  gap_floor: 0.0\n  stack_fraction: 0.0\n"
         f"  push_directory: serving\n"
     )

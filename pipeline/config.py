@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 from trainer import config_schema
+from trainer.config_schema import ConfigError
 from trainer.features import NUM_CLASSES
 
 DEFAULT_SPLIT_PATTERNS = {
@@ -44,8 +45,8 @@ class FoldConfig:
     def __post_init__(self) -> None:
         if self.num_folds < 2:
             raise ValueError(f"num_folds must be >= 2, got {self.num_folds}")
-        if not 0.0 <= self.holdout_fraction < 1.0:
-            raise ValueError(f"holdout_fraction must be in [0, 1), got {self.holdout_fraction}")
+        if not 0.0 < self.holdout_fraction < 1.0:  # the stack and the gate are measured on the holdout
+            raise ValueError(f"holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
 
 
 @dataclass(frozen=True)
@@ -57,10 +58,11 @@ class L1Settings:
 
 @dataclass(frozen=True)
 class L2Settings:
-    """The stacker: candidates per model (top_k) and the LightGBM config file (see configs/l2/)."""
+    """The stacker: candidates per model (top_k) and the LightGBM config file (see configs/l2/; required with
+    L1 models: no default path that would depend on the working directory)."""
 
     top_k: int = 20
-    lightgbm_config: str = "configs/l2/lightgbm.yaml"
+    lightgbm_config: str | None = None
 
     def __post_init__(self) -> None:
         if self.top_k < 1:
@@ -169,6 +171,8 @@ class PipelineConfig:
     def __post_init__(self) -> None:
         if self.join_shard_mb < 0:
             raise ValueError(f"join_shard_mb must be >= 0, got {self.join_shard_mb}")
+        if self.l1.configs and not self.l2.lightgbm_config:
+            raise ValueError("l2.lightgbm_config is required with l1.configs (e.g. configs/l2/lightgbm.yaml)")
 
     @property
     def pipeline_root(self) -> str:
@@ -203,8 +207,12 @@ def load_pipeline_config(path: str | Path) -> PipelineConfig:
         test_truth=_absolute(config.data.test_truth) if config.data.test_truth else None,
     )
     l1 = L1Settings(configs=tuple(str(Path(path).absolute()) for path in config.l1.configs))
-    l2 = replace(config.l2, lightgbm_config=str(Path(config.l2.lightgbm_config).absolute()))
+    l2 = config.l2
+    if l2.lightgbm_config:
+        l2 = replace(l2, lightgbm_config=str(Path(l2.lightgbm_config).absolute()))
     students = config.students
     if students.configs:
         students = replace(students, configs=str(Path(students.configs).absolute()))
+        if not Path(students.configs).is_dir():
+            raise ConfigError(f"{path}: students.configs: no such directory {students.configs}")
     return replace(config, data=data, l1=l1, l2=l2, students=students)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from tfx.components import SchemaGen, StatisticsGen, Trainer
@@ -29,7 +28,7 @@ from components.soft_labels.component import SoftLabels
 from components.student_evaluator.component import StudentEvaluator
 from components.student_export.component import StudentExport
 from pipeline.config import L2Settings, PipelineConfig
-from trainer.config_schema import ConfigError
+from trainer.config_schema import ConfigError, read_text
 from trainer.l1_config import parse_l1_config
 from trainer.student_run import REFIT
 from trainer.students import StudentConfig, check_serving_size, load_student_suite
@@ -71,7 +70,7 @@ def fold_model_nodes(
 
 def l1_nodes(config_path: str, folds, num_folds: int, num_classes: int, shard_mb: float) -> list:
     """Trainer + L1Predict per fold and one L1Assemble for the L1 model config at `config_path`."""
-    text = Path(config_path).read_text()
+    text = read_text(config_path)
     l1_config = parse_l1_config(text, config_path)
     examples = folds[l1_config.level]
     if examples is None:
@@ -106,7 +105,7 @@ def student_trainer(
         train_args=trainer_pb2.TrainArgs(splits=train_splits),
         eval_args=trainer_pb2.EvalArgs(splits=["holdout"], num_steps=0),  # the run_fn validates on a slice
         custom_config={
-            "student_config_yaml": Path(config.source).read_text(),
+            "student_config_yaml": read_text(config.source),
             "student_config_source": config.source,
             "fold": fold,
             "train_splits": train_splits,

@@ -10,13 +10,21 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-from pipeline.config import DataConfig, FoldConfig, L1Settings, PipelineConfig, StudentSettings  # noqa: E402
+from pipeline.config import (  # noqa: E402
+    DataConfig,
+    FoldConfig,
+    L1Settings,
+    L2Settings,
+    PipelineConfig,
+    StudentSettings,
+)
 from pipeline.synth import SynthConfig, write_dataset  # noqa: E402
 
 TINY_L1_CONFIGS = tuple(
     str(Path(__file__).parent / "configs" / f"tiny_{level}.yaml") for level in ("video", "frame")
 )
 TINY_STUDENTS = str(Path(__file__).parent / "configs" / "students")
+LIGHTGBM_CONFIG = str(Path(__file__).parents[1] / "configs" / "l2" / "lightgbm.yaml")
 TINY = SynthConfig(videos=240, classes=30, frames=8, seed=3, videos_per_shard=60)
 
 
@@ -43,6 +51,7 @@ def tiny_pipeline_config(
         home=str(home),
         folds=FoldConfig(num_folds=num_folds, holdout_fraction=0.1, seed=7),
         l1=L1Settings(configs=l1_configs),
+        l2=L2Settings(lightgbm_config=LIGHTGBM_CONFIG),
     )
     return config.with_overrides(**changes)
 

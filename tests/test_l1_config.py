@@ -120,7 +120,7 @@ def test_frame_config_reads_training_and_defaults_max_frames(tmp_path):
         ("model: logistic\n", "name: missing required key"),
         ("name: a b\nmodel: logistic\n", "name: expected letters, digits"),
         ("- name: a\n", "expected a mapping at the top level, got list"),
-        ("name: a\nmodel: [logistic\n", "invalid YAML"),
+        ("name: a\nmodel: [logistic\n", "not valid YAML"),
     ],
 )
 def test_invalid_config_names_file_and_key(tmp_path, text: str, message: str):

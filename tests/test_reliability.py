@@ -28,7 +28,7 @@ from pipeline.home import home_lock
 from pipeline.metadata import NodeExecution, latest_executions, node_executions, open_store, property_value
 from pipeline.synth import SynthConfig, write_dataset
 from tests import builders
-from tests.conftest import TINY
+from tests.conftest import LIGHTGBM_CONFIG, TINY
 from trainer.l1_config import parse_l1_config
 from trainer.l1_run import export_model
 from trainer.predictions import decode_prediction
@@ -57,6 +57,7 @@ def _write_config(
         },
         "folds": {"num_folds": 3, "holdout_fraction": 0.1, "seed": 1, **folds},
         "l1": {"configs": list(l1)},
+        "l2": {"lightgbm_config": LIGHTGBM_CONFIG},
     }
     path.write_text(yaml.safe_dump(config))
     return str(path)
@@ -214,6 +215,37 @@ def _l1_config_without_model(tmp_path: Path) -> dict:
     return {"l1__configs": [str(path)]}
 
 
+def _l1_config(text: bytes) -> Callable[[Path], dict]:
+    """Changes that add an L1 config file `l1.yaml` holding `text`."""
+
+    def changes(tmp_path: Path) -> dict:
+        (tmp_path / "l1.yaml").write_bytes(text)
+        return {"l1__configs": [str(tmp_path / "l1.yaml")]}
+
+    return changes
+
+
+def _lightgbm_config(text: bytes) -> Callable[[Path], dict]:
+    """Changes that add the tiny L1 model and a LightGBM config file `l2.yaml` holding `text`."""
+
+    def changes(tmp_path: Path) -> dict:
+        (tmp_path / "l2.yaml").write_bytes(text)
+        return {"l1__configs": [TINY_VIDEO_L1], "l2__lightgbm_config": str(tmp_path / "l2.yaml")}
+
+    return changes
+
+
+def _students_config(text: bytes) -> Callable[[Path], dict]:
+    """Changes that add the tiny L1 model and a students directory holding `text` as its only config."""
+
+    def changes(tmp_path: Path) -> dict:
+        (tmp_path / "students").mkdir()
+        (tmp_path / "students" / "head.yaml").write_bytes(text)
+        return {"l1__configs": [TINY_VIDEO_L1], "students": {"configs": str(tmp_path / "students")}}
+
+    return changes
+
+
 CONFIG_ERRORS = {  # (changes to the config as nested keys joined by "__", a part of the error)
     "unknown key": (lambda _: {"folds__num_fold": 3}, "config.yaml: folds.num_fold: unknown key"),
     "wrong type": (
@@ -223,9 +255,66 @@ CONFIG_ERRORS = {  # (changes to the config as nested keys joined by "__", a par
     "number as key": (lambda _: {"data__7": "x"}, "config.yaml: data.7: unknown key"),
     "invalid value": (
         lambda _: {"folds__holdout_fraction": 1.5},
-        "config.yaml: folds: holdout_fraction must be in [0, 1)",
+        "config.yaml: folds: holdout_fraction must be in (0, 1)",
+    ),
+    "empty holdout": (
+        lambda _: {"folds__holdout_fraction": 0.0},
+        "config.yaml: folds: holdout_fraction must be in (0, 1), got 0.0",
+    ),
+    "infinite number": (
+        lambda _: {"join_shard_mb": float("inf")},
+        "config.yaml: join_shard_mb: expected a finite number, got inf",
+    ),
+    "NaN": (
+        lambda _: {"folds__holdout_fraction": float("nan")},
+        "config.yaml: folds.holdout_fraction: expected a finite number, got nan",
+    ),
+    "L1 models without a LightGBM config": (
+        lambda _: {"l1__configs": [TINY_VIDEO_L1], "l2": {"top_k": 5}},
+        "config.yaml: top level: l2.lightgbm_config is required with l1.configs",
+    ),
+    "students directory that does not exist": (
+        lambda tmp_path: {"l1__configs": [TINY_VIDEO_L1], "students": {"configs": str(tmp_path / "nowhere")}},
+        "config.yaml: students.configs: no such directory {tmp_path}/nowhere",
     ),
     "L1 config without model": (_l1_config_without_model, "no_model.yaml: model: missing required key"),
+    "L1 config with a duplicate key": (
+        _l1_config(b"name: a\nmodel: logistic\ntraining:\n  epochs: 2\n  epochs: 3\n"),
+        "l1.yaml: epochs: duplicate key (lines 4 and 5)",
+    ),
+    "L1 config with an infinite number": (
+        _l1_config(b"name: a\nmodel: logistic\ntraining: {learning_rate: .inf}\n"),
+        "l1.yaml: training.learning_rate: expected a finite number, got inf",
+    ),
+    "L1 config not UTF-8": (
+        _l1_config(b"name: caf\xe9\nmodel: logistic\n"),
+        "l1.yaml: not a UTF-8 text file",
+    ),
+    "LightGBM parameter typo": (
+        _lightgbm_config(b"params: {num_leave: 31}\n"),
+        "l2.yaml: params.num_leave: unknown LightGBM parameter (did you mean num_leaves",
+    ),
+    "LightGBM parameter value": (
+        _lightgbm_config(b"params: {num_leaves: 1}\n"),
+        "l2.yaml: params.num_leaves: LightGBM rejects 1: Check failed: (num_leaves) > (1)",
+    ),
+    "LightGBM parameter set twice by aliases": (
+        _lightgbm_config(b"params: {lambda_l2: 1.0, reg_lambda: 2.0}\n"),
+        "l2.yaml: params.reg_lambda: the same LightGBM parameter as params.lambda_l2",
+    ),
+    "LightGBM parameter the component sets, by an alias": (
+        _lightgbm_config(b"params: {random_seed: 3}\n"),
+        "l2.yaml: params.random_seed: set by the component (seed)",
+    ),
+    "LightGBM config with a duplicate key": (
+        _lightgbm_config(b"seed: 1\nseed: 2\n"),
+        "l2.yaml: seed: duplicate key (lines 1 and 2)",
+    ),
+    "LightGBM config not UTF-8": (_lightgbm_config(b"seed: 1 # \xff\n"), "l2.yaml: not a UTF-8 text file"),
+    "student config not UTF-8": (
+        _students_config(b"name: h\xe9ad\nmodel: ensemble\n"),
+        "head.yaml: not a UTF-8 text file",
+    ),
 }
 
 
@@ -233,7 +322,7 @@ CONFIG_ERRORS = {  # (changes to the config as nested keys joined by "__", a par
 def test_bad_config_fails_before_anything_runs(case, tiny_data, tmp_path, capsys):
     changes, message = CONFIG_ERRORS[case]
     config = _config_with(tmp_path, tiny_data, **changes(tmp_path))
-    assert message in _cli_error(["run", "--config", str(config)], capsys)
+    assert message.format(tmp_path=tmp_path) in _cli_error(["run", "--config", str(config)], capsys)
     assert not (tmp_path / "home" / "metadata.sqlite").exists()
 
 

@@ -6,40 +6,85 @@ Unknown keys, missing required keys and wrong types are errors that name the fil
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
 T = TypeVar("T")
+MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
 class ConfigError(ValueError):
     """A config file that does not match its schema; the message names the file and the key."""
 
 
+class DuplicateKeyError(yaml.constructor.ConstructorError):
+    """A YAML mapping that repeats a key (PyYAML would keep the last value silently)."""
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a mapping repeating a key is an error; every config YAML of the
+    project is read with it (`parse_yaml`)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        lines: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == MERGE_TAG:  # `<<: *anchor` may be overridden by the mapping's own keys
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, Hashable) and key in lines:
+                raise DuplicateKeyError(problem=f"{key}: duplicate key (lines {lines[key]} and {line})")
+            if isinstance(key, Hashable):
+                lines[key] = line
+        return super().construct_mapping(node, deep)
+
+
 def parse_yaml(text: str, source: str) -> dict[str, Any]:
-    """The mapping at the top of YAML text read from `source` (safe_load only)."""
+    """The mapping at the top of YAML text read from `source` (safe, duplicate keys rejected)."""
+    loader = UniqueKeyLoader(text)
     try:
-        data = yaml.safe_load(text)
+        data = loader.get_single_data()
+    except DuplicateKeyError as error:
+        raise ConfigError(f"{source}: {error.problem}") from None
     except yaml.YAMLError as error:
         raise ConfigError(f"{source}: not valid YAML: {error}") from None
+    finally:
+        loader.dispose()
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
     return data
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    """The mapping at the top of a YAML file."""
+def read_text(path: str | Path) -> str:
+    """The text of a config file; a missing or non-UTF-8 file is a ConfigError naming it."""
     try:
-        text = Path(path).read_text()
+        return Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: a directory, not a config file") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a UTF-8 text file") from None
-    return parse_yaml(text, str(path))
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """The mapping at the top of a YAML file."""
+    return parse_yaml(read_text(path), str(path))
+
+
+def finite_float(value: object) -> float:
+    """`value` (an int or float, not a bool) as a finite float; TypeError otherwise (.inf and .nan too)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise TypeError(f"expected float, got {_describe(value)}")
+    if not math.isfinite(value):
+        raise TypeError(f"expected a finite number, got {value!r}")
+    return float(value)
 
 
 def _describe(value: Any) -> str:
@@ -86,8 +131,11 @@ def _convert(value: Any, annotation: Any, where: str, source: str) -> Any:
                 f"{source}: {where}: expected one of {list(typing.get_args(annotation))}, got {value!r}"
             )
         return value
-    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+    if annotation is float:
+        try:
+            return finite_float(value)
+        except TypeError as error:
+            raise ConfigError(f"{source}: {where}: {error}") from None
     if not isinstance(value, annotation) or (annotation is int and isinstance(value, bool)):
         raise ConfigError(f"{source}: {where}: expected {annotation.__name__}, got {_describe(value)}")
     return value

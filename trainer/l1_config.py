@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import keras
-import yaml
 
-from trainer.config_schema import ConfigError
+from trainer.config_schema import ConfigError, parse_yaml, read_text
 from trainer.features import MAX_FRAMES
 from trainer.losses import LOSSES
 from trainer.models import FRAME_LEVEL, MODEL_BUILDERS, Level, ParamError, build_model, coerce_value
@@ -108,23 +107,13 @@ def _training(path: Path, section: dict[str, Any], level: Level, model: str) -> 
 
 def load_l1_config(path: str | Path) -> L1Config:
     """Reads and validates one L1 config YAML file; raises ConfigError naming the file and key path."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
-    return parse_l1_config(text, str(path))
+    return parse_l1_config(read_text(path), str(path))
 
 
 def parse_l1_config(text: str, source: str) -> L1Config:
     """Validates the YAML text of an L1 config read from `source` (named in every error)."""
     path = Path(source)
-    try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: invalid YAML: {error}") from None
-    if not isinstance(document, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(document).__name__}")
+    document = parse_yaml(text, source)
     for key in document:
         if key not in _TOP_LEVEL_KEYS:
             raise _fail(path, str(key), f"unknown key; valid keys: {', '.join(_TOP_LEVEL_KEYS)}")

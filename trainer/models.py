@@ -18,6 +18,7 @@ from typing import Any, Literal
 import keras
 from keras import ops
 
+from trainer.config_schema import finite_float
 from trainer.features import AUDIO_SIZE, FRAME_AUDIO, FRAME_RGB, MASK, MEAN_AUDIO, MEAN_RGB, RGB_SIZE
 
 Level = Literal["video", "frame"]
@@ -45,7 +46,7 @@ def coerce_value(value: object, expected: type) -> object:
     """`value` checked against `expected` (bool, int, float, str or tuple of ints); ints pass as floats and
     lists as tuples. Raises TypeError with a message like "expected int, got str 'ten'"."""
     if expected is float and isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
+        return finite_float(value)
     if expected is tuple and isinstance(value, list | tuple):
         if all(isinstance(item, int) and not isinstance(item, bool) for item in value):
             return tuple(value)

@@ -23,7 +23,7 @@ import tensorflow as tf
 from keras import ops
 
 from trainer import soft_labels
-from trainer.config_schema import ConfigError, build, parse_yaml
+from trainer.config_schema import ConfigError, build, parse_yaml, read_text
 from trainer.features import AUDIO_SIZE, ID, LABELS, MEAN_AUDIO, MEAN_RGB, NUM_CLASSES, RGB_SIZE
 from trainer.models import VIDEO_LEVEL, ModelSpec, ParamError
 from trainer.readers import VIDEO_FEATURE_SPEC, multi_hot, parse_video_examples
@@ -494,11 +494,7 @@ def parse_student_config(text: str, source: str) -> StudentConfig:
 
 def load_student_config(path: str | Path) -> StudentConfig:
     """Reads and validates one student config YAML file; raises ConfigError naming the file and key path."""
-    try:
-        text = Path(path).read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
-    return parse_student_config(text, str(path))
+    return parse_student_config(read_text(path), str(path))
 
 
 @dataclass(frozen=True)

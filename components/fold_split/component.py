@@ -48,8 +48,8 @@ class FoldSplit(base_beam_component.BaseBeamComponent):
     ) -> None:
         if num_folds < 2:
             raise ValueError(f"num_folds must be >= 2, got {num_folds}")
-        if not 0.0 <= holdout_fraction < 1.0:
-            raise ValueError(f"holdout_fraction must be in [0, 1), got {holdout_fraction}")
+        if not 0.0 < holdout_fraction < 1.0:
+            raise ValueError(f"holdout_fraction must be in (0, 1), got {holdout_fraction}")
         spec = FoldSplitSpec(
             examples=examples,
             fold_reference=fold_reference,

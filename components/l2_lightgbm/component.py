@@ -9,6 +9,7 @@ from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionP
 from components.artifacts import CandidateFeatures, CandidateScores, StageMetrics
 from components.l2_lightgbm import executor
 from components.l2_lightgbm.config import parse_lightgbm_config
+from trainer import config_schema
 
 
 class L2LightGBMSpec(ComponentSpec):
@@ -35,8 +36,7 @@ class L2LightGBM(base_component.BaseComponent):
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
 
     def __init__(self, features: channel.BaseChannel, config_path: str, gap_k: int = 20) -> None:
-        with open(config_path) as handle:
-            text = handle.read()
+        text = config_schema.read_text(config_path)
         parse_lightgbm_config(text, config_path)  # fail at pipeline construction, not at run time
         super().__init__(
             spec=L2LightGBMSpec(

@@ -12,6 +12,7 @@ import pytest
 from tfx.types import standard_artifact_utils, standard_artifacts
 
 from components.artifacts import CandidateFeatures, CandidateScores, StageMetrics
+from components.l2_lightgbm.config import parse_lightgbm_config
 from components.l2_lightgbm.executor import Executor, in_validation_slice, rows_gap
 
 CONFIG = """
@@ -157,3 +158,11 @@ def test_validation_slice_takes_whole_videos():
     chosen = in_validation_slice(ids, 0.2, seed=1)
     per_video = pd.Series(chosen).groupby(ids).agg(["min", "max"])
     assert (per_video["min"] == per_video["max"]).all() and 0.15 < chosen.mean() < 0.25
+
+
+def test_a_parameter_set_by_an_alias_replaces_its_default():
+    config = parse_lightgbm_config("params: {reg_lambda: 5.0, eta: 0.2}\n", "inline.yaml")
+    params = config.lightgbm_params()
+    assert (params["reg_lambda"], params["eta"]) == (5.0, 0.2)
+    assert "lambda_l2" not in params and "learning_rate" not in params
+    assert params["num_leaves"] == 63  # defaults the config does not set stay
