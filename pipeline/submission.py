@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from trainer.records import InputDataError
 HEADER = ["VideoId", "LabelConfidencePairs"]
 TRUTH_HEADER = ["VideoId", "Labels"]
 TOP_K = 20
+BYTE_ORDER_MARK = "\ufeff"  # what a UTF-8 BOM decodes to (Excel writes one)
 _BATCH = 512
 
 
@@ -101,16 +103,24 @@ def write_submission(model_dir: str, file_pattern: str, out: str | Path, k: int 
 
 
 def _csv_rows(path: str | Path, header: list[str]) -> Iterator[tuple[int, list[str]]]:
-    """(line number, row) of every row after the expected header; a file that is not CSV text is an error."""
+    """(line number, row) of every row after the expected header (a UTF-8 byte order mark before it is
+    allowed); a file that is not CSV text, or holds no row after the header, is an error."""
     if not tf.io.gfile.exists(str(path)):
         raise FileNotFoundError(f"{path}: no such file")
     with tf.io.gfile.GFile(str(path)) as handle:
         reader = csv.reader(handle)
         try:
-            if next(reader, None) != header:
+            first = next(reader, None)
+            if first:
+                first[0] = first[0].removeprefix(BYTE_ORDER_MARK)
+            if first != header:
                 raise InputDataError(f"{path}: line 1: expected header {','.join(header)}")
+            rows = 0
             for row in reader:
                 yield reader.line_num, row
+                rows += 1
+            if rows == 0:
+                raise InputDataError(f"{path}: no rows after the header")
         except UnicodeDecodeError as error:
             raise InputDataError(f"{path}: not UTF-8 text ({error.reason})") from None
         except csv.Error as error:
@@ -119,13 +129,16 @@ def _csv_rows(path: str | Path, header: list[str]) -> Iterator[tuple[int, list[s
 
 def read_truth(path: str | Path) -> dict[str, list[int]]:
     """VideoId -> true class ids, from a `VideoId,Labels` CSV (labels space-separated)."""
-    truth = {}
+    truth, lines = {}, {}
     for line, row in _csv_rows(path, TRUTH_HEADER):
         try:
             video_id, labels = row
             truth[video_id] = [int(label) for label in labels.split()]
         except ValueError:
             raise InputDataError(f"{path}: line {line}: expected VideoId,Labels, got {row!r}") from None
+        if video_id in lines:
+            raise InputDataError(f"{path}: video id '{video_id}' on lines {lines[video_id]} and {line}")
+        lines[video_id] = line
     return truth
 
 
@@ -150,6 +163,10 @@ def score_submission(submission: str | Path, truth_path: str | Path, k: int = TO
             raise InputDataError(f"{submission}: line {line}: pairs must be 'class score'") from None
         if len(tokens) % 2 or len(set(pair_classes)) != len(pair_classes):
             raise InputDataError(f"{submission}: line {line}: pairs must be distinct 'class score' pairs")
+        if not all(math.isfinite(score) for score in pair_scores):
+            raise InputDataError(
+                f"{submission}: line {line}: confidences must be finite numbers, got {pairs!r}"
+            )
         videos += [video_id] * len(pair_classes)
         classes += pair_classes
         scores += pair_scores

@@ -441,8 +441,9 @@ def test_other_invalid_inputs():
         metrics.gap_at_k(SCORES, LABELS * 0.5)
     with pytest.raises(ValueError, match="NaN"):
         metrics.gap_at_k(np.where(LABELS == 1, np.nan, SCORES), LABELS)
-    with pytest.raises(ValueError, match="NaN"):
-        metrics.gap_from_candidates(np.array(["a"]), np.array([0]), np.array([np.nan]), np.array([1]), 1)
+    for bad in (np.nan, np.inf, -np.inf):
+        with pytest.raises(ValueError, match="NaN or infinity"):
+            metrics.gap_from_candidates(np.array(["a"]), np.array([0]), np.array([bad]), np.array([1]), 1)
     with pytest.raises(ValueError, match="k must be >= 1"):
         metrics.gap_at_k(SCORES, LABELS, k=0)
     with pytest.raises(ValueError, match=r"\(4,\)"):

@@ -399,6 +399,8 @@ SCORE_ERRORS = {
         "line 3: unknown video id 'zz'",
     ),
     "not text": (b"VideoId,LabelConfidencePairs\n\x00\xff\xfe\n", "not UTF-8 text (invalid start byte)"),
+    "header only": (b"VideoId,LabelConfidencePairs\n", "no rows after the header"),
+    "NaN confidence": (b"VideoId,LabelConfidencePairs\na,1 nan\n", "line 2: confidences must be finite"),
 }
 
 

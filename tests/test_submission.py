@@ -75,6 +75,9 @@ def test_score_hand_computed(tmp_path):
         ("a,1 x\n", "line 2: pairs must be 'class score'"),
         ("a,1 0.9,extra\n", "line 2: expected 2 columns, got 3"),
         ("a,1 0.9\na,2 0.5\n", "line 3: video id 'a' appears twice"),
+        ("a,1 0.9\nb,3 nan 4 0.5\n", "line 3: confidences must be finite numbers, got '3 nan 4 0.5'"),
+        ("a,1 inf\n", "line 2: confidences must be finite numbers, got '1 inf'"),
+        ("", "no rows after the header"),
     ],
 )
 def test_malformed_submissions_name_the_line(tmp_path, body, message):
@@ -82,6 +85,23 @@ def test_malformed_submissions_name_the_line(tmp_path, body, message):
     submission.write_text("VideoId,LabelConfidencePairs\n" + body)
     with pytest.raises(InputDataError, match=re.escape(f"{submission}: {message}")):
         score_submission(submission, _truth(tmp_path))
+
+
+def test_submission_and_truth_with_a_byte_order_mark_are_read(tmp_path):
+    truth = tmp_path / "truth.csv"
+    truth.write_bytes(b"\xef\xbb\xbfVideoId,Labels\na,1 2\nb,3\n")
+    submission = tmp_path / "s.csv"
+    submission.write_bytes(b"\xef\xbb\xbfVideoId,LabelConfidencePairs\na,1 0.9 5 0.7\nb,4 0.8 3 0.6\n")
+    assert score_submission(submission, truth) == pytest.approx(0.5)  # as in test_score_hand_computed
+
+
+def test_truth_with_a_repeated_video_id_names_it_and_both_lines(tmp_path):
+    truth = tmp_path / "truth.csv"
+    truth.write_text("VideoId,Labels\na,1 2\nb,3\na,4\n")
+    submission = tmp_path / "s.csv"
+    submission.write_text("VideoId,LabelConfidencePairs\na,1 0.9\n")
+    with pytest.raises(InputDataError, match=re.escape(f"{truth}: video id 'a' on lines 2 and 4")):
+        score_submission(submission, truth)
 
 
 def test_predict_on_missing_or_wrong_files(exported_model, tmp_path, tiny_data):

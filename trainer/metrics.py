@@ -289,8 +289,8 @@ def gap_from_candidates(
     scores, relevant = np.asarray(scores, dtype=np.float64), np.asarray(relevant, dtype=bool)
     if not video_ids.shape == class_ids.shape == scores.shape == relevant.shape or video_ids.ndim != 1:
         raise ValueError("video_ids, class_ids, scores and relevant must be 1-D arrays of one length")
-    if np.isnan(scores).any():
-        raise ValueError("scores contain NaN")
+    if not np.isfinite(scores).all():
+        raise ValueError("scores contain NaN or infinity")
     videos = np.unique(video_ids, return_inverse=True)[1].ravel()
     return _gap_of_rows(videos, scores, relevant, num_true_labels, k)
 
