@@ -26,19 +26,39 @@ from components.l2_merge.component import L2Merge
 from components.model_pusher.component import SizeLimitedPusher
 from components.soft_labels.component import SoftLabels
 from components.student_evaluator.component import StudentEvaluator
+from components.student_evaluator.executor import L1_MEAN, STACK, STUDENT
 from components.student_export.component import StudentExport
 from pipeline.config import L2Settings, PipelineConfig
 from trainer.config_schema import ConfigError, read_text
 from trainer.l1_config import parse_l1_config
 from trainer.student_run import REFIT
-from trainer.students import StudentConfig, check_serving_size, load_student_suite
+from trainer.students import StudentConfig, StudentSuite, check_serving_size, load_student_suite
 
 L1_RUN_FN = "trainer.l1_run.run_fn"
 STUDENT_RUN_FN = "trainer.student_run.run_fn"
 
 
+# Row names the stages give to what is not a config: evaluation rows, report lines.
+RESERVED_NAMES = {
+    STACK: "the L2 stack's row",
+    STUDENT: "the distilled student's row",
+    L1_MEAN: "the L1 mean's row",
+}
+
+
 def _node_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", text)
+
+
+def check_unique_model_names(named_configs: list[tuple[str, str]]) -> None:
+    """Each (name, config file) of an L1 model, tower or head named apart from every other and from the
+    reserved names, also once reduced to a node id (a.b and a_b clash); raises ConfigError naming both."""
+    taken = {_node_name(name): (name, f"reserved for {what}") for name, what in RESERVED_NAMES.items()}
+    for name, source in named_configs:
+        if _node_name(name) in taken:
+            other_name, other_source = taken[_node_name(name)]
+            raise ConfigError(f"{source}: name: {name!r} clashes with {other_name!r} ({other_source})")
+        taken[_node_name(name)] = (name, source)
 
 
 def fold_model_nodes(
@@ -115,10 +135,11 @@ def student_trainer(
     )
 
 
-def student_nodes(config: PipelineConfig, soft_labels, video_folds, l1_predictions, stack_scores) -> list:
+def student_nodes(
+    config: PipelineConfig, suite: StudentSuite, soft_labels, video_folds, l1_predictions, stack_scores
+) -> list:
     """Towers per fold (OOF predictions) and refit on every fold, the head on the towers' OOF outputs, the
     one-graph export, its evaluation and blessing, and (when blessed) push and batch inference."""
-    suite = load_student_suite(config.students.configs)
     settings, num_folds, num_classes = config.students, config.folds.num_folds, config.data.num_classes
     try:
         check_serving_size(suite, num_classes, settings.max_model_bytes)
@@ -227,17 +248,22 @@ def create_components(config: PipelineConfig) -> list:
         nodes += model_nodes
         l1_predictions.append(model_nodes[-1].outputs["predictions"])
         l1_names.append(model_nodes[-1].exec_properties["config_name"])
+    named_configs = list(zip(l1_names, config.l1.configs, strict=True))
+    suite = load_student_suite(config.students.configs) if config.students.configs else None
+    if suite is not None:
+        named_configs += [(student.name, student.source) for student in (*suite.towers, suite.head)]
+    check_unique_model_names(named_configs)
     if l1_predictions:
-        try:
-            model_columns(l1_names)  # duplicate or clashing model names fail here, not in L2Features
+        try:  # names clashing with feature columns (model "mean": score_mean) fail here, not in L2Features
+            model_columns(l1_names)
         except ValueError as error:
             raise ConfigError(f"l1.configs: {error}") from None
         stage = l2_nodes(config.l2, split_examples["video"], l1_predictions, config.join_shard_mb)
         nodes += stage
-        if config.students.configs:
+        if suite is not None:
             stacker, soft_labels = stage[-2], stage[-1]
             nodes += student_nodes(
-                config, soft_labels, split_examples["video"], l1_predictions, stacker.outputs["scores"]
+                config, suite, soft_labels, split_examples["video"], l1_predictions, stacker.outputs["scores"]
             )
     elif config.students.configs:
         raise ConfigError("students.configs: the student needs L1 models (l1.configs) to distil")

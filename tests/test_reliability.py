@@ -235,12 +235,15 @@ def _lightgbm_config(text: bytes) -> Callable[[Path], dict]:
     return changes
 
 
-def _students_config(text: bytes) -> Callable[[Path], dict]:
-    """Changes that add the tiny L1 model and a students directory holding `text` as its only config."""
+def _students_config(text: bytes, tower: bytes = b"") -> Callable[[Path], dict]:
+    """Changes that add the tiny L1 model and a students directory holding `text` as head.yaml (and
+    `tower` as tower.yaml)."""
 
     def changes(tmp_path: Path) -> dict:
         (tmp_path / "students").mkdir()
         (tmp_path / "students" / "head.yaml").write_bytes(text)
+        if tower:
+            (tmp_path / "students" / "tower.yaml").write_bytes(tower)
         return {"l1__configs": [TINY_VIDEO_L1], "students": {"configs": str(tmp_path / "students")}}
 
     return changes
@@ -314,6 +317,18 @@ CONFIG_ERRORS = {  # (changes to the config as nested keys joined by "__", a par
     "student config not UTF-8": (
         _students_config(b"name: h\xe9ad\nmodel: ensemble\n"),
         "head.yaml: not a UTF-8 text file",
+    ),
+    "tower named like an L1 model": (
+        _students_config(b"name: head\nmodel: ensemble\n", tower=b"name: tiny_gated_mlp\nmodel: A\n"),
+        f"tower.yaml: name: 'tiny_gated_mlp' clashes with 'tiny_gated_mlp' ({TINY_VIDEO_L1})",
+    ),
+    "head named like a tower, but for punctuation": (
+        _students_config(b"name: tower.a\nmodel: ensemble\n", tower=b"name: tower_a\nmodel: A\n"),
+        "head.yaml: name: 'tower.a' clashes with 'tower_a' ({tmp_path}/students/tower.yaml)",
+    ),
+    "L1 model named like a reserved row": (
+        _l1_config(b"name: EnsembleModel\nmodel: logistic\n"),
+        "l1.yaml: name: 'EnsembleModel' clashes with 'EnsembleModel' (reserved for the distilled student",
     ),
 }
 
