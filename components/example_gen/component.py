@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import glob
+from collections.abc import Iterable
+
 from tfx.components import ImportExampleGen
-from tfx.components.example_gen import utils
+from tfx.components.example_gen import driver, input_processor, utils
 from tfx.dsl.components.base import base_component, executor_spec
-from tfx.proto import example_gen_pb2
+from tfx.proto import example_gen_pb2, range_config_pb2
 from tfx.types import channel, standard_artifacts
 from tfx.types.component_spec import ExecutionParameter
 from tfx.types.standard_component_specs import FileBasedExampleGenSpec
@@ -26,6 +29,19 @@ class YT8MExampleGenSpec(FileBasedExampleGenSpec):
     }
 
 
+class LiteralInputBaseDriver(driver.FileBasedDriver):
+    """TFX's file-based ExampleGen driver with the input directory matched literally, so that its fingerprint
+    of the input files (part of the node's cache key) covers `data[1]/train*`, not `data1/train*`."""
+
+    def get_input_processor(
+        self,
+        splits: Iterable[example_gen_pb2.Input.Split],
+        range_config: range_config_pb2.RangeConfig | None = None,
+        input_base_uri: str | None = None,
+    ) -> input_processor.InputProcessor:
+        return super().get_input_processor(splits, range_config, glob.escape(input_base_uri or ""))
+
+
 class YT8MExampleGen(ImportExampleGen):
     """Imports video-level (tf.Example) or frame-level (tf.SequenceExample) TFRecords unchanged.
 
@@ -35,6 +51,7 @@ class YT8MExampleGen(ImportExampleGen):
     """
 
     SPEC_CLASS = YT8MExampleGenSpec
+    DRIVER_CLASS = LiteralInputBaseDriver
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
 
     def __init__(

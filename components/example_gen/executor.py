@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -57,7 +58,10 @@ def _split_name(exec_properties: dict[str, Any], split_pattern: str) -> str:
 def _ReadValidatedSplit(  # noqa: N802 (Beam PTransform naming)
     pipeline: beam.Pipeline, exec_properties: dict[str, Any], split_pattern: str
 ) -> beam.PCollection:
-    pattern = os.path.join(exec_properties[standard_component_specs.INPUT_BASE_KEY], split_pattern)
+    # The directory is matched literally: `data[1]` is not the pattern that matches `data1`.
+    pattern = os.path.join(
+        glob.escape(exec_properties[standard_component_specs.INPUT_BASE_KEY]), split_pattern
+    )
     files = sorted(tf.io.gfile.glob(pattern))
     if not files:
         raise InputDataError(f"no input files match {pattern}")

@@ -10,7 +10,7 @@ from tfx.proto import example_gen_pb2
 from tfx.types import standard_artifacts
 from tfx.utils import proto_utils
 
-from components.example_gen.component import split_input_config
+from components.example_gen.component import LiteralInputBaseDriver, split_input_config
 from components.example_gen.executor import Executor, read_validated_records
 from pipeline.synth import frame_example, video_example
 from tests import builders
@@ -103,3 +103,34 @@ def test_executor_imports_every_split(tmp_path):
 
     assert sorted(read("train")) == sorted(train)
     assert sorted(read("test")) == sorted(test)
+
+
+def test_a_directory_named_with_glob_characters_is_matched_literally(tmp_path):
+    """`data[1]` is read, not the `data1` it matches as a pattern, and so is it by the driver's fingerprint of
+    the input files (the node's cache key)."""
+    data, decoy = tmp_path / "data[1]", tmp_path / "data1"
+    data.mkdir()
+    decoy.mkdir()
+    train = _write(data / "train0000.tfrecord", count=3)
+    _write(decoy / "train0000.tfrecord", count=5, labels=(1,))
+    examples = standard_artifacts.Examples()
+    examples.uri = str(tmp_path / "out")
+    input_config = split_input_config({"train": "train*.tfrecord"})
+    exec_properties = {
+        "input_base": str(data),
+        "input_config": proto_utils.proto_to_json(input_config),
+        "output_config": proto_utils.proto_to_json(example_gen_pb2.Output()),
+        "output_data_format": example_gen_pb2.FORMAT_TF_EXAMPLE,
+        "output_file_format": example_gen_pb2.FORMAT_TFRECORDS_GZIP,
+        "num_classes": 10,
+        "unlabelled_splits": "",
+    }
+    Executor().Do({}, {"examples": [examples]}, exec_properties)
+
+    files = tf.io.gfile.glob(os.path.join(examples.uri, "Split-train", "*"))
+    assert sorted(r.numpy() for r in read_records(files)) == sorted(train)
+    processor = LiteralInputBaseDriver(None).get_input_processor(input_config.splits, None, str(data))
+    span, version = processor.resolve_span_and_version()
+    fingerprint = processor.get_input_fingerprint(span, version)
+    size = (data / "train0000.tfrecord").stat().st_size
+    assert f"split:train,num_files:1,total_bytes:{size}," in fingerprint
