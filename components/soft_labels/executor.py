@@ -13,6 +13,7 @@ from tfx.types import artifact, standard_artifact_utils
 
 from components.fold_split.executor import fold_names
 from components.splits import HOLDOUT, OUT_OF_FOLD, TEST, split_files, write_split, write_splits
+from trainer.predictions import AVERAGED
 from trainer.records import video_id_of
 from trainer.soft_labels import encode_soft_labels, with_soft_labels
 
@@ -25,7 +26,7 @@ class SoftLabelError(ValueError):
 
 def _soft_labels(video_id: str, grouped: dict[str, list]) -> tuple[int, bytes, bytes]:
     """(fold index, index record, student record) of one video; fails unless it has exactly one fold record
-    and at least one distinct candidate score."""
+    and at least one distinct candidate score, every one scored by the stacker of the video's own fold."""
     in_folds, rows = list(grouped["fold_video"]), list(grouped["rows"])
     if not in_folds:
         raise SoftLabelError(f"soft labels for video '{video_id}' which is in no fold split")
@@ -33,12 +34,18 @@ def _soft_labels(video_id: str, grouped: dict[str, list]) -> tuple[int, bytes, b
         raise SoftLabelError(f"video '{video_id}' of the fold splits has no L2 out-of-fold scores")
     if len(in_folds) != 1:
         raise SoftLabelError(f"video '{video_id}' appears {len(in_folds)} times in the fold splits")
+    fold, record = in_folds[0]
+    scored_by = sorted({row_fold for _, _, row_fold in rows})
+    if scored_by != [fold]:
+        raise SoftLabelError(
+            f"video '{video_id}' of fold_{fold} was scored by the stacker of folds {scored_by} "
+            f"({AVERAGED} = the fold average), not out of fold"
+        )
     rows.sort(key=lambda row: row[0])
-    class_ids = np.array([class_id for class_id, _ in rows], np.int64)
+    class_ids = np.array([class_id for class_id, _, _ in rows], np.int64)
     if np.unique(class_ids).size != class_ids.size:
         raise SoftLabelError(f"video '{video_id}' has repeated candidate classes")
-    scores = np.array([score for _, score in rows], np.float32)
-    fold, record = in_folds[0]
+    scores = np.array([score for _, score, _ in rows], np.float32)
     return fold, encode_soft_labels(video_id, class_ids, scores), with_soft_labels(record, class_ids, scores)
 
 
@@ -68,10 +75,15 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                 | "ReadScores"
                 >> beam.io.ReadFromParquet(
                     split_files(scores, OUT_OF_FOLD),
-                    columns=["video_id", "class_id", "score"],
+                    columns=["video_id", "class_id", "score", "scored_by"],
                 )
                 | "KeyRows"
-                >> beam.Map(lambda row: (row["video_id"], (int(row["class_id"]), float(row["score"]))))
+                >> beam.Map(
+                    lambda row: (
+                        row["video_id"],
+                        (int(row["class_id"]), float(row["score"]), int(row["scored_by"])),
+                    )
+                )
             )
             labelled = (
                 {"fold_video": fold_records | "FlattenFolds" >> beam.Flatten(), "rows": rows}

@@ -34,12 +34,12 @@ def _examples(root) -> standard_artifacts.Examples:
     return examples
 
 
-def _scores(root, rows: list[tuple[str, int, float]]) -> CandidateScores:
+def _scores(root, rows: list[tuple[str, int, float, int]]) -> CandidateScores:
     scores = CandidateScores()
     scores.uri = str(root)
     os.makedirs(root / "Split-oof")
-    frame = pd.DataFrame(rows, columns=["video_id", "class_id", "score"]).astype(
-        {"class_id": "int32", "score": "float32"}
+    frame = pd.DataFrame(rows, columns=["video_id", "class_id", "score", "scored_by"]).astype(
+        {"class_id": "int32", "score": "float32", "scored_by": "int32"}
     )
     frame.to_parquet(root / "Split-oof" / "scores.parquet", index=False)
     scores.split_names = standard_artifact_utils.encode_split_names(["oof"])
@@ -63,7 +63,7 @@ def _split_records(uri: str, split: str) -> list[bytes]:
     return [r.numpy() for r in read_records(files)]
 
 
-ROWS = [("b", 7, 0.25), ("a", 3, 0.875), ("c", 1, 0.5), ("a", 1, 0.125), ("b", 2, 0.75)]
+ROWS = [("b", 7, 0.25, 0), ("a", 3, 0.875, 0), ("c", 1, 0.5, 1), ("a", 1, 0.125, 0), ("b", 2, 0.75, 0)]
 
 
 def test_every_fold_video_gets_its_candidate_scores(tmp_path):
@@ -99,4 +99,13 @@ def test_a_fold_video_without_scores_fails(tmp_path):
 
 def test_scores_for_an_unknown_video_fail(tmp_path):
     with pytest.raises(SoftLabelError, match="soft labels for video 'zz' which is in no fold split"):
-        _run(tmp_path, [*ROWS, ("zz", 1, 0.5)])
+        _run(tmp_path, [*ROWS, ("zz", 1, 0.5, 0)])
+
+
+@pytest.mark.parametrize(("scored_by", "folds"), [(0, "\\[0, 1\\]"), (-1, "\\[-1, 1\\]")])
+def test_a_row_not_scored_by_the_stacker_of_its_own_fold_fails(tmp_path, scored_by, folds):
+    """c is in fold_1: a row scored by the fold-0 stacker (which trained on c) or by the fold average."""
+    with pytest.raises(
+        SoftLabelError, match=f"video 'c' of fold_1 was scored by the stacker of folds {folds}"
+    ):
+        _run(tmp_path, [*ROWS, ("c", 4, 0.5, scored_by)])
