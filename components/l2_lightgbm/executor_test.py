@@ -13,7 +13,8 @@ from tfx.types import standard_artifact_utils, standard_artifacts
 
 from components.artifacts import CandidateFeatures, CandidateScores, StageMetrics
 from components.l2_lightgbm.config import parse_lightgbm_config
-from components.l2_lightgbm.executor import Executor, in_validation_slice, rows_gap
+from components.l2_lightgbm.executor import Executor, in_validation_slice
+from trainer.metrics import gap_at_k
 
 CONFIG = """
 num_boost_round: 60
@@ -23,6 +24,9 @@ seed: 3
 params: {learning_rate: 0.1, num_leaves: 7, min_data_in_leaf: 5, num_threads: 1}
 """
 MODELS = ["a", "b"]
+FOLDS = 3
+# One indicator column per fold (1.0 on its rows): a model never trained on fold k saw in_fold_k constant.
+FOLD_INDICATORS = [f"in_fold_{fold}" for fold in range(FOLDS)]
 FEATURES = [
     "class_id",
     "score_a",
@@ -34,6 +38,7 @@ FEATURES = [
     "score_std",
     "topk_count",
     "prior",
+    *FOLD_INDICATORS,
 ]
 
 
@@ -69,6 +74,7 @@ def _rows(split: str, videos: int, fold_of, seed: int) -> pd.DataFrame:
         topk_count=np.int32(2),
         prior=np.float32(0.1),
         fold=rows["fold"].astype(np.int32),
+        **{name: (rows["fold"] == fold).astype(np.float32) for fold, name in enumerate(FOLD_INDICATORS)},
     )
 
 
@@ -76,7 +82,7 @@ def _features(tmp_path) -> CandidateFeatures:
     features = CandidateFeatures()
     features.uri = str(tmp_path / "features")
     splits = {
-        "oof": _rows("oof", 90, lambda v: v % 3, 0),
+        "oof": _rows("oof", 90, lambda v: v % FOLDS, 0),
         "holdout": _rows("holdout", 20, lambda v: -1, 1),
         "test": _rows("test", 10, lambda v: -1, 2),
     }
@@ -106,23 +112,30 @@ def _scores(artifact, split: str) -> pd.DataFrame:
     return pq.read_table(os.path.join(artifact.uri, f"Split-{split}")).to_pandas()
 
 
+def _trained_on_fold(booster: lgb.Booster, fold: int) -> bool:
+    """Whether the model's training rows included fold `fold` (its indicator was not constant 0 there)."""
+    info = booster.dump_model()["feature_infos"].get(f"in_fold_{fold}")
+    return info is not None and info["max_value"] > 0
+
+
 def test_oof_rows_are_scored_by_the_model_that_did_not_train_on_their_fold(tmp_path):
     outputs = _run(tmp_path, "run")
     oof = _scores(outputs["scores"], "oof")
-    assert (oof["scored_by"] == oof["fold"]).all()
-    fold_models = outputs["scores"].get_json_value_custom_property("fold_models")
-    for fold, info in fold_models.items():
-        assert int(fold) not in info["train_folds"] and len(info["train_folds"]) == 2
+    features = pq.read_table(tmp_path / "run" / "features" / "Split-oof").to_pandas()
     assert oof["score"].between(0, 1).all() and oof["score"].nunique() > 10  # probabilities, not 0/1
-
-    for fold in range(3):
-        path = os.path.join(outputs["model"].uri, f"fold_{fold}.txt")
+    assert sorted(oof["scored_by"].unique()) == list(range(FOLDS))
+    for scored_by, rows in oof.groupby("scored_by"):
+        path = os.path.join(outputs["model"].uri, f"fold_{scored_by}.txt")
         with open(path) as handle:
             assert handle.readline().strip() == "tree"  # LightGBM text format, no pickle
-        features = pq.read_table(tmp_path / "run" / "features" / "Split-oof").to_pandas()
-        rows = features["fold"] == fold
-        reloaded = lgb.Booster(model_file=path).predict(features.loc[rows, FEATURES])
-        np.testing.assert_allclose(oof.loc[rows, "score"], reloaded, rtol=1e-5)
+        booster = lgb.Booster(model_file=path)
+        # The model that scored these rows reproduces their scores and never trained on their fold.
+        reloaded = booster.predict(features.loc[rows.index, FEATURES])
+        np.testing.assert_allclose(rows["score"], reloaded, rtol=1e-5)
+        assert not any(_trained_on_fold(booster, fold) for fold in features.loc[rows.index, "fold"].unique())
+        assert [fold for fold in range(FOLDS) if _trained_on_fold(booster, fold)] == sorted(
+            set(range(FOLDS)) - {scored_by}
+        )
 
     holdout = _scores(outputs["scores"], "holdout")
     features = pq.read_table(tmp_path / "run" / "features" / "Split-holdout").to_pandas()
@@ -132,19 +145,49 @@ def test_oof_rows_are_scored_by_the_model_that_did_not_train_on_their_fold(tmp_p
     assert (holdout["scored_by"] == -1).all() and len(_scores(outputs["scores"], "test")) == 80
 
 
+def _dense_gap(rows: pd.DataFrame, scores: np.ndarray) -> float:
+    """GAP@20 of candidate rows by trainer.metrics: each video's 8 candidates as a dense row (all within the
+    top 20), rescaled from their labels to every true label of the videos (one per video is no candidate)."""
+    order = np.lexsort((rows["class_id"], rows["video_id"]))
+    dense_scores = np.asarray(scores)[order].reshape(-1, 8)
+    dense_labels = rows["target"].to_numpy()[order].reshape(-1, 8)
+    true_labels = rows.drop_duplicates("video_id")["num_labels"].sum()
+    return gap_at_k(dense_scores, dense_labels, 20) * dense_labels.sum() / true_labels
+
+
 def test_metrics_report_fold_holdout_and_l1_gaps(tmp_path):
     outputs = _run(tmp_path, "run")
     metrics = outputs["metrics"]
     holdout = pq.read_table(tmp_path / "run" / "features" / "Split-holdout").to_pandas()
     scores = _scores(outputs["scores"], "holdout")
+    assert list(scores["video_id"]) == list(holdout["video_id"])  # rows in the features' order
     assert metrics.get_json_value_custom_property("holdout_gap") == pytest.approx(
-        rows_gap(holdout, scores["score"].to_numpy(), 20)
+        _dense_gap(holdout, scores["score"].to_numpy())
     )
     l1 = metrics.get_json_value_custom_property("l1_holdout_gap")
-    assert l1 == pytest.approx({m: rows_gap(holdout, holdout[f"score_{m}"].to_numpy(), 20) for m in MODELS})
+    assert l1 == pytest.approx({m: _dense_gap(holdout, holdout[f"score_{m}"].to_numpy()) for m in MODELS})
     assert l1["a"] > l1["b"]  # model a's scores carry more signal by construction
-    assert sorted(metrics.get_json_value_custom_property("fold_gap")) == ["0", "1", "2"]
+    oof = _scores(outputs["scores"], "oof")
+    fold_gap = metrics.get_json_value_custom_property("fold_gap")
+    assert fold_gap == pytest.approx(
+        {str(fold): _dense_gap(rows, rows["score"].to_numpy()) for fold, rows in oof.groupby("fold")}
+    )
     assert os.path.exists(os.path.join(metrics.uri, "metrics.json"))
+
+
+def test_dense_gap_of_hand_made_rows():
+    """_dense_gap on two videos: v0 candidates 1 (T, 0.9), 2 (F, 0.8); v1 candidates 3 (F, 0.7), 4 (T, 0.6);
+    3 true labels in all. Pooled: T, F, F, T -> (1/1 + 2/4) / 3 = 0.5."""
+    rows = pd.DataFrame(
+        {
+            "video_id": ["v0"] * 8 + ["v1"] * 8,
+            "class_id": list(range(1, 9)) + list(range(3, 11)),
+            "target": [1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0],
+            "num_labels": [2] * 8 + [1] * 8,
+        }
+    )
+    scores = np.array([0.9, 0.8] + [0.0] * 6 + [0.7, 0.6] + [0.0] * 6)
+    assert _dense_gap(rows, scores) == pytest.approx(0.5)
 
 
 def test_same_seed_gives_identical_scores(tmp_path):
