@@ -392,9 +392,11 @@ def test_refused_gate_reuses_the_cache_and_skips_pusher_and_batch_inference(
         for key, artifacts in refused[name].outputs.items():
             assert [a.id for a in artifacts] == [a.id for a in first[name].outputs[key]], (name, key)
     assert refused["StudentEvaluator"].state == "COMPLETE"
-    assert [a.id for a in refused["StudentEvaluator"].inputs["student"]] == [
+    assert [a.id for a in refused["StudentEvaluator"].inputs["model"]] == [
         a.id for a in first["StudentExport"].outputs["model"]
     ]
+    for key, artifacts in first["StudentEvaluator"].inputs.items():  # the same inputs as the first time
+        assert [a.id for a in refused["StudentEvaluator"].inputs[key]] == [a.id for a in artifacts], key
     assert property_value(refused["StudentEvaluator"].outputs["blessing"][0], "blessed") == 0
     reason = property_value(refused["StudentEvaluator"].outputs["evaluation"][0], "reason")
     assert "< floor 1.0000" in reason
