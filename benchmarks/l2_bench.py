@@ -102,7 +102,7 @@ def bootstrap_gain(
 def bench_gap(home: Path, max_wait_s: float) -> None:
     """Holdout GAP of every L1 model and of the stack, and the stack's per-fold OOF GAP, from MLMD."""
     from pipeline.config import load_pipeline_config
-    from pipeline.metadata import latest_executions, open_store, property_value
+    from pipeline.metadata import open_store, property_value, run_executions
 
     start = time.perf_counter()
     if common.pipeline_running():
@@ -113,7 +113,7 @@ def bench_gap(home: Path, max_wait_s: float) -> None:
         print(f"   the run {state} after {time.perf_counter() - start:.0f}s", flush=True)
     name = load_pipeline_config(DEMO_CONFIG).pipeline_name
     sqlite = home / "metadata.sqlite"
-    executions = latest_executions(open_store(str(sqlite)), name) if sqlite.exists() else {}
+    executions = run_executions(open_store(str(sqlite)), name) if sqlite.exists() else {}
     stacker, features = executions.get("L2LightGBM"), executions.get("L2Features")
     if stacker is None or stacker.state not in DONE or features is None:
         print(f"\n1. GAP: no finished L2LightGBM of '{name}' in {sqlite}; make one with `make demo`.")

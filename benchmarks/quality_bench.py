@@ -92,12 +92,12 @@ def split_scores(
     """(video ids, multi-hot labels, {model: scores [videos, classes]}, {model: kind}) of a finished run on
     `split` ("holdout": labels from the fold split; "test": from the generator's test_truth.csv)."""
     from components.student_evaluator import executor as evaluation
-    from pipeline.metadata import latest_executions, open_store
+    from pipeline.metadata import open_store, run_executions
     from pipeline.submission import read_truth
     from pipeline.synth import oracle_scores
 
     store = open_store(str(home / "metadata.sqlite"))
-    runs = latest_executions(store, PIPELINE)
+    runs = run_executions(store, PIPELINE)
 
     def output(node: str, key: str):
         return _tfx_artifact(store, runs[node].outputs[key][0])

@@ -68,10 +68,10 @@ def load_run(home: Path, pipeline: str):
     """(model names, the L2Features artifact, out-of-fold feature rows, Holdout) of the latest run."""
     from tfx.types import artifact_utils
 
-    from pipeline.metadata import latest_executions, open_store, property_value
+    from pipeline.metadata import open_store, property_value, run_executions
 
     store = open_store(str(home / "metadata.sqlite"))
-    runs = latest_executions(store, pipeline)
+    runs = run_executions(store, pipeline)
 
     def output(node: str, key: str):
         mlmd = runs[node].outputs[key][0]

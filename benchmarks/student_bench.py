@@ -121,10 +121,10 @@ REQUIRED = ("SoftLabels", "StudentTrainer_head", "StudentExport", "StudentEvalua
 
 
 def load_run(home: Path, name: str) -> Run | None:
-    from pipeline.metadata import latest_executions, open_store
+    from pipeline.metadata import open_store, run_executions
 
     sqlite = home / "metadata.sqlite"
-    executions = latest_executions(open_store(str(sqlite)), name) if sqlite.exists() else {}
+    executions = run_executions(open_store(str(sqlite)), name) if sqlite.exists() else {}
     missing = [n for n in REQUIRED if n not in executions or executions[n].state not in DONE]
     if missing:
         print(

@@ -61,15 +61,34 @@ def latest_executions(store: metadata_store.MetadataStore, pipeline_name: str) -
     return {execution.node_id: execution for execution in node_executions(store, pipeline_name)}
 
 
+def latest_run_id(store: metadata_store.MetadataStore, pipeline_name: str) -> str | None:
+    """The run (pipeline_run context) of the pipeline's newest execution, or None before any."""
+    executions = node_executions(store, pipeline_name)
+    if not executions:
+        return None
+    contexts = store.get_contexts_by_execution(executions[-1].execution_id)
+    types = {t.id: t.name for t in store.get_context_types_by_id([c.type_id for c in contexts])}
+    return next((c.name for c in contexts if types[c.type_id] == "pipeline_run"), None)
+
+
 def run_executions(
-    store: metadata_store.MetadataStore, pipeline_name: str, run_id: str
+    store: metadata_store.MetadataStore, pipeline_name: str, run_id: str | None = None
 ) -> dict[str, NodeExecution]:
-    """The executions of one run (its pipeline_run context), by node; empty for an unknown run."""
-    context = store.get_context_by_type_and_name("pipeline_run", run_id)
+    """The executions of one run (its pipeline_run context; default: the latest run), by node: a node
+    served from the cache has its CACHED execution there, a node the run skipped has none."""
+    run_id = run_id or latest_run_id(store, pipeline_name)
+    context = store.get_context_by_type_and_name("pipeline_run", run_id) if run_id else None
     if context is None:
         return {}
     ids = {execution.id for execution in store.get_executions_by_context(context.id)}
     return {e.node_id: e for e in node_executions(store, pipeline_name) if e.execution_id in ids}
+
+
+def node_ids(store: metadata_store.MetadataStore, pipeline_name: str) -> set[str]:
+    """Every node of the pipeline that any run in the store executed."""
+    prefix = f"{pipeline_name}."
+    nodes = store.get_contexts_by_type("node")
+    return {node.name.removeprefix(prefix) for node in nodes if node.name.startswith(prefix)}
 
 
 def property_value(artifact: metadata_store_pb2.Artifact, name: str):

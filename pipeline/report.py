@@ -15,7 +15,14 @@ from ml_metadata.proto import metadata_store_pb2
 
 from components.student_evaluator.executor import L1, STACK, STACK_ROLE, is_student, role_rank
 from pipeline import lineage
-from pipeline.metadata import NodeExecution, latest_executions, open_store, property_value
+from pipeline.metadata import (
+    NodeExecution,
+    latest_run_id,
+    node_ids,
+    open_store,
+    property_value,
+    run_executions,
+)
 
 STACK_NODE, STACK_OUTPUT = "L2LightGBM", "metrics"
 EVALUATOR_NODE, EVALUATOR_OUTPUT = "StudentEvaluator", "evaluation"
@@ -240,10 +247,23 @@ def _counts_section(executions: dict[str, NodeExecution]) -> str:
     return "".join(parts) or '<p class="note">No fold split in ML Metadata.</p>'
 
 
-def _lineage_section(store: metadata_store.MetadataStore, stack_metrics) -> str:
-    pushed = store.get_artifacts_by_type(lineage.PUSHED_MODEL_TYPE)
-    if pushed:
-        root_id = lineage.latest_pushed_model_id(store)
+def _not_run_note(not_run: list[str]) -> str:
+    if not not_run:
+        return ""
+    names = ", ".join(html.escape(name) for name in not_run)
+    return (
+        f'<p class="note">Not run in this run (skipped, e.g. an unblessed model\'s Pusher and '
+        f"BatchInference, or no longer in the pipeline): {names}. Nothing below comes from earlier "
+        "runs.</p>\n"
+    )
+
+
+def _lineage_section(
+    store: metadata_store.MetadataStore, executions: dict[str, NodeExecution], stack_metrics
+) -> str:
+    pushed = _output(executions, "Pusher", "pushed_model")
+    if pushed is not None:
+        root_id = pushed.id
     elif stack_metrics is not None:
         root_id = stack_metrics.id
     else:
@@ -256,12 +276,15 @@ def _lineage_section(store: metadata_store.MetadataStore, stack_metrics) -> str:
 
 
 def build_report(metadata_file: str, pipeline_name: str | None = None) -> str:
-    """The report of the latest execution of every node of `pipeline_name` as one self-contained HTML page."""
+    """The report of the latest run of `pipeline_name` (its own executions, cached ones included) as one
+    self-contained HTML page."""
     store = open_store(metadata_file)
     pipeline_name = pipeline_name or pipeline_name_in(store)
-    executions = latest_executions(store, pipeline_name)
+    run_id = latest_run_id(store, pipeline_name)
+    executions = run_executions(store, pipeline_name, run_id)
     if not executions:
         raise lineage.LineageError(f"no executions of pipeline {pipeline_name} in {metadata_file}")
+    not_run = sorted(node_ids(store, pipeline_name) - set(executions))
     stack_metrics = _output(executions, STACK_NODE, STACK_OUTPUT)
     evaluation = _properties(_output(executions, EVALUATOR_NODE, EVALUATOR_OUTPUT))
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
@@ -271,14 +294,15 @@ def build_report(metadata_file: str, pipeline_name: str | None = None) -> str:
         ("Per-fold spread", _fold_section(stack_metrics)),
         ("Component durations", _timeline_section(store, executions)),
         ("Dataset counts", _counts_section(executions)),
-        ("Lineage", _lineage_section(store, stack_metrics)),
+        ("Lineage", _lineage_section(store, executions, stack_metrics)),
     ]
     body = "".join(f"<h2>{html.escape(title)}</h2>\n{content}\n" for title, content in sections)
     title = f"yt8m-tfx run report: {html.escape(pipeline_name)}"
     return (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
         f"<style>{_STYLE}</style></head><body><h1>{title}</h1>"
-        f'<p class="note">ML Metadata {html.escape(metadata_file)}; generated {generated} UTC.</p>\n'
+        f'<p class="note">Run {html.escape(run_id or "")}; ML Metadata {html.escape(metadata_file)}; '
+        f"generated {generated} UTC.</p>\n{_not_run_note(not_run)}"
         f"{body}</body></html>\n"
     )
 

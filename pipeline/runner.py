@@ -81,11 +81,14 @@ def run_pipeline(config: PipelineConfig) -> list[str]:
 
 def stage_summary(config: PipelineConfig) -> list[str]:
     """Holdout GAP@20 of every model (L1, stack, students), the blessing, the pushed model and the submission
-    (with its GAP when data.test_truth is set), from the latest run's ML Metadata."""
+    (with its GAP when data.test_truth is set), all from the latest run's own executions (cached ones
+    included); a stage that run skipped is said to be skipped, never filled in from an earlier run."""
     from components.student_evaluator.executor import role_rank
-    from pipeline.metadata import latest_executions, open_store, property_value
+    from pipeline.metadata import latest_run_id, open_store, property_value, run_executions
 
-    executions = latest_executions(open_store(config.metadata_path), config.pipeline_name)
+    store = open_store(config.metadata_path)
+    run_id = latest_run_id(store, config.pipeline_name)
+    executions = run_executions(store, config.pipeline_name, run_id)
     evaluator, stacker = executions.get("StudentEvaluator"), executions.get("L2LightGBM")
     if evaluator is not None and evaluator.outputs.get("evaluation"):
         evaluation = evaluator.outputs["evaluation"][0]
@@ -112,11 +115,16 @@ def stage_summary(config: PipelineConfig) -> list[str]:
         )
     else:
         return []
+    lines.insert(0, f"run {run_id}")
+    if evaluator is None:
+        return lines
     pusher, inference = executions.get("Pusher"), executions.get("BatchInference")
     if pusher is not None and pusher.outputs.get("pushed_model"):
         lines.append(
             f"pushed model: {property_value(pusher.outputs['pushed_model'][0], 'pushed_destination')}"
         )
+    else:
+        lines.append("pushed model: none, Pusher skipped in this run (the model is not blessed)")
     if inference is not None and inference.outputs.get("submission"):
         submission = property_value(inference.outputs["submission"][0], "file")
         lines.append(f"submission: {submission}")
@@ -125,4 +133,6 @@ def stage_summary(config: PipelineConfig) -> list[str]:
 
             gap = score_submission(submission, config.data.test_truth)
             lines.append(f"submission GAP@20 against {config.data.test_truth}: {gap:.4f}")
+    else:
+        lines.append("submission: none, BatchInference skipped in this run")
     return lines

@@ -25,6 +25,7 @@ from pipeline.metadata import (
     property_value,
     run_executions,
 )
+from pipeline.runner import stage_summary
 from pipeline.submission import score_submission
 from tests.conftest import TINY_L1_CONFIGS, TINY_STUDENTS, tiny_pipeline_config
 from tests.test_kubeflow import RESOURCES
@@ -406,9 +407,14 @@ def test_refused_gate_reuses_the_cache_and_skips_pusher_and_batch_inference(
 
 @pytest.mark.slow
 @RUN_TIMEOUT
-def test_lineage_and_report_read_a_kfp_run(kfp_tiny_run, kfp_refused_run, tmp_path, capsys):
+def test_lineage_report_and_summary_read_a_kfp_run_and_only_that_run(
+    kfp_tiny_run, kfp_refused_run, tiny_data, tmp_path, capsys
+):
+    """After the refused run, nothing printed or reported comes from the first run's Pusher and
+    BatchInference (the newest executions of those nodes in the store)."""
     kfp, _ = kfp_tiny_run
     executions = kfp.executions(REFUSED_RUN_ID)
+    first_pushed = kfp.executions(RUN_ID)["Pusher"].outputs["pushed_model"][0]
     evaluation = executions["StudentEvaluator"].outputs["evaluation"][0]
     capsys.readouterr()
     assert cli.main(["lineage", "--home", str(kfp.home), "--artifact", str(evaluation.id)]) == 0
@@ -419,8 +425,19 @@ def test_lineage_and_report_read_a_kfp_run(kfp_tiny_run, kfp_refused_run, tmp_pa
     report = tmp_path / "report.html"
     assert cli.main(["report", "--home", str(kfp.home), "--out", str(report)]) == 0
     html = report.read_text()
+    assert f"Run {REFUSED_RUN_ID};" in html
     assert "Gate on the holdout split (" in html and "<b>not blessed</b>" in html
     assert "StudentTrainer_head" in html
+    assert "Not run in this run" in html and ": BatchInference, Pusher." in html
+    assert f"From artifact {first_pushed.id} " not in html  # the lineage starts at this run's stack
+
+    summary = stage_summary(tiny_pipeline_config(tiny_data, kfp.home))
+    assert summary[0] == f"run {REFUSED_RUN_ID}"
+    assert any(line.startswith("blessing: ") and "< floor 1.0000" in line for line in summary)
+    assert summary[-2:] == [
+        "pushed model: none, Pusher skipped in this run (the model is not blessed)",
+        "submission: none, BatchInference skipped in this run",
+    ]
 
 
 @pytest.mark.slow

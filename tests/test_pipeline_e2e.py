@@ -15,7 +15,14 @@ import tensorflow as tf
 import yaml
 
 from pipeline import cli
-from pipeline.metadata import latest_executions, node_executions, open_store, property_value
+from pipeline.metadata import (
+    latest_executions,
+    latest_run_id,
+    node_executions,
+    open_store,
+    property_value,
+    run_executions,
+)
 from pipeline.runner import run_pipeline, stage_summary
 from pipeline.submission import score_submission
 from tests import builders
@@ -122,10 +129,19 @@ def test_unchanged_rerun_is_cached_and_an_edited_l1_config_reruns_only_its_nodes
     executions = latest_executions(open_store(config.metadata_path), config.pipeline_name)
     assert set(executions) == BASE_NODES | L1_NODES | L2_NODES
 
+    first_run = latest_run_id(open_store(config.metadata_path), config.pipeline_name)
     run_pipeline(config)
-    reruns = node_executions(open_store(config.metadata_path), config.pipeline_name)[len(executions) :]
+    store = open_store(config.metadata_path)
+    reruns = node_executions(store, config.pipeline_name)[len(executions) :]
     assert {e.node_id for e in reruns} == BASE_NODES | L1_NODES | L2_NODES
     assert {e.state for e in reruns} == {"CACHED"}
+    second_run = latest_run_id(store, config.pipeline_name)  # the cached executions belong to this run
+    assert second_run != first_run
+    assert {e.execution_id for e in run_executions(store, config.pipeline_name).values()} == {
+        e.execution_id for e in reruns
+    }
+    summary = stage_summary(config)  # this run's (cached) stack, no student stage in this pipeline
+    assert summary[0] == f"run {second_run}" and summary[-1].startswith("holdout GAP@20  L2 LightGBM stack")
 
     # Editing one L1 config reruns that model's nodes and everything downstream, nothing else.
     frame_config = Path(l1_configs[1])
