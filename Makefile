@@ -35,7 +35,7 @@ bench: venv  # the L1/L2/student quality tables read the latest `make demo` run 
 bench-scale: venv  # the whole pipeline at 10k/30k/100k videos x 3862 classes + 10k frame-level (about 1.5 h on 2 cores)
 	$(PY) -m benchmarks.scale_bench
 
-bench-quality: venv  # stack, student and soft labels vs best L1 and the oracle, 60k generated videos (1-2 h on 2 cores)
+bench-quality: venv  # stack, student and soft labels vs best L1 and the oracle, 17k generated videos (~2.5 h on 2 cores)
 	$(PY) -m benchmarks.quality_bench
 
 clean:
