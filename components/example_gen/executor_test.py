@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import tensorflow as tf
@@ -23,6 +24,28 @@ def _write(path, count: int = 3, layout: str = "video", **kwargs) -> list[bytes]
     records = [make(builders.video(video_id=f"v{i}", seed=i, **kwargs), True) for i in range(count)]
     builders.write_tfrecord(path, records)
     return records
+
+
+def _import(
+    data: Path, out: Path, splits: dict[str, str], data_format: int, unlabelled_splits: str
+) -> dict[str, list[bytes]]:
+    """Run the executor on `data` with one file pattern per split; the records it wrote, by split."""
+    examples = standard_artifacts.Examples()
+    examples.uri = str(out)
+    exec_properties = {
+        "input_base": str(data),
+        "input_config": proto_utils.proto_to_json(split_input_config(splits)),
+        "output_config": proto_utils.proto_to_json(example_gen_pb2.Output()),
+        "output_data_format": data_format,
+        "output_file_format": example_gen_pb2.FORMAT_TFRECORDS_GZIP,
+        "num_classes": 10,
+        "unlabelled_splits": unlabelled_splits,
+    }
+    Executor().Do({}, {"examples": [examples]}, exec_properties)
+    return {
+        split: [r.numpy() for r in read_records(tf.io.gfile.glob(os.path.join(out, f"Split-{split}", "*")))]
+        for split in splits
+    }
 
 
 def test_valid_file_yields_its_records(tmp_path):
@@ -83,26 +106,10 @@ def test_executor_imports_every_split(tmp_path):
         data / "train0001.tfrecord", count=2, layout="frame", labels=(0,)
     )
     test = _write(data / "test0000.tfrecord", count=3, layout="frame")
-    examples = standard_artifacts.Examples()
-    examples.uri = str(tmp_path / "out")
-    input_config = split_input_config({"train": "train*.tfrecord", "test": "test*.tfrecord"})
-    exec_properties = {
-        "input_base": str(data),
-        "input_config": proto_utils.proto_to_json(input_config),
-        "output_config": proto_utils.proto_to_json(example_gen_pb2.Output()),
-        "output_data_format": example_gen_pb2.FORMAT_TF_SEQUENCE_EXAMPLE,
-        "output_file_format": example_gen_pb2.FORMAT_TFRECORDS_GZIP,
-        "num_classes": 10,
-        "unlabelled_splits": "test",
-    }
-    Executor().Do({}, {"examples": [examples]}, exec_properties)
-
-    def read(split: str) -> list[bytes]:
-        files = tf.io.gfile.glob(os.path.join(examples.uri, f"Split-{split}", "*"))
-        return [r.numpy() for r in read_records(files)]
-
-    assert sorted(read("train")) == sorted(train)
-    assert sorted(read("test")) == sorted(test)
+    splits = {"train": "train*.tfrecord", "test": "test*.tfrecord"}
+    imported = _import(data, tmp_path / "out", splits, example_gen_pb2.FORMAT_TF_SEQUENCE_EXAMPLE, "test")
+    assert sorted(imported["train"]) == sorted(train)
+    assert sorted(imported["test"]) == sorted(test)
 
 
 def test_a_directory_named_with_glob_characters_is_matched_literally(tmp_path):
@@ -113,22 +120,10 @@ def test_a_directory_named_with_glob_characters_is_matched_literally(tmp_path):
     decoy.mkdir()
     train = _write(data / "train0000.tfrecord", count=3)
     _write(decoy / "train0000.tfrecord", count=5, labels=(1,))
-    examples = standard_artifacts.Examples()
-    examples.uri = str(tmp_path / "out")
-    input_config = split_input_config({"train": "train*.tfrecord"})
-    exec_properties = {
-        "input_base": str(data),
-        "input_config": proto_utils.proto_to_json(input_config),
-        "output_config": proto_utils.proto_to_json(example_gen_pb2.Output()),
-        "output_data_format": example_gen_pb2.FORMAT_TF_EXAMPLE,
-        "output_file_format": example_gen_pb2.FORMAT_TFRECORDS_GZIP,
-        "num_classes": 10,
-        "unlabelled_splits": "",
-    }
-    Executor().Do({}, {"examples": [examples]}, exec_properties)
-
-    files = tf.io.gfile.glob(os.path.join(examples.uri, "Split-train", "*"))
-    assert sorted(r.numpy() for r in read_records(files)) == sorted(train)
+    splits = {"train": "train*.tfrecord"}
+    imported = _import(data, tmp_path / "out", splits, example_gen_pb2.FORMAT_TF_EXAMPLE, "")
+    assert sorted(imported["train"]) == sorted(train)
+    input_config = split_input_config(splits)
     processor = LiteralInputBaseDriver(None).get_input_processor(input_config.splits, None, str(data))
     span, version = processor.resolve_span_and_version()
     fingerprint = processor.get_input_fingerprint(span, version)
