@@ -40,14 +40,26 @@ def _artifacts_by_key(store: metadata_store.MetadataStore, events: list) -> dict
     return by_key
 
 
-def node_executions(store: metadata_store.MetadataStore, pipeline_name: str) -> list[NodeExecution]:
-    """Every execution of every node of the pipeline, oldest first."""
-    result = []
+def _node_contexts(store: metadata_store.MetadataStore, pipeline_name: str) -> dict[str, int]:
+    """Node id -> context id of every node of the pipeline that any run in the store executed."""
+    found = {}
     for context in store.get_contexts_by_type("node"):
         pipeline, _, node_id = context.name.partition(".")
-        if pipeline != pipeline_name:
-            continue
-        for execution in store.get_executions_by_context(context.id):
+        if pipeline == pipeline_name:
+            found[node_id] = context.id
+    return found
+
+
+def node_executions(
+    store: metadata_store.MetadataStore, pipeline_name: str, execution_ids: set[int] | None = None
+) -> list[NodeExecution]:
+    """Every execution of every node of the pipeline (only those in `execution_ids` when given), oldest
+    first, with its input and output artifacts."""
+    result = []
+    for node_id, context_id in _node_contexts(store, pipeline_name).items():
+        for execution in store.get_executions_by_context(context_id):
+            if execution_ids is not None and execution.id not in execution_ids:
+                continue
             events = store.get_events_by_execution_ids([execution.id])
             state = metadata_store_pb2.Execution.State.Name(execution.last_known_state)
             outputs = _artifacts_by_key(store, [e for e in events if e.type in _OUTPUT_EVENTS])
@@ -63,10 +75,17 @@ def latest_executions(store: metadata_store.MetadataStore, pipeline_name: str) -
 
 def latest_run_id(store: metadata_store.MetadataStore, pipeline_name: str) -> str | None:
     """The run (pipeline_run context) of the pipeline's newest execution, or None before any."""
-    executions = node_executions(store, pipeline_name)
-    if not executions:
+    newest = max(
+        (
+            execution.id
+            for context_id in _node_contexts(store, pipeline_name).values()
+            for execution in store.get_executions_by_context(context_id)
+        ),
+        default=None,
+    )
+    if newest is None:
         return None
-    contexts = store.get_contexts_by_execution(executions[-1].execution_id)
+    contexts = store.get_contexts_by_execution(newest)
     types = {t.id: t.name for t in store.get_context_types_by_id([c.type_id for c in contexts])}
     return next((c.name for c in contexts if types[c.type_id] == "pipeline_run"), None)
 
@@ -81,14 +100,12 @@ def run_executions(
     if context is None:
         return {}
     ids = {execution.id for execution in store.get_executions_by_context(context.id)}
-    return {e.node_id: e for e in node_executions(store, pipeline_name) if e.execution_id in ids}
+    return {e.node_id: e for e in node_executions(store, pipeline_name, ids)}
 
 
 def node_ids(store: metadata_store.MetadataStore, pipeline_name: str) -> set[str]:
     """Every node of the pipeline that any run in the store executed."""
-    prefix = f"{pipeline_name}."
-    nodes = store.get_contexts_by_type("node")
-    return {node.name.removeprefix(prefix) for node in nodes if node.name.startswith(prefix)}
+    return set(_node_contexts(store, pipeline_name))
 
 
 def property_value(artifact: metadata_store_pb2.Artifact, name: str):
