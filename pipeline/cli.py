@@ -46,14 +46,14 @@ def _run(args: argparse.Namespace) -> None:
 
 
 def _predict(args: argparse.Namespace) -> None:
-    from pipeline.submission import write_submission
+    from trainer.submission import write_submission
 
     rows = write_submission(args.model, args.data, args.out)
     log.info("predict: wrote %d videos to %s", rows, args.out)
 
 
 def _score(args: argparse.Namespace) -> None:
-    from pipeline.submission import score_submission
+    from trainer.submission import score_submission
 
     print(f"GAP@20 {score_submission(args.submission, args.truth):.6f}")
 

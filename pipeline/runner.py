@@ -129,7 +129,7 @@ def stage_summary(config: PipelineConfig) -> list[str]:
         submission = property_value(inference.outputs["submission"][0], "file")
         lines.append(f"submission: {submission}")
         if config.data.test_truth:
-            from pipeline.submission import score_submission
+            from trainer.submission import score_submission
 
             gap = score_submission(submission, config.data.test_truth)
             lines.append(f"submission GAP@20 against {config.data.test_truth}: {gap:.4f}")

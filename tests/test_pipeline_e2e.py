@@ -24,13 +24,13 @@ from pipeline.metadata import (
     run_executions,
 )
 from pipeline.runner import run_pipeline, stage_summary
-from pipeline.submission import score_submission
 from tests import builders
 from tests.conftest import TINY_L1_CONFIGS, tiny_pipeline_config
 from trainer.predictions import AVERAGED, decode_prediction, prediction_video_id
 from trainer.readers import read_records
 from trainer.records import video_id_of
 from trainer.soft_labels import decode_soft_labels
+from trainer.submission import score_submission
 
 L1_NAMES = ("tiny_gated_mlp", "tiny_pooling")
 
