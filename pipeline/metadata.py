@@ -29,6 +29,12 @@ class NodeExecution:
     state: str
     outputs: dict[str, list[metadata_store_pb2.Artifact]]
     inputs: dict[str, list[metadata_store_pb2.Artifact]]
+    created_ms: int  # registration, milliseconds since the epoch
+    updated_ms: int  # last update: publication, for a finished execution
+
+    @property
+    def seconds(self) -> float:
+        return (self.updated_ms - self.created_ms) / 1000
 
 
 def _artifacts_by_key(store: metadata_store.MetadataStore, events: list) -> dict[str, list]:
@@ -64,7 +70,8 @@ def node_executions(
             state = metadata_store_pb2.Execution.State.Name(execution.last_known_state)
             outputs = _artifacts_by_key(store, [e for e in events if e.type in _OUTPUT_EVENTS])
             inputs = _artifacts_by_key(store, [e for e in events if e.type in _INPUT_EVENTS])
-            result.append(NodeExecution(node_id, execution.id, state, outputs, inputs))
+            times = execution.create_time_since_epoch, execution.last_update_time_since_epoch
+            result.append(NodeExecution(node_id, execution.id, state, outputs, inputs, *times))
     return sorted(result, key=lambda e: e.execution_id)
 
 
