@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from trainer.metrics import gap_from_candidates
 from trainer.readers import read_records
-from trainer.records import InputDataError
+from trainer.records import InputDataError, utf8_video_id
 
 HEADER = ["VideoId", "LabelConfidencePairs"]
 TRUTH_HEADER = ["VideoId", "Labels"]
@@ -49,7 +49,11 @@ def _predict_file(serve, path: str, k: int) -> Iterator[tuple[str, np.ndarray, n
             for video_id, row_classes, row_scores in zip(
                 outputs["video_id"].numpy(), classes, scores, strict=True
             ):
-                yield video_id.decode(), row_classes, row_scores
+                try:
+                    text_id = utf8_video_id(video_id)
+                except InputDataError as error:
+                    raise InputDataError(f"{path}: record {rows}: {error}") from None
+                yield text_id, row_classes, row_scores
                 rows += 1
     except tf.errors.DataLossError as error:
         raise InputDataError(

@@ -306,6 +306,22 @@ def test_corrupted_tfrecord_fails_ingestion_naming_the_file(tiny_data, tmp_path,
     assert {e.node_id for e in executions} == {"VideoExampleGen"}
 
 
+def test_video_id_that_is_not_utf8_fails_ingestion_naming_file_and_record(tiny_data, tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data / "video", data / "video")
+    records = [r.numpy() for r in tf.data.TFRecordDataset(str(data / "video" / "validate0000.tfrecord"))]
+    broken = tf.train.Example.FromString(records[1])
+    broken.features.feature["id"].bytes_list.value[0] = b"\xff\xfe"
+    records[1] = broken.SerializeToString()
+    builders.write_tfrecord(data / "video" / "validate0000.tfrecord", records)
+    assert cli.main(["run", "--config", _write_config(tmp_path, data)]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    path = data / "video" / "validate0000.tfrecord"
+    assert error == f"yt8m: error: {path}: record 1: feature 'id': b'\\xff\\xfe' is not valid UTF-8"
+    executions = _failed_node(tmp_path, "VideoExampleGen")
+    assert {e.node_id for e in executions} == {"VideoExampleGen"}
+
+
 def test_duplicate_video_id_fails_fold_split_with_beam_dag_runner(tiny_data, tmp_path, capsys):
     data = tmp_path / "data"
     shutil.copytree(tiny_data / "video", data / "video")
