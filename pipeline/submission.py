@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
+from components.uri_io import FILE_LAYER_ERRORS, file_error_message
 from trainer.metrics import gap_from_candidates
 from trainer.readers import read_records
 from trainer.records import InputDataError, utf8_video_id
@@ -63,6 +64,8 @@ def _predict_file(serve, path: str, k: int) -> Iterator[tuple[str, np.ndarray, n
         raise InputDataError(
             f"{path}: records do not match the model's input: {error.message.splitlines()[0]}"
         ) from None
+    except FILE_LAYER_ERRORS as error:  # reading, not writing the submission
+        raise OSError(file_error_message(error)) from None
     if rows == 0:
         raise InputDataError(f"{path}: file holds no records")
 
@@ -98,8 +101,8 @@ def write_submission(model_dir: str, file_pattern: str, out: str | Path, k: int 
                 )
                 rows += 1
         tf.io.gfile.rename(partial, str(out), overwrite=True)
-    except (tf.errors.NotFoundError, tf.errors.PermissionDeniedError) as error:
-        raise OSError(f"{out}: cannot write the submission: {error.message}") from None
+    except FILE_LAYER_ERRORS as error:
+        raise OSError(f"{out}: cannot write the submission: {file_error_message(error)}") from None
     finally:
         if tf.io.gfile.exists(partial):
             tf.io.gfile.remove(partial)

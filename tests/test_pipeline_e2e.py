@@ -322,6 +322,19 @@ def test_video_id_that_is_not_utf8_fails_ingestion_naming_file_and_record(tiny_d
     assert {e.node_id for e in executions} == {"VideoExampleGen"}
 
 
+def test_an_input_that_is_a_directory_is_one_line_and_its_node_failed(tiny_data, tmp_path, capsys):
+    """TensorFlow's file-layer errors are not OSErrors: the CLI still reports one line, and ML Metadata
+    records the node FAILED with the error, nothing published."""
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data / "video", data / "video")
+    (data / "video" / "validate0009.tfrecord").mkdir()
+    assert cli.main(["run", "--config", _write_config(tmp_path, data)]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error == f"yt8m: error: {data / 'video' / 'validate0009.tfrecord'}; Is a directory"
+    executions = _failed_node(tmp_path, "VideoExampleGen")
+    assert {e.node_id for e in executions} == {"VideoExampleGen"}
+
+
 def test_duplicate_video_id_fails_fold_split_with_beam_dag_runner(tiny_data, tmp_path, capsys):
     data = tmp_path / "data"
     shutil.copytree(tiny_data / "video", data / "video")
