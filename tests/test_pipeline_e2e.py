@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import _thread
 import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -15,6 +18,7 @@ import tensorflow as tf
 import yaml
 
 from pipeline import cli
+from pipeline.config import load_pipeline_config
 from pipeline.metadata import (
     latest_executions,
     latest_run_id,
@@ -333,6 +337,43 @@ def test_an_input_that_is_a_directory_is_one_line_and_its_node_failed(tiny_data,
     assert error == f"yt8m: error: {data / 'video' / 'validate0009.tfrecord'}; Is a directory"
     executions = _failed_node(tmp_path, "VideoExampleGen")
     assert {e.node_id for e in executions} == {"VideoExampleGen"}
+    store = open_store(str(tmp_path / "home" / "metadata.sqlite"))
+    (failed,) = store.get_executions_by_id([executions[0].execution_id])
+    assert failed.custom_properties["error"].string_value == (
+        f"FailedPreconditionError: {data / 'video' / 'validate0009.tfrecord'}; Is a directory"
+    )
+
+
+def _interrupt_when_a_node_runs(metadata: Path) -> None:
+    """Ctrl-C (KeyboardInterrupt in the main thread) once an execution in `metadata` is RUNNING."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            running = [
+                e for e in node_executions(open_store(str(metadata)), "yt8m-bad") if e.state == "RUNNING"
+            ]
+        except Exception:  # noqa: BLE001 (the store is still being created)
+            running = []
+        if running:
+            _thread.interrupt_main()
+            return
+        time.sleep(0.05)
+
+
+def test_an_interrupted_run_leaves_no_execution_running(tiny_data, tmp_path):
+    """TFX marks FAILED only a node whose executor raised an Exception: after Ctrl-C its execution would stay
+    RUNNING for ever. The runner marks the run's unfinished executions FAILED, with the error."""
+    config = load_pipeline_config(_write_config(tmp_path, tiny_data))
+    watcher = threading.Thread(target=_interrupt_when_a_node_runs, args=(Path(config.metadata_path),))
+    watcher.start()
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(config)
+    watcher.join()
+    store = open_store(config.metadata_path)
+    executions = node_executions(store, "yt8m-bad")
+    assert [(e.node_id, e.state, e.outputs) for e in executions] == [("VideoExampleGen", "FAILED", {})]
+    (failed,) = store.get_executions_by_id([executions[0].execution_id])
+    assert failed.custom_properties["error"].string_value == "KeyboardInterrupt"
 
 
 def test_duplicate_video_id_fails_fold_split_with_beam_dag_runner(tiny_data, tmp_path, capsys):
