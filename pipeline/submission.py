@@ -58,7 +58,7 @@ def _predict_file(serve, path: str, k: int) -> Iterator[tuple[str, np.ndarray, n
                 rows += 1
     except tf.errors.DataLossError as error:
         raise InputDataError(
-            f"{path}: corrupted or truncated TFRecord after record {rows}: {error.message.splitlines()[0]}"
+            f"{path}: corrupted or truncated TFRecord after record {rows}: {file_error_message(error)}"
         ) from None
     except tf.errors.InvalidArgumentError as error:
         raise InputDataError(

@@ -60,8 +60,9 @@ def test_truncated_file_names_file_and_record(tmp_path):
     path.write_bytes(data[: len(data) - 100])
     with pytest.raises(
         InputDataError, match=r"train0001.tfrecord: corrupted or truncated TFRecord after record 0"
-    ):
+    ) as raised:
         list(read_validated_records(str(path), "video", 10, True))
+    assert "{{function_node" not in str(raised.value) and "[Op:" not in str(raised.value)  # TF's wrapping
 
 
 def test_bad_crc_names_file(tmp_path):
