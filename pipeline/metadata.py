@@ -147,10 +147,10 @@ def _error_line(error: BaseException) -> str:
 
 @contextlib.contextmanager
 def failures_recorded(sqlite_path: str, pipeline_name: str) -> Iterator[None]:
-    """Run a pipeline inside: if it raises, every execution of the pipeline it started and left unfinished is
-    marked FAILED, and each of them and each FAILED one gets the error in its `error` custom property. TFX
-    marks FAILED only a node whose executor raised an Exception, without the error; after Ctrl-C, or an error
-    outside the executor, the node stayed RUNNING for ever."""
+    """Run a pipeline inside. If it raises, the pipeline's executions it started and left NEW or RUNNING are
+    marked FAILED, and they and the FAILED ones get the error in their `error` custom property. (TFX marks
+    FAILED, with no message, only a node whose executor raised an Exception: after Ctrl-C or an error outside
+    an executor, the node stayed RUNNING.)"""
     newest = _newest_execution_id(sqlite_path)
     try:
         yield
