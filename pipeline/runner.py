@@ -58,6 +58,7 @@ def run_pipeline(config: PipelineConfig) -> list[str]:
     from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
     from pipeline import input_resolution
+    from pipeline.metadata import failures_recorded
 
     input_resolution.install()
     check_home_writable(config.home)
@@ -71,10 +72,11 @@ def run_pipeline(config: PipelineConfig) -> list[str]:
             config.metadata_path,
         )
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        if config.runner == "beam":
-            BeamDagRunner().run(pipeline)
-        else:
-            LocalDagRunner().run(pipeline)
+        with failures_recorded(config.metadata_path, config.pipeline_name):
+            if config.runner == "beam":
+                BeamDagRunner().run(pipeline)
+            else:
+                LocalDagRunner().run(pipeline)
     log.info("pipeline %s finished", config.pipeline_name)
     return stage_summary(config)
 
