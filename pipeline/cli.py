@@ -7,16 +7,28 @@ import logging
 import sys
 from pathlib import Path
 
+import tensorflow as tf
+
 from pipeline.home import HomeInUseError
 from pipeline.kfp_run import KfpRunError
 from pipeline.kubeflow import SubmitError
 from pipeline.lineage import LineageError
 from trainer.config_schema import ConfigError
+from trainer.file_errors import FILE_LAYER_ERRORS, file_error_message
 from trainer.records import InputDataError
 
 log = logging.getLogger("yt8m")
-# OSError: a missing, unwritable or full path.
-USER_ERRORS = (ConfigError, InputDataError, HomeInUseError, OSError, SubmitError, LineageError, KfpRunError)
+# OSError: a missing, unwritable or full path; FILE_LAYER_ERRORS: the same, raised by TensorFlow's file layer.
+USER_ERRORS = (
+    ConfigError,
+    InputDataError,
+    HomeInUseError,
+    OSError,
+    *FILE_LAYER_ERRORS,
+    SubmitError,
+    LineageError,
+    KfpRunError,
+)
 
 
 def _synth(args: argparse.Namespace) -> None:
@@ -270,8 +282,10 @@ def _user_error(error: BaseException) -> BaseException | None:
 
 
 def _one_line(error: BaseException) -> str:
-    """The error's message on one line, without the step name Beam appends to errors raised in a transform."""
-    return " ".join(str(error).split(" [while running")[0].split())
+    """The error's message on one line, without the step name Beam appends to errors raised in a transform
+    nor the op TensorFlow names in its errors."""
+    text = file_error_message(error) if isinstance(error, tf.errors.OpError) else str(error)
+    return " ".join(text.split(" [while running")[0].split())
 
 
 def main(argv: list[str] | None = None) -> int:

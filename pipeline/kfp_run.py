@@ -710,6 +710,8 @@ def run_package(
 ) -> RunReport:
     """Run a compiled package here; returns what ran, was cached or skipped, or raises KfpRunError.
     `use_cache=False` runs every task (as KFP's `enable_caching=False`)."""
+    from pipeline.metadata import failures_recorded  # ML Metadata only once a run starts
+
     package = load_package(package_path)
     root = pipeline_root or package.pipeline_root
     if not root:
@@ -727,7 +729,10 @@ def run_package(
     with home_lock(home):
         log_dir = home / LOG_DIR / run_id
         log_dir.mkdir(parents=True, exist_ok=True)
-        metadata = _Metadata(metadata_path, package.pipeline_name, run_id)
-        log.info("kfp-run: %s as run %s under %s; ML Metadata %s", package_path, run_id, root, metadata_path)
-        results = PackageRun(tasks, values, root, run_id, metadata, log_dir, use_cache).run(parallelism)
+        with failures_recorded(metadata_path, package.pipeline_name):
+            metadata = _Metadata(metadata_path, package.pipeline_name, run_id)
+            log.info(
+                "kfp-run: %s as run %s under %s; ML Metadata %s", package_path, run_id, root, metadata_path
+            )
+            results = PackageRun(tasks, values, root, run_id, metadata, log_dir, use_cache).run(parallelism)
     return RunReport(run_id, run_root, metadata_path, results)

@@ -1,7 +1,10 @@
-"""Small read-only queries on the pipeline's ML Metadata store (sqlite)."""
+"""Small read-only queries on the pipeline's ML Metadata store (sqlite), and the failure of a run recorded."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from google.protobuf import json_format
@@ -13,10 +16,15 @@ _OUTPUT_EVENTS = (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECL
 _INPUT_EVENTS = (metadata_store_pb2.Event.INPUT, metadata_store_pb2.Event.DECLARED_INPUT)
 
 
-def open_store(sqlite_path: str) -> metadata_store.MetadataStore:
+ERROR_PROPERTY = "error"  # custom property of a FAILED execution: the error that stopped its run
+_UNFINISHED = (metadata_store_pb2.Execution.NEW, metadata_store_pb2.Execution.RUNNING)
+
+
+def open_store(sqlite_path: str, writable: bool = False) -> metadata_store.MetadataStore:
     config = metadata_store_pb2.ConnectionConfig()
     config.sqlite.filename_uri = sqlite_path
-    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
+    modes = metadata_store_pb2.SqliteMetadataSourceConfig
+    config.sqlite.connection_mode = modes.READWRITE if writable else modes.READONLY
     return metadata_store.MetadataStore(config)
 
 
@@ -123,3 +131,55 @@ def property_value(artifact: metadata_store_pb2.Artifact, name: str):
         as_dict = json_format.MessageToDict(value.struct_value)
         return as_dict.get(_TFX_JSON_KEY, as_dict)
     return getattr(value, kind)
+
+
+def _newest_execution_id(sqlite_path: str) -> int:
+    if not os.path.exists(sqlite_path):
+        return 0
+    return max((execution.id for execution in open_store(sqlite_path).get_executions()), default=0)
+
+
+def _error_line(error: BaseException) -> str:
+    """`Type: first line of the message` of the error a node raised (not Beam's copy naming its step)."""
+    import tensorflow as tf
+
+    from trainer.file_errors import file_error_message
+
+    while getattr(error, "_tagged_with_step", False) and error.__context__ is not None:
+        error = error.__context__  # what Beam re-raises for an error raised in a transform
+    text = file_error_message(error) if isinstance(error, tf.errors.OpError) else str(error)
+    lines = text.strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
+@contextlib.contextmanager
+def failures_recorded(sqlite_path: str, pipeline_name: str) -> Iterator[None]:
+    """Run a pipeline inside. If it raises, the pipeline's executions it started and left NEW or RUNNING are
+    marked FAILED, and they and the FAILED ones get the error in their `error` custom property. (TFX marks
+    FAILED, with no message, only a node whose executor raised an Exception: after Ctrl-C or an error outside
+    an executor, the node stayed RUNNING.)"""
+    newest = _newest_execution_id(sqlite_path)
+    try:
+        yield
+    except BaseException as error:
+        if os.path.exists(sqlite_path):
+            _record_failure(open_store(sqlite_path, writable=True), pipeline_name, newest, _error_line(error))
+        raise
+
+
+def _record_failure(
+    store: metadata_store.MetadataStore, pipeline_name: str, after_id: int, error: str
+) -> None:
+    failed = [
+        execution
+        for context_id in _node_contexts(store, pipeline_name).values()
+        for execution in store.get_executions_by_context(context_id)
+        if execution.id > after_id
+        and execution.last_known_state in (*_UNFINISHED, metadata_store_pb2.Execution.FAILED)
+        and ERROR_PROPERTY not in execution.custom_properties
+    ]
+    for execution in failed:
+        execution.last_known_state = metadata_store_pb2.Execution.FAILED
+        execution.custom_properties[ERROR_PROPERTY].string_value = error
+    if failed:
+        store.put_executions(failed)

@@ -52,6 +52,7 @@ def run_pipeline(config: PipelineConfig) -> list[str]:
     from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
     from pipeline import input_resolution
+    from pipeline.metadata import failures_recorded
 
     input_resolution.install()
     check_home_writable(config.home)
@@ -66,7 +67,8 @@ def run_pipeline(config: PipelineConfig) -> list[str]:
             config.metadata_path,
         )
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        with node_progress([node.id for node in pipeline.components], previous):
+        node_ids = [node.id for node in pipeline.components]
+        with node_progress(node_ids, previous), failures_recorded(config.metadata_path, config.pipeline_name):
             if config.runner == "beam":
                 BeamDagRunner().run(pipeline)
             else:

@@ -461,6 +461,10 @@ def test_failing_task_stops_the_run_naming_it(tiny_package, tiny_data, tmp_path,
     assert [(e.node_id, e.state, e.outputs) for e in executions] == [("FrameExampleGen", "FAILED", {})]
     (failed,) = store.get_executions_by_id([executions[0].execution_id])
     assert failed.custom_properties["input_base"].string_value == str(frame)  # the --param value
+    assert (
+        failed.custom_properties["error"].string_value
+        == f"KfpRunError: {error.removeprefix('yt8m: error: ')}"
+    )
 
 
 def test_unknown_runtime_parameter_is_a_one_line_error(tiny_package, capsys):

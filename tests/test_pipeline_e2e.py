@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import _thread
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import lightgbm as lgb
@@ -27,7 +30,7 @@ from pipeline.metadata import (
     property_value,
     run_executions,
 )
-from pipeline.runner import stage_summary
+from pipeline.runner import run_pipeline, stage_summary
 from tests import builders
 from tests.conftest import LIGHTGBM_CONFIG, TINY_L1_CONFIGS
 from trainer.l1_run import EPOCH_LOG
@@ -383,6 +386,72 @@ def test_corrupted_tfrecord_fails_ingestion_naming_the_file(tiny_data, tmp_path,
     )
     executions = _failed_node(tmp_path, "VideoExampleGen")
     assert {e.node_id for e in executions} == {"VideoExampleGen"}
+
+
+def test_video_id_that_is_not_utf8_fails_ingestion_naming_file_and_record(tiny_data, tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data / "video", data / "video")
+    records = [r.numpy() for r in tf.data.TFRecordDataset(str(data / "video" / "validate0000.tfrecord"))]
+    broken = tf.train.Example.FromString(records[1])
+    broken.features.feature["id"].bytes_list.value[0] = b"\xff\xfe"
+    records[1] = broken.SerializeToString()
+    builders.write_tfrecord(data / "video" / "validate0000.tfrecord", records)
+    assert cli.main(["run", "--config", _write_config(tmp_path, data)]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    path = data / "video" / "validate0000.tfrecord"
+    assert error == f"yt8m: error: {path}: record 1: feature 'id': b'\\xff\\xfe' is not valid UTF-8"
+    executions = _failed_node(tmp_path, "VideoExampleGen")
+    assert {e.node_id for e in executions} == {"VideoExampleGen"}
+
+
+def test_an_input_that_is_a_directory_is_one_line_and_its_node_failed(tiny_data, tmp_path, capsys):
+    """TensorFlow's file-layer errors are not OSErrors: the CLI still reports one line, and ML Metadata
+    records the node FAILED with the error, nothing published."""
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data / "video", data / "video")
+    (data / "video" / "validate0009.tfrecord").mkdir()
+    assert cli.main(["run", "--config", _write_config(tmp_path, data)]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error == f"yt8m: error: {data / 'video' / 'validate0009.tfrecord'}; Is a directory"
+    executions = _failed_node(tmp_path, "VideoExampleGen")
+    assert {e.node_id for e in executions} == {"VideoExampleGen"}
+    store = open_store(str(tmp_path / "home" / "metadata.sqlite"))
+    (failed,) = store.get_executions_by_id([executions[0].execution_id])
+    assert failed.custom_properties["error"].string_value == (
+        f"FailedPreconditionError: {data / 'video' / 'validate0009.tfrecord'}; Is a directory"
+    )
+
+
+def _interrupt_when_a_node_runs(metadata: Path) -> None:
+    """Ctrl-C (KeyboardInterrupt in the main thread) once an execution in `metadata` is RUNNING."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            running = [
+                e for e in node_executions(open_store(str(metadata)), "yt8m-bad") if e.state == "RUNNING"
+            ]
+        except Exception:  # noqa: BLE001 (the store is still being created)
+            running = []
+        if running:
+            _thread.interrupt_main()
+            return
+        time.sleep(0.05)
+
+
+def test_an_interrupted_run_leaves_no_execution_running(tiny_data, tmp_path):
+    """TFX marks FAILED only a node whose executor raised an Exception: after Ctrl-C its execution would stay
+    RUNNING for ever. The runner marks the run's unfinished executions FAILED, with the error."""
+    config = load_pipeline_config(_write_config(tmp_path, tiny_data))
+    watcher = threading.Thread(target=_interrupt_when_a_node_runs, args=(Path(config.metadata_path),))
+    watcher.start()
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(config)
+    watcher.join()
+    store = open_store(config.metadata_path)
+    executions = node_executions(store, "yt8m-bad")
+    assert [(e.node_id, e.state, e.outputs) for e in executions] == [("VideoExampleGen", "FAILED", {})]
+    (failed,) = store.get_executions_by_id([executions[0].execution_id])
+    assert failed.custom_properties["error"].string_value == "KeyboardInterrupt"
 
 
 def test_duplicate_video_id_fails_fold_split_with_beam_dag_runner(tiny_data, tmp_path, capsys):

@@ -93,3 +93,16 @@ def test_extend_floats_equals_extending_the_repeated_field(size):
     extend_floats(fast.features.feature["x"].float_list, values)
     slow.features.feature["x"].float_list.value.extend(values.tolist())
     assert fast == slow and fast.SerializeToString() == slow.SerializeToString()
+
+
+@pytest.mark.parametrize("layout", ["video", "frame"])
+def test_ids_that_are_not_utf8_are_rejected_not_merged(layout):
+    """b"\\xff\\xfe" and b"\\xfe\\xff" would both decode to the same replacement characters: one id for two
+    videos. Each is an error naming its bytes."""
+    for raw in (b"\xff\xfe", b"\xfe\xff"):
+        record = builders.video_proto() if layout == "video" else builders.frame_proto()
+        features = record.features if layout == "video" else record.context
+        features.feature["id"].bytes_list.value[0] = raw
+        with pytest.raises(InputDataError) as raised:
+            decoder_for(layout)(record.SerializeToString(), 10)
+        assert str(raised.value) == f"feature 'id': {raw!r} is not valid UTF-8"

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import csv
 import re
+import shutil
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from pipeline import cli
+from tests import builders
 from tests.conftest import TINY
 from trainer.l1_config import parse_l1_config
 from trainer.l1_run import export_model
@@ -109,3 +112,32 @@ def test_predict_on_missing_or_wrong_files(exported_model, tmp_path, tiny_data):
         write_submission(exported_model, str(tmp_path / "none*.tfrecord"), tmp_path / "x.csv")
     with pytest.raises(InputDataError, match="records do not match the model's input"):
         write_submission(exported_model, str(tiny_data / "frame" / "test*.tfrecord"), tmp_path / "x.csv")
+
+
+def test_predict_names_the_file_and_record_of_an_id_that_is_not_utf8(exported_model, tmp_path, tiny_data):
+    records = [r.numpy() for r in tf.data.TFRecordDataset(str(tiny_data / "video" / "test0000.tfrecord"))]
+    broken = tf.train.Example.FromString(records[1])
+    broken.features.feature["id"].bytes_list.value[0] = b"\xff\xfe"
+    path = tmp_path / "test0000.tfrecord"
+    builders.write_tfrecord(path, [records[0], broken.SerializeToString(), *records[2:]])
+    with pytest.raises(InputDataError) as raised:
+        write_submission(exported_model, str(path), tmp_path / "x.csv")
+    assert str(raised.value) == f"{path}: record 1: feature 'id': b'\\xff\\xfe' is not valid UTF-8"
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_tensorflow_file_errors_are_one_line_user_errors(exported_model, tiny_data, tmp_path, capsys):
+    """A path that is a directory raises TensorFlow's FailedPreconditionError, not an OSError: still one line,
+    naming the path, and no submission is left behind."""
+    (tmp_path / "out.csv").mkdir()
+    (tmp_path / "data" / "test0001.tfrecord").mkdir(parents=True)
+    shutil.copy(tiny_data / "video" / "test0000.tfrecord", tmp_path / "data")
+    predict = ["predict", "--model", exported_model, "--data"]
+    good, broken = str(tiny_data / "video" / "test*.tfrecord"), str(tmp_path / "data" / "test*.tfrecord")
+    assert cli.main([*predict, good, "--out", str(tmp_path / "out.csv")]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith(f"yt8m: error: {tmp_path / 'out.csv'}: cannot write the submission: ")
+    assert cli.main([*predict, broken, "--out", str(tmp_path / "x.csv")]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error == f"yt8m: error: {tmp_path / 'data' / 'test0001.tfrecord'}; Is a directory"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["data", "out.csv"]

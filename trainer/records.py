@@ -32,16 +32,23 @@ def _kind(feature: feature_pb2.Feature) -> str:
     return f"{kind} of {len(getattr(feature, kind).value)}" if kind else "an empty feature"
 
 
+def utf8_video_id(raw: bytes) -> str:
+    """A video id as text; bytes that are not UTF-8 are an error, never replaced: two ids would become one."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputDataError(f"feature '{F.ID}': {raw!r} is not valid UTF-8") from None
+
+
 def _video_id(features: feature_pb2.Features) -> str:
     feature = features.feature.get(F.ID)
     if feature is None:
         raise InputDataError(f"missing feature '{F.ID}'")
     if feature.WhichOneof("kind") != "bytes_list" or len(feature.bytes_list.value) != 1:
         raise InputDataError(f"feature '{F.ID}': expected bytes_list of 1, got {_kind(feature)}")
-    video_id = feature.bytes_list.value[0].decode("utf-8", errors="replace")
-    if not video_id:
+    if not feature.bytes_list.value[0]:
         raise InputDataError(f"feature '{F.ID}' is empty")
-    return video_id
+    return utf8_video_id(feature.bytes_list.value[0])
 
 
 def _labels(features: feature_pb2.Features, num_classes: int, labelled: bool) -> tuple[int, ...] | None:
@@ -154,9 +161,9 @@ def extend_floats(float_list: feature_pb2.FloatList, values: np.ndarray) -> None
 
 
 def video_id_of(serialized: bytes, level: str) -> str:
-    """Just the video id of an already validated record of `level`."""
+    """Just the video id of an already validated record of `level` (ingestion checked it is UTF-8)."""
     if level == "video":
         features = example_pb2.Example.FromString(serialized).features
     else:
         features = example_pb2.SequenceExample.FromString(serialized).context
-    return features.feature[F.ID].bytes_list.value[0].decode("utf-8", errors="replace")
+    return features.feature[F.ID].bytes_list.value[0].decode("utf-8")

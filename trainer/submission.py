@@ -12,9 +12,10 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
+from trainer.file_errors import FILE_LAYER_ERRORS, file_error_message
 from trainer.metrics import gap_from_candidates
 from trainer.readers import read_records
-from trainer.records import InputDataError
+from trainer.records import InputDataError, utf8_video_id
 
 HEADER = ["VideoId", "LabelConfidencePairs"]
 TRUTH_HEADER = ["VideoId", "Labels"]
@@ -49,16 +50,22 @@ def _predict_file(serve, path: str, k: int) -> Iterator[tuple[str, np.ndarray, n
             for video_id, row_classes, row_scores in zip(
                 outputs["video_id"].numpy(), classes, scores, strict=True
             ):
-                yield video_id.decode(), row_classes, row_scores
+                try:
+                    text_id = utf8_video_id(video_id)
+                except InputDataError as error:
+                    raise InputDataError(f"{path}: record {rows}: {error}") from None
+                yield text_id, row_classes, row_scores
                 rows += 1
     except tf.errors.DataLossError as error:
         raise InputDataError(
-            f"{path}: corrupted or truncated TFRecord after record {rows}: {error.message.splitlines()[0]}"
+            f"{path}: corrupted or truncated TFRecord after record {rows}: {file_error_message(error)}"
         ) from None
     except tf.errors.InvalidArgumentError as error:
         raise InputDataError(
             f"{path}: records do not match the model's input: {error.message.splitlines()[0]}"
         ) from None
+    except FILE_LAYER_ERRORS as error:  # reading, not writing the submission
+        raise OSError(file_error_message(error)) from None
     if rows == 0:
         raise InputDataError(f"{path}: file holds no records")
 
@@ -94,8 +101,8 @@ def write_submission(model_dir: str, file_pattern: str, out: str | Path, k: int 
                 )
                 rows += 1
         tf.io.gfile.rename(partial, str(out), overwrite=True)
-    except (tf.errors.NotFoundError, tf.errors.PermissionDeniedError) as error:
-        raise OSError(f"{out}: cannot write the submission: {error.message}") from None
+    except FILE_LAYER_ERRORS as error:
+        raise OSError(f"{out}: cannot write the submission: {file_error_message(error)}") from None
     finally:
         if tf.io.gfile.exists(partial):
             tf.io.gfile.remove(partial)

@@ -15,6 +15,7 @@ from tfx.types import standard_component_specs
 from tfx.utils import proto_utils
 
 from components.splits import LEVEL_OF_PAYLOAD_FORMAT
+from trainer.file_errors import file_error_message
 from trainer.records import InputDataError, decoder_for
 
 _READ_BATCH = 256
@@ -31,7 +32,7 @@ def read_validated_records(path: str, level: str, num_classes: int, labelled: bo
         except StopIteration:
             break
         except tf.errors.DataLossError as error:
-            reason = error.message.splitlines()[0]
+            reason = file_error_message(error)
             raise InputDataError(
                 f"{path}: corrupted or truncated TFRecord after record {index}: {reason}"
             ) from None

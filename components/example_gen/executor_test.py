@@ -60,8 +60,9 @@ def test_truncated_file_names_file_and_record(tmp_path):
     path.write_bytes(data[: len(data) - 100])
     with pytest.raises(
         InputDataError, match=r"train0001.tfrecord: corrupted or truncated TFRecord after record 0"
-    ):
+    ) as raised:
         list(read_validated_records(str(path), "video", 10, True))
+    assert "{{function_node" not in str(raised.value) and "[Op:" not in str(raised.value)  # TF's wrapping
 
 
 def test_bad_crc_names_file(tmp_path):
@@ -129,3 +130,15 @@ def test_a_directory_named_with_glob_characters_is_matched_literally(tmp_path):
     fingerprint = processor.get_input_fingerprint(span, version)
     size = (data / "train0000.tfrecord").stat().st_size
     assert f"split:train,num_files:1,total_bytes:{size}," in fingerprint
+
+
+@pytest.mark.parametrize("layout", ["video", "frame"])
+def test_id_that_is_not_utf8_names_file_and_record(tmp_path, layout):
+    path = tmp_path / "train0005.tfrecord"
+    broken = builders.video_proto() if layout == "video" else builders.frame_proto()
+    (broken.features if layout == "video" else broken.context).feature["id"].bytes_list.value[0] = b"\xff\xfe"
+    good = _write(tmp_path / "ok.tfrecord", count=2, layout=layout)
+    builders.write_tfrecord(path, [*good, broken.SerializeToString()])
+    with pytest.raises(InputDataError) as raised:
+        list(read_validated_records(str(path), layout, 10, True))
+    assert str(raised.value) == f"{path}: record 2: feature 'id': b'\\xff\\xfe' is not valid UTF-8"
