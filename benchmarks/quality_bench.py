@@ -96,8 +96,8 @@ def split_scores(
     `split` ("holdout": labels from the fold split; "test": from the generator's test_truth.csv)."""
     from components.student_evaluator import executor as evaluation
     from pipeline.metadata import open_store, run_executions
-    from pipeline.submission import read_truth
     from pipeline.synth import oracle_scores
+    from trainer.submission import read_truth
 
     store = open_store(str(home / "metadata.sqlite"))
     runs = run_executions(store, PIPELINE)

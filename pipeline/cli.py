@@ -9,12 +9,12 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from components.uri_io import FILE_LAYER_ERRORS, file_error_message
 from pipeline.home import HomeInUseError
 from pipeline.kfp_run import KfpRunError
 from pipeline.kubeflow import SubmitError
 from pipeline.lineage import LineageError
 from trainer.config_schema import ConfigError
+from trainer.file_errors import FILE_LAYER_ERRORS, file_error_message
 from trainer.records import InputDataError
 
 log = logging.getLogger("yt8m")
@@ -58,14 +58,14 @@ def _run(args: argparse.Namespace) -> None:
 
 
 def _predict(args: argparse.Namespace) -> None:
-    from pipeline.submission import write_submission
+    from trainer.submission import write_submission
 
     rows = write_submission(args.model, args.data, args.out)
     log.info("predict: wrote %d videos to %s", rows, args.out)
 
 
 def _score(args: argparse.Namespace) -> None:
-    from pipeline.submission import score_submission
+    from trainer.submission import score_submission
 
     print(f"GAP@20 {score_submission(args.submission, args.truth):.6f}")
 

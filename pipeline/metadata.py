@@ -37,6 +37,12 @@ class NodeExecution:
     state: str
     outputs: dict[str, list[metadata_store_pb2.Artifact]]
     inputs: dict[str, list[metadata_store_pb2.Artifact]]
+    created_ms: int  # registration, milliseconds since the epoch
+    updated_ms: int  # last update: publication, for a finished execution
+
+    @property
+    def seconds(self) -> float:
+        return (self.updated_ms - self.created_ms) / 1000
 
 
 def _artifacts_by_key(store: metadata_store.MetadataStore, events: list) -> dict[str, list]:
@@ -72,7 +78,8 @@ def node_executions(
             state = metadata_store_pb2.Execution.State.Name(execution.last_known_state)
             outputs = _artifacts_by_key(store, [e for e in events if e.type in _OUTPUT_EVENTS])
             inputs = _artifacts_by_key(store, [e for e in events if e.type in _INPUT_EVENTS])
-            result.append(NodeExecution(node_id, execution.id, state, outputs, inputs))
+            times = execution.create_time_since_epoch, execution.last_update_time_since_epoch
+            result.append(NodeExecution(node_id, execution.id, state, outputs, inputs, *times))
     return sorted(result, key=lambda e: e.execution_id)
 
 
@@ -136,7 +143,7 @@ def _error_line(error: BaseException) -> str:
     """`Type: first line of the message` of the error a node raised (not Beam's copy naming its step)."""
     import tensorflow as tf
 
-    from components.uri_io import file_error_message
+    from trainer.file_errors import file_error_message
 
     while getattr(error, "_tagged_with_step", False) and error.__context__ is not None:
         error = error.__context__  # what Beam re-raises for an error raised in a transform

@@ -28,6 +28,7 @@ from components.soft_labels.component import SoftLabels
 from components.student_evaluator.component import StudentEvaluator
 from components.student_evaluator.executor import L1_MEAN, STACK, STUDENT
 from components.student_export.component import StudentExport
+from pipeline.code_fingerprint import stamp_code_fingerprints
 from pipeline.config import L2Settings, PipelineConfig
 from trainer.config_schema import ConfigError, read_text
 from trainer.l1_config import parse_l1_config
@@ -280,13 +281,14 @@ def l2_nodes(settings: L2Settings, video_folds, l1_predictions: list, shard_mb: 
 
 
 def create_pipeline(config: PipelineConfig, metadata_connection_config=None) -> Pipeline:
-    """The TFX pipeline for `config` (sqlite ML Metadata under the config's home unless given)."""
+    """The TFX pipeline for `config` (sqlite ML Metadata under the config's home unless given); every node's
+    cache key covers the project code it runs (pipeline/code_fingerprint.py)."""
     if metadata_connection_config is None:
         metadata_connection_config = metadata.sqlite_metadata_connection_config(config.metadata_path)
     return Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,
-        components=create_components(config),
+        components=stamp_code_fingerprints(create_components(config)),
         enable_cache=config.enable_cache,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=list(config.beam_pipeline_args),

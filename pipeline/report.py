@@ -214,26 +214,22 @@ def _fold_section(stack_metrics) -> str:
     return _png(figure) + _table(["fold", "stack out-of-fold GAP@20"], rows) + note
 
 
-def _timeline_section(store: metadata_store.MetadataStore, executions: dict[str, NodeExecution]) -> str:
+def _timeline_section(executions: dict[str, NodeExecution]) -> str:
     from matplotlib.figure import Figure
 
-    by_id = {e.id: e for e in store.get_executions_by_id([n.execution_id for n in executions.values()])}
-    spans = sorted(
-        (by_id[n.execution_id].create_time_since_epoch, by_id[n.execution_id].last_update_time_since_epoch, n)
-        for n in executions.values()
-    )
-    start = spans[0][0]
-    figure = Figure(figsize=(9, 0.2 * len(spans) + 1))
+    nodes = sorted(executions.values(), key=lambda n: (n.created_ms, n.execution_id))
+    start = nodes[0].created_ms
+    figure = Figure(figsize=(9, 0.2 * len(nodes) + 1))
     axes = figure.add_subplot()
-    for index, (created, updated, node) in enumerate(spans):
+    for index, node in enumerate(nodes):
         color = _STATE_COLORS.get(node.state, "#8172b2")
-        axes.barh(index, max(updated - created, 100) / 1000, left=(created - start) / 1000, color=color)
-    axes.set_yticks(range(len(spans)), [node.node_id for _, _, node in spans], fontsize=7)
-    axes.set_ylim(len(spans) - 0.5, -0.5)
+        axes.barh(index, max(node.seconds, 0.1), left=(node.created_ms - start) / 1000, color=color)
+    axes.set_yticks(range(len(nodes)), [node.node_id for node in nodes], fontsize=7)
+    axes.set_ylim(len(nodes) - 0.5, -0.5)
     axes.set_xlabel("seconds since the first node started")
-    rows = [[n.node_id, n.state, lineage.format_time(c), (u - c) / 1000] for c, u, n in spans]
-    wall = (max(u for _, u, _ in spans) - start) / 1000
-    summary = f"<p>{len(spans)} nodes, {wall:.0f} s from the first start to the last update.</p>"
+    rows = [[n.node_id, n.state, lineage.format_time(n.created_ms), n.seconds] for n in nodes]
+    wall = (max(n.updated_ms for n in nodes) - start) / 1000
+    summary = f"<p>{len(nodes)} nodes, {wall:.0f} s from the first start to the last update.</p>"
     return summary + _png(figure) + _table(["node", "state", "started (UTC)", "seconds"], rows)
 
 
@@ -292,7 +288,7 @@ def build_report(metadata_file: str, pipeline_name: str | None = None) -> str:
         ("Holdout GAP@20 of every model", _gap_section(_properties(stack_metrics), evaluation)),
         ("Students (holdout)", _student_section(evaluation)),
         ("Per-fold spread", _fold_section(stack_metrics)),
-        ("Component durations", _timeline_section(store, executions)),
+        ("Component durations", _timeline_section(executions)),
         ("Dataset counts", _counts_section(executions)),
         ("Lineage", _lineage_section(store, executions, stack_metrics)),
     ]

@@ -10,33 +10,27 @@ from pathlib import Path
 from pipeline.config import PipelineConfig
 from pipeline.home import home_lock
 from pipeline.pipeline import create_pipeline
+from pipeline.progress import node_progress
 
 log = logging.getLogger("yt8m")
 _KNOWN_NOISE = "ArtifactQuery.property_predicate is not supported"  # TFX warns on every cache lookup
-_PROGRESS_MARKERS = ("is running.", "is finished.", "cached execution")
 
 
-class _ProgressFilter(logging.Filter):
-    """Keep TFX's per-component start/finish lines; drop the rest of its INFO chatter."""
+class _QuietTfx(logging.Filter):
+    """On stderr, TFX's (absl's) warnings and errors only: its INFO lines feed pipeline/progress.py."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if _KNOWN_NOISE in message:
-            return False
-        if record.levelno >= logging.WARNING or record.name.startswith("yt8m"):
-            return True
-        return any(marker in message for marker in _PROGRESS_MARKERS)
+        if record.name == "absl":
+            return record.levelno >= logging.WARNING and _KNOWN_NOISE not in record.getMessage()
+        return True
 
 
 def configure_logging() -> None:
-    """yt8m INFO lines plus TFX component progress on stderr."""
-    from absl import logging as absl_logging
-
-    absl_logging.set_verbosity(absl_logging.INFO)
-    logging.getLogger("absl").addFilter(_ProgressFilter())
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", force=True)
-    for noisy in ("apache_beam", "tensorflow", "root"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    """On stderr: yt8m's INFO lines (one per pipeline node, pipeline/progress.py) and every warning."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s", force=True)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_QuietTfx())
+    log.setLevel(logging.INFO)
     # Beam logs every failed bundle with its traceback; the CLI reports the error itself.
     logging.getLogger("apache_beam.runners.common").setLevel(logging.CRITICAL)
 
@@ -64,6 +58,7 @@ def run_pipeline(config: PipelineConfig) -> list[str]:
     check_home_writable(config.home)
     with home_lock(config.home):
         pipeline = create_pipeline(config)
+        previous = previous_durations(config)
         log.info(
             "running %s with %s runner; pipeline root %s; metadata %s",
             config.pipeline_name,
@@ -72,13 +67,24 @@ def run_pipeline(config: PipelineConfig) -> list[str]:
             config.metadata_path,
         )
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        with failures_recorded(config.metadata_path, config.pipeline_name):
+        node_ids = [node.id for node in pipeline.components]
+        with node_progress(node_ids, previous), failures_recorded(config.metadata_path, config.pipeline_name):
             if config.runner == "beam":
                 BeamDagRunner().run(pipeline)
             else:
                 LocalDagRunner().run(pipeline)
     log.info("pipeline %s finished", config.pipeline_name)
     return stage_summary(config)
+
+
+def previous_durations(config: PipelineConfig) -> dict[str, float]:
+    """Node id -> seconds its execution took in the pipeline's latest run ({} before the first run)."""
+    from pipeline.metadata import open_store, run_executions
+
+    if not Path(config.metadata_path).exists():
+        return {}
+    executions = run_executions(open_store(config.metadata_path), config.pipeline_name)
+    return {node_id: execution.seconds for node_id, execution in executions.items()}
 
 
 def stage_summary(config: PipelineConfig) -> list[str]:
@@ -131,7 +137,7 @@ def stage_summary(config: PipelineConfig) -> list[str]:
         submission = property_value(inference.outputs["submission"][0], "file")
         lines.append(f"submission: {submission}")
         if config.data.test_truth:
-            from pipeline.submission import score_submission
+            from trainer.submission import score_submission
 
             gap = score_submission(submission, config.data.test_truth)
             lines.append(f"submission GAP@20 against {config.data.test_truth}: {gap:.4f}")

@@ -257,7 +257,7 @@ def write_dataset(cfg: SynthConfig, out: Path) -> dict:
     the summary it also saves (synth.json, written last)."""
     import tensorflow as tf
 
-    from pipeline.submission import read_truth
+    from trainer.submission import read_truth
 
     out = Path(out)
     for layout in cfg.layouts:

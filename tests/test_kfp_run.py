@@ -26,9 +26,9 @@ from pipeline.metadata import (
     run_executions,
 )
 from pipeline.runner import stage_summary
-from pipeline.submission import score_submission
 from tests.conftest import TINY_L1_CONFIGS, TINY_STUDENTS, tiny_pipeline_config
 from tests.test_kubeflow import RESOURCES
+from trainer.submission import score_submission
 
 BLESSED = "(inputs.artifacts['model_blessing'].artifacts[0].metadata['blessed'] == 1.0)"
 RUN_ID, REFUSED_RUN_ID = "kfp-test", "kfp-refused"

@@ -6,6 +6,8 @@ import re
 from pathlib import Path
 
 import pytest
+from ml_metadata import metadata_store
+from ml_metadata.proto import metadata_store_pb2
 
 from components.artifacts import SoftLabelIndex
 from pipeline import cli, lineage, report
@@ -129,13 +131,18 @@ def test_lineage_errors_are_one_line(tiny_run, store, tmp_path, capsys):
         == f"yt8m: error: no ML Metadata at {tmp_path / 'metadata.sqlite'} (run the pipeline first: yt8m run)"
     )
     pushed = store.get_artifacts_by_type(lineage.PUSHED_MODEL_TYPE)
-    status = cli.main(["lineage", "--home", tiny_run.home, "--latest-pushed"])
-    if pushed:  # the Pusher ran: its newest output is traced back to the input files
-        assert status == 0
-        assert capsys.readouterr().out.startswith(f"artifact {max(a.id for a in pushed)} PushedModel  <- ")
-    else:
-        assert status == 2
-        assert "no PushedModel artifact in ML Metadata" in capsys.readouterr().err
+    assert len(pushed) == 1  # the tiny run is blessed: its pushed model is traced back to the input files
+    assert cli.main(["lineage", "--home", tiny_run.home, "--latest-pushed"]) == 0
+    tree = capsys.readouterr().out
+    assert tree.startswith(f"artifact {pushed[0].id} PushedModel  <- Pusher")
+    assert "StudentExport" in tree and "VideoExampleGen" in tree
+    empty = tmp_path / "empty"  # a real store in which nothing was pushed
+    empty.mkdir()
+    connection = metadata_store_pb2.ConnectionConfig()
+    connection.sqlite.filename_uri = str(empty / "metadata.sqlite")
+    metadata_store.MetadataStore(connection)  # creates the sqlite store (READWRITE_OPENCREATE)
+    assert cli.main(["lineage", "--home", str(empty), "--latest-pushed"]) == 2
+    assert capsys.readouterr().err.strip() == "yt8m: error: no PushedModel artifact in ML Metadata"
 
 
 def test_report_shows_gaps_folds_timings_counts_and_lineage(tiny_run, store, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import _thread
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -12,6 +13,8 @@ import threading
 import time
 from pathlib import Path
 
+import lightgbm as lgb
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import tensorflow as tf
@@ -28,13 +31,14 @@ from pipeline.metadata import (
     run_executions,
 )
 from pipeline.runner import run_pipeline, stage_summary
-from pipeline.submission import score_submission
 from tests import builders
-from tests.conftest import TINY_L1_CONFIGS, tiny_pipeline_config
+from tests.conftest import LIGHTGBM_CONFIG, TINY_L1_CONFIGS
+from trainer.l1_run import EPOCH_LOG
 from trainer.predictions import AVERAGED, decode_prediction, prediction_video_id
 from trainer.readers import read_records
 from trainer.records import video_id_of
 from trainer.soft_labels import decode_soft_labels
+from trainer.submission import score_submission
 
 L1_NAMES = ("tiny_gated_mlp", "tiny_pooling")
 
@@ -126,43 +130,117 @@ def test_pipeline_runs_every_stage_over_folds(tiny_run):
     assert summary[-1].startswith("submission GAP@20 against") and 0 < float(summary[-1].split()[-1]) <= 1
 
 
-def test_unchanged_rerun_is_cached_and_an_edited_l1_config_reruns_only_its_nodes(tiny_data, tmp_path):
-    l1_configs = tuple(shutil.copy(path, tmp_path) for path in TINY_L1_CONFIGS)
-    config = tiny_pipeline_config(tiny_data, tmp_path / "home", l1_configs=l1_configs, num_folds=FOLDS)
-    run_pipeline(config)
+def _copy_sources(destination: Path) -> Path:
+    """The project's packages and README, copied so that a test can edit them."""
+    root = Path(__file__).parents[1]
+    for package in ("components", "pipeline", "trainer"):
+        shutil.copytree(root / package, destination / package, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(root / "README.md", destination)
+    return destination
+
+
+def _edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, path
+    path.write_text(text.replace(old, new, 1))
+
+
+def _run_from(source: Path, config_path: Path) -> list[str]:
+    """`yt8m run` in a fresh process that imports the project from `source`; its progress lines."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "run", "--config", str(config_path)],
+        cwd=source,
+        env={**os.environ, "PYTHONPATH": str(source)},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Epoch 1/" not in result.stderr  # Keras's epoch lines go to each Trainer's epochs.log
+    return re.findall(r"\[\d+/\d+\] .*", result.stderr)
+
+
+def test_rerun_is_cached_until_a_config_or_a_line_of_code_the_node_runs_changes(tiny_data, tmp_path):
+    source = _copy_sources(tmp_path / "source")
+    l1_configs = [shutil.copy(path, tmp_path) for path in TINY_L1_CONFIGS]
+    config_path = tmp_path / "pipeline.yaml"
+    config_path.write_text(
+        yaml.safe_dump(
+            {
+                "pipeline_name": "yt8m-test",
+                "home": str(tmp_path / "home"),
+                "data": {
+                    "video_dir": str(tiny_data / "video"),
+                    "frame_dir": str(tiny_data / "frame"),
+                    "num_classes": 30,
+                },
+                "folds": {"num_folds": FOLDS, "holdout_fraction": 0.1, "seed": 7},
+                "l1": {"configs": l1_configs},
+                "l2": {"lightgbm_config": LIGHTGBM_CONFIG},
+            }
+        )
+    )
+    config = load_pipeline_config(config_path)
+    progress = _run_from(source, config_path)
     executions = latest_executions(open_store(config.metadata_path), config.pipeline_name)
     assert set(executions) == BASE_NODES | L1_NODES | L2_NODES
-
+    total = len(executions)
+    assert [line.split()[0] for line in progress] == [f"[{k}/{total}]" for k in range(1, total + 1)]
+    assert all(line.split()[4] == "ran;" and "left" not in line for line in progress)  # no earlier run
+    trainer = executions["L1Trainer_tiny_pooling_fold0"].outputs["model_run"][0]
+    epochs = (Path(trainer.uri) / EPOCH_LOG).read_text().splitlines()
+    assert len(epochs) == 2
+    assert re.fullmatch(r"epoch 1/2  .*loss \d\.\d{4}  val_gap \d\.\d{4}  \(\d+\.\d s\)", epochs[0])
     first_run = latest_run_id(open_store(config.metadata_path), config.pipeline_name)
-    run_pipeline(config)
+
+    def rerun() -> set[str]:
+        """Runs again; the ids of the nodes that ran (every other node of the run is CACHED, and the progress
+        lines say the same, with an estimate from the previous run)."""
+        done = len(node_executions(open_store(config.metadata_path), config.pipeline_name))
+        progress = _run_from(source, config_path)
+        new = node_executions(open_store(config.metadata_path), config.pipeline_name)[done:]
+        assert len(new) == total and {e.state for e in new} <= {"COMPLETE", "CACHED"}
+        said = {line.split()[1]: line.split()[4] for line in progress}
+        assert said == {e.node_id: "ran;" if e.state == "COMPLETE" else "cached;" for e in new}
+        assert all("left" in line for line in progress[:-1])
+        return {e.node_id for e in new if e.state == "COMPLETE"}
+
+    # A changed README is code no node runs: everything comes from the cache.
+    _edit(source / "README.md", "# yt8m-tfx", "# yt8m-tfx (edited)")
+    assert rerun() == set()
     store = open_store(config.metadata_path)
-    reruns = node_executions(store, config.pipeline_name)[len(executions) :]
-    assert {e.node_id for e in reruns} == BASE_NODES | L1_NODES | L2_NODES
-    assert {e.state for e in reruns} == {"CACHED"}
     second_run = latest_run_id(store, config.pipeline_name)  # the cached executions belong to this run
-    assert second_run != first_run
-    assert {e.execution_id for e in run_executions(store, config.pipeline_name).values()} == {
-        e.execution_id for e in reruns
-    }
+    assert second_run != first_run and len(run_executions(store, config.pipeline_name)) == len(executions)
     summary = stage_summary(config)  # this run's (cached) stack, no student stage in this pipeline
     assert summary[0] == f"run {second_run}" and summary[-1].startswith("holdout GAP@20  L2 LightGBM stack")
 
     # Editing one L1 config reruns that model's nodes and everything downstream, nothing else.
-    frame_config = Path(l1_configs[1])
-    frame_config.write_text(frame_config.read_text().replace("epochs: 2", "epochs: 1"))
-    run_pipeline(config)
-    third = node_executions(open_store(config.metadata_path), config.pipeline_name)[2 * len(executions) :]
-    rerun = {e.node_id for e in third if e.state == "COMPLETE"}
-    assert rerun == {n for n in L1_NODES if "tiny_pooling" in n} | L2_NODES
-    assert {e.state for e in third if e.node_id not in rerun} == {"CACHED"}
+    _edit(Path(l1_configs[1]), "epochs: 2", "epochs: 1")
+    assert rerun() == {n for n in L1_NODES if "tiny_pooling" in n} | L2_NODES
+
+    # A changed line of SoftLabels' executor reruns SoftLabels (the last node) and nothing else.
+    _edit(source / "components/soft_labels/executor.py", "\n\n\n", "\n\n# edited\n\n")
+    assert rerun() == {"SoftLabels"}
 
 
 def _assert_l2_stage(executions, fold_videos: list[str]) -> None:
     """Stacker scores are out-of-fold, the stage report is in MLMD, soft labels cover every fold video."""
     scores = executions["L2LightGBM"].outputs["scores"][0]
     oof = pq.read_table(os.path.join(scores.uri, "Split-oof")).to_pandas()
-    assert (oof["scored_by"] == oof["fold"]).all() and oof["score"].between(0, 1).all()
-    assert oof["score"].nunique() > 2  # probabilities, not 0/1
+    assert oof["score"].between(0, 1).all() and oof["score"].nunique() > 2  # probabilities, not 0/1
+    # Each OOF score is what the saved booster of the row's own fold gives its features, and that booster
+    # trained on the other folds only.
+    model = executions["L2LightGBM"].outputs["model"][0]
+    with open(os.path.join(model.uri, "folds.json")) as handle:
+        folds = json.load(handle)
+    features = pq.read_table(
+        os.path.join(executions["L2Features"].outputs["features"][0].uri, "Split-oof")
+    ).to_pandas()
+    rows = features.merge(oof[["video_id", "class_id", "score"]], on=["video_id", "class_id"], validate="1:1")
+    assert len(rows) == len(oof) == len(features) and sorted(rows["fold"].unique()) == list(range(FOLDS))
+    for fold, part in rows.groupby("fold"):
+        assert folds["folds"][str(fold)]["train_folds"] == sorted(set(range(FOLDS)) - {fold})
+        booster = lgb.Booster(model_file=os.path.join(model.uri, f"fold_{fold}.txt"))
+        np.testing.assert_allclose(part["score"], booster.predict(part[folds["feature_columns"]]), rtol=1e-5)
     metrics = executions["L2LightGBM"].outputs["metrics"][0]
     assert set(property_value(metrics, "l1_holdout_gap")) == set(L1_NAMES)
     assert 0 < property_value(metrics, "holdout_gap") <= 1

@@ -11,13 +11,13 @@ import pytest
 import tensorflow as tf
 
 from pipeline import cli
-from pipeline.submission import predict_rows, score_submission, write_submission
 from tests import builders
 from tests.conftest import TINY
 from trainer.l1_config import parse_l1_config
 from trainer.l1_run import export_model
 from trainer.metrics import gap_at_k
 from trainer.records import InputDataError
+from trainer.submission import predict_rows, score_submission, write_submission
 
 CONFIG = "name: csv_model\nmodel: logistic\ntraining: {seed: 1}\n"
 

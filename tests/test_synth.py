@@ -12,12 +12,12 @@ import pytest
 import tensorflow as tf
 
 from pipeline import cli, synth
-from pipeline.submission import read_truth
 from pipeline.synth import SynthConfig, generate_videos, oracle_gap, oracle_scores, video_id, write_dataset
 from tests.conftest import TINY
 from trainer import features as F
 from trainer.metrics import gap_at_k
 from trainer.records import InputDataError
+from trainer.submission import read_truth
 
 VIDEO_SPEC = {
     "id": tf.io.FixedLenFeature([], tf.string),

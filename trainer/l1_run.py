@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
+import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import asdict
 from typing import Any
@@ -28,8 +29,8 @@ from trainer.metrics import gap_at_k
 from trainer.readers import make_dataset, parse_frame_example, parse_video_examples
 from trainer.split_roles import check_training_splits
 
-log = logging.getLogger(__name__)
 TRAINING_INFO = os.path.join("assets.extra", "training_info.json")
+EPOCH_LOG = "epochs.log"  # in the Trainer's model_run artifact, beside the TensorBoard logs
 _HASH_BUCKETS = 10_000
 
 
@@ -97,7 +98,27 @@ class ValidationGap(keras.callbacks.Callback):
         gap = gap_at_k(np.concatenate(scores), np.concatenate(labels)) if scores else 0.0
         if logs is not None:
             logs["val_gap"] = gap
-        log.info("epoch %d: val_gap %.4f", epoch + 1, gap)
+
+
+class EpochLog(keras.callbacks.Callback):
+    """One line per epoch (every metric in the epoch logs and the epoch's seconds) in `path`, rewritten
+    after each epoch (gs:// files cannot be appended to): the Trainer node's training log."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self._path = path
+        self._lines: list[str] = []
+        self._began = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._began = time.monotonic()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        metrics = "  ".join(f"{key} {float(value):.4f}" for key, value in sorted((logs or {}).items()))
+        seconds = time.monotonic() - self._began
+        self._lines.append(f"epoch {epoch + 1}/{self.params.get('epochs')}  {metrics}  ({seconds:.1f} s)\n")
+        with tf.io.gfile.GFile(self._path, "w") as handle:
+            handle.write("".join(self._lines))
 
 
 def distribution_strategy() -> tf.distribute.Strategy:
@@ -157,14 +178,19 @@ def fit_on_validation_gap(
     *callbacks: keras.callbacks.Callback,
 ) -> tuple[keras.Model, dict[str, list[float]]]:
     """Fit with `val_gap` in the epoch logs (before `callbacks` see them) and early stopping that restores
-    the best-GAP weights; TensorBoard logs in `log_dir`. Returns the model and its history."""
+    the best-GAP weights; TensorBoard logs and one line per epoch (EPOCH_LOG) in `log_dir`, nothing on the
+    console. Returns the model and its history."""
     early_stopping = keras.callbacks.EarlyStopping(
         monitor="val_gap", mode="max", patience=patience, restore_best_weights=True
     )
     every = [ValidationGap(validation), *callbacks, early_stopping]
     if log_dir:
-        every.append(keras.callbacks.TensorBoard(log_dir=log_dir))
-    history = model.fit(train, epochs=epochs, callbacks=every, verbose=2)
+        every += [keras.callbacks.TensorBoard(log_dir=log_dir), EpochLog(os.path.join(log_dir, EPOCH_LOG))]
+    with warnings.catch_warnings():
+        # Keras warns at the end of the first epoch of a dataset of unknown length, which ours are; the
+        # datasets shuffle themselves (shuffle=False silences the other warning).
+        warnings.filterwarnings("ignore", message="Your input ran out of data", category=UserWarning)
+        history = model.fit(train, epochs=epochs, callbacks=every, verbose=0, shuffle=False)
     return model, {key: [float(v) for v in values] for key, values in history.history.items()}
 
 

@@ -10,7 +10,7 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact
 
 from components.splits import TEST, split_files
-from pipeline.submission import write_submission
+from trainer.submission import write_submission
 
 SUBMISSION_FILE = "submission.csv"
 

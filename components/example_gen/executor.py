@@ -15,7 +15,7 @@ from tfx.types import standard_component_specs
 from tfx.utils import proto_utils
 
 from components.splits import LEVEL_OF_PAYLOAD_FORMAT
-from components.uri_io import file_error_message
+from trainer.file_errors import file_error_message
 from trainer.records import InputDataError, decoder_for
 
 _READ_BATCH = 256

@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from components.uri_io import FILE_LAYER_ERRORS, file_error_message
+from trainer.file_errors import FILE_LAYER_ERRORS, file_error_message
 from trainer.metrics import gap_from_candidates
 from trainer.readers import read_records
 from trainer.records import InputDataError, utf8_video_id
