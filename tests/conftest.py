@@ -56,6 +56,22 @@ def tiny_pipeline_config(
     return config.with_overrides(**changes)
 
 
+def tiny_pipeline_nodes(directory: Path, num_folds: int) -> list:
+    """Every node of the whole tiny pipeline (both L1 configs, the students), built on empty data dirs under
+    `directory` (nothing runs)."""
+    from pipeline.pipeline import create_pipeline
+
+    (directory / "frame").mkdir(exist_ok=True)
+    config = tiny_pipeline_config(
+        directory,
+        directory / "home",
+        l1_configs=TINY_L1_CONFIGS,
+        num_folds=num_folds,
+        students=StudentSettings(configs=TINY_STUDENTS),
+    )
+    return create_pipeline(config).components
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tiny_data, tmp_path_factory) -> PipelineConfig:
     """The whole pipeline, run once on `tiny_data` (3 folds, both tiny L1 configs, two tiny towers and a head;

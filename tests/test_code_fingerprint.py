@@ -13,9 +13,7 @@ from pipeline.code_fingerprint import (
     module_closure,
     node_modules,
 )
-from pipeline.config import StudentSettings
-from pipeline.pipeline import create_pipeline
-from tests.conftest import TINY_L1_CONFIGS, TINY_STUDENTS, tiny_pipeline_config
+from tests.conftest import tiny_pipeline_nodes
 
 SOURCES = {
     "components/__init__.py": "",
@@ -75,15 +73,7 @@ def test_modules_outside_the_project_have_no_fingerprint(project):
 
 
 def test_every_node_running_project_code_carries_its_fingerprint(tmp_path):
-    (tmp_path / "frame").mkdir()
-    config = tiny_pipeline_config(
-        tmp_path,
-        tmp_path / "home",
-        l1_configs=TINY_L1_CONFIGS,
-        num_folds=2,
-        students=StudentSettings(configs=TINY_STUDENTS),
-    )
-    nodes = {node.id: node for node in create_pipeline(config).components}
+    nodes = {node.id: node for node in tiny_pipeline_nodes(tmp_path, num_folds=2)}
     fingerprints = {node_id: node.exec_properties.get(CODE_FINGERPRINT) for node_id, node in nodes.items()}
     assert fingerprints["StatisticsGen"] is None and fingerprints["SchemaGen"] is None  # TFX's code only
     stamped = {node_id for node_id, fingerprint in fingerprints.items() if fingerprint}

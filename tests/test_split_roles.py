@@ -7,9 +7,7 @@ import json
 import pytest
 from tfx.components import Trainer
 
-from pipeline.config import StudentSettings
-from pipeline.pipeline import create_components
-from tests.conftest import TINY_L1_CONFIGS, TINY_STUDENTS, tiny_pipeline_config
+from tests.conftest import tiny_pipeline_nodes
 from trainer.split_roles import check_training_splits
 
 FOLD_FILES = ["/root/FoldSplit/split_examples/1/Split-fold_0/*", "gs://b/SoftLabels/x/Split-fold_3/*"]
@@ -34,15 +32,7 @@ def test_holdout_and_test_are_refused_naming_them(splits, files, message):
 
 
 def test_every_trainer_of_the_pipeline_trains_on_fold_splits_only(tmp_path):
-    (tmp_path / "frame").mkdir()
-    config = tiny_pipeline_config(
-        tmp_path,
-        tmp_path / "home",
-        l1_configs=TINY_L1_CONFIGS,
-        num_folds=3,
-        students=StudentSettings(configs=TINY_STUDENTS),
-    )
-    trainers = [node for node in create_components(config) if isinstance(node, Trainer)]
+    trainers = [node for node in tiny_pipeline_nodes(tmp_path, num_folds=3) if isinstance(node, Trainer)]
     assert len(trainers) >= 2 * 3 + 1
     for trainer in trainers:
         splits = json.loads(trainer.exec_properties["custom_config"])["train_splits"]
