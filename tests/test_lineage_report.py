@@ -142,7 +142,8 @@ def test_lineage_errors_are_one_line(tiny_run, store, tmp_path, capsys):
     connection.sqlite.filename_uri = str(empty / "metadata.sqlite")
     metadata_store.MetadataStore(connection)  # creates the sqlite store (READWRITE_OPENCREATE)
     assert cli.main(["lineage", "--home", str(empty), "--latest-pushed"]) == 2
-    assert capsys.readouterr().err.strip() == "yt8m: error: no PushedModel artifact in ML Metadata"
+    message = "yt8m: error: no PushedModel artifact in ML Metadata (has the node that writes it run?)"
+    assert capsys.readouterr().err.strip() == message
 
 
 def test_report_shows_gaps_folds_timings_counts_and_lineage(tiny_run, store, tmp_path):
