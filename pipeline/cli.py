@@ -52,7 +52,11 @@ def _run(args: argparse.Namespace) -> None:
     from pipeline.config import load_pipeline_config
     from pipeline.runner import run_pipeline
 
-    config = load_pipeline_config(args.config).with_overrides(home=args.home, runner=args.runner)
+    config = load_pipeline_config(args.config)
+    try:
+        config = config.with_overrides(home=args.home, runner=args.runner)
+    except ValueError as error:  # argparse checked --runner
+        raise ConfigError(f"--home: {error}") from None
     for line in run_pipeline(config):
         print(line)
 

@@ -142,6 +142,9 @@ class StudentSettings:
             raise ValueError(f"max_model_bytes must be >= 1, got {self.max_model_bytes}")
 
 
+_GLOB_CHARACTERS = "*?[]"
+
+
 @dataclass(frozen=True)
 class PipelineConfig:
     """Everything `create_pipeline` needs. Relative paths are resolved against the working directory."""
@@ -171,6 +174,11 @@ class PipelineConfig:
     def __post_init__(self) -> None:
         if self.join_shard_mb < 0:
             raise ValueError(f"join_shard_mb must be >= 0, got {self.join_shard_mb}")
+        if set(self.home) & set(_GLOB_CHARACTERS):
+            raise ValueError(
+                f"home {self.home!r} contains a glob character ({' '.join(_GLOB_CHARACTERS)}): Beam's file "
+                "writers match the paths they write as patterns"
+            )
         if self.l1.configs and not self.l2.lightgbm_config:
             raise ValueError("l2.lightgbm_config is required with l1.configs (e.g. configs/l2/lightgbm.yaml)")
 

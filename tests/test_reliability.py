@@ -272,6 +272,10 @@ CONFIG_ERRORS = {  # (changes to the config as nested keys joined by "__", a par
         lambda _: {"folds__holdout_fraction": float("nan")},
         "config.yaml: folds.holdout_fraction: expected a finite number, got nan",
     ),
+    "home with a glob character": (
+        lambda _: {"home": "runs/home[1]"},
+        "config.yaml: top level: home 'runs/home[1]' contains a glob character (* ? [ ]): Beam's file",
+    ),
     "L1 models without a LightGBM config": (
         lambda _: {"l1__configs": [TINY_VIDEO_L1], "l2": {"top_k": 5}},
         "config.yaml: top level: l2.lightgbm_config is required with l1.configs",
@@ -339,6 +343,17 @@ def test_bad_config_fails_before_anything_runs(case, tiny_data, tmp_path, capsys
     config = _config_with(tmp_path, tiny_data, **changes(tmp_path))
     assert message.format(tmp_path=tmp_path) in _cli_error(["run", "--config", str(config)], capsys)
     assert not (tmp_path / "home" / "metadata.sqlite").exists()
+
+
+def test_home_option_with_a_glob_character_fails_before_anything_runs(tiny_data, tmp_path, capsys):
+    home = tmp_path / "home[1]"
+    config = str(_config_with(tmp_path, tiny_data))
+    error = _cli_error(["run", "--config", config, "--home", str(home)], capsys)
+    assert error == (
+        f"yt8m: error: --home: home '{home}' contains a glob character (* ? [ ]): Beam's file writers match "
+        "the paths they write as patterns"
+    )
+    assert not home.exists()
 
 
 def test_missing_or_binary_config_file(tmp_path, capsys):
