@@ -40,9 +40,8 @@ def _examples(root, counted: bool = True) -> standard_artifacts.Examples:
     artifact.uri = str(root)
     artifact.split_names = standard_artifact_utils.encode_split_names(list(SPLITS))
     artifact.set_int_custom_property("num_folds", 2)
-    artifact.set_json_value_custom_property(
-        "split_counts", {split: len(ids) for split, ids in SPLITS.items()}
-    )
+    if counted:
+        artifact.set_json_value_custom_property("split_counts", {s: len(ids) for s, ids in SPLITS.items()})
     examples_utils.set_payload_format(artifact, example_gen_pb2.FORMAT_TF_EXAMPLE)
     for split, ids in SPLITS.items():
         for video_id in ids:  # one file per video: part0.gz, part1.gz, ...
