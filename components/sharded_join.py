@@ -22,7 +22,7 @@ from tfx.types import artifact
 from components.splits import (
     COUNTS_DIR,
     ReadTFRecords,
-    check_split_count,
+    check_split_counts,
     collect_counts,
     count_splits,
     split_files,
@@ -103,7 +103,7 @@ def run_sharded(
 def _check_counts(inputs: list[JoinInput], counts: dict[str, int]) -> None:
     for item in inputs:
         if item.counted:
-            check_split_count(item.source, item.split, counts[item.tag])
+            check_split_counts(item.source, {item.split: counts[item.tag]})
 
 
 def _partition(

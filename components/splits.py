@@ -109,17 +109,20 @@ def collect_counts(directory: str) -> dict[str, int]:
     return totals
 
 
-def check_split_count(source: artifact.Artifact, split: str, videos: int) -> None:
-    """Fails unless `split` of `source` holds the number of videos its producer recorded."""
+def check_split_counts(source: artifact.Artifact, counts: dict[str, int]) -> None:
+    """Fails unless every split of `source` in `counts` holds the number of videos its producer recorded."""
     recorded = source.get_json_value_custom_property(SPLIT_COUNTS)
     if recorded is None:
-        raise InputDataError(f"{source.uri}: records no {SPLIT_COUNTS} to check its {split} split against")
-    expected = recorded.get(split)
-    if videos != expected:
         raise InputDataError(
-            f"{source.uri}: split {split} holds {videos} videos, its producer recorded {expected}: "
-            "files were lost or cut since it was written"
+            f"{source.uri}: records no {SPLIT_COUNTS} to check its splits {sorted(counts)} against"
         )
+    for split, videos in counts.items():
+        expected = recorded.get(split)
+        if videos != expected:
+            raise InputDataError(
+                f"{source.uri}: split {split} holds {videos} videos, its producer recorded {expected}: "
+                "files were lost or cut since it was written"
+            )
 
 
 def write_split(output: artifact.Artifact, split: str, name: str) -> beam.PTransform:
