@@ -16,6 +16,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import tensorflow as tf
 
+from trainer.records import InputDataError
+
 PARQUET_SUFFIX = ".parquet"
 
 
@@ -49,12 +51,20 @@ def write_parquet(table: pa.Table, path: str) -> None:
 
 
 def read_parquet_dir(directory: str) -> pa.Table:
-    """Every `*.parquet` file of `directory`, in file-name order, as one table."""
+    """Every `*.parquet` file of `directory`, in file-name order, as one table; a file that is not Parquet
+    (cut in the middle, say) fails naming it."""
     files = sorted(tf.io.gfile.glob(os.path.join(directory, f"*{PARQUET_SUFFIX}")))
     if not files:
         raise FileNotFoundError(f"{directory}: no {PARQUET_SUFFIX} files")
     tables = []
     for path in files:
         with tf.io.gfile.GFile(path, "rb") as handle:
-            tables.append(pq.read_table(pa.BufferReader(handle.read())))
+            data = handle.read()
+        try:
+            tables.append(pq.read_table(pa.BufferReader(data)))
+        except pa.ArrowInvalid as error:  # a file cut in the middle has no footer
+            reason = (
+                str(error).splitlines()[0].removeprefix("Could not open Parquet input source '<Buffer>': ")
+            )
+            raise InputDataError(f"{path}: not a readable Parquet file: {reason}") from None
     return pa.concat_tables(tables)
