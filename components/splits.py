@@ -59,6 +59,14 @@ def file_batches(path: str, batch_size: int = _READ_BATCH) -> Iterator[np.ndarra
             raise InputDataError(f"{path}: corrupted or truncated TFRecord: {reason}") from None
 
 
+def split_batches(
+    source: artifact.Artifact, split: str, batch_size: int = _READ_BATCH
+) -> Iterator[np.ndarray]:
+    """Batches of the serialized records of `split` of an artifact, file by file in name order."""
+    for path in sorted(tf.io.gfile.glob(split_files(source, split))):
+        yield from file_batches(path, batch_size)
+
+
 def _file_records(path: str) -> Iterator[bytes]:
     for batch in file_batches(path):
         yield from batch

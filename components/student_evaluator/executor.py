@@ -16,7 +16,7 @@ from tfx.utils import path_utils
 
 from components import uri_io
 from components.l2_lightgbm.executor import read_split
-from components.splits import HOLDOUT, check_split_counts, file_batches, split_files
+from components.splits import HOLDOUT, check_split_counts, split_batches
 from trainer.l1_run import TRAINING_INFO
 from trainer.metrics import bootstrap_gaps, evaluate
 from trainer.predictions import decode_prediction
@@ -69,10 +69,8 @@ def served_tower_key(tower: int) -> str:
 
 
 def _split_records(source: artifact.Artifact, split: str) -> Iterator[tf.Tensor]:
-    """Batches of the records of a split, file by file; a file cut in the middle fails naming it."""
-    for path in sorted(tf.io.gfile.glob(split_files(source, split))):
-        for batch in file_batches(path, _BATCH):
-            yield tf.constant(batch)
+    for batch in split_batches(source, split, _BATCH):
+        yield tf.constant(batch)
 
 
 def split_labels(
