@@ -78,9 +78,7 @@ def run_sharded(
     input_counts, output_counts = (os.path.join(scratch_dir, COUNTS_DIR, kind) for kind in ("in", "out"))
     if shards == 1:
         with make_pipeline() as pipeline:
-            records = {
-                item.tag: pipeline | f"Read[{item.tag}]" >> ReadTFRecords(item.pattern) for item in inputs
-            }
+            records = _read(pipeline, inputs, lambda item: item.pattern)
             count_splits(records, input_counts, "inputs")
             count_splits(build(pipeline, records, ""), output_counts, "outputs")
         _check_counts(inputs, collect_counts(input_counts))
@@ -89,11 +87,9 @@ def run_sharded(
         _check_counts(inputs, collect_counts(input_counts))
         for shard in range(shards):
             with make_pipeline() as pipeline:
-                records = {
-                    item.tag: pipeline
-                    | f"Read[{item.tag}]" >> ReadTFRecords(_part_files(scratch_dir, shard, item.tag))
-                    for item in inputs
-                }
+                records = _read(
+                    pipeline, inputs, lambda item, shard=shard: _part_files(scratch_dir, shard, item.tag)
+                )
                 count_splits(build(pipeline, records, f"-{shard:04d}"), output_counts, f"shard-{shard:04d}")
     written = collect_counts(output_counts)
     tf.io.gfile.rmtree(scratch_dir)
@@ -116,7 +112,7 @@ def _partition(
     """Every record of every input rewritten under `scratch_dir`/shard-<s>/<tag>/ for its video's shard;
     the records of each input counted under `counts_dir`."""
     with make_pipeline() as pipeline:
-        records = {item.tag: pipeline | f"Read[{item.tag}]" >> ReadTFRecords(item.pattern) for item in inputs}
+        records = _read(pipeline, inputs, lambda item: item.pattern)
         count_splits(records, counts_dir, "inputs")
         for item in inputs:
             parts = records[item.tag] | f"Shard[{item.tag}]" >> beam.Partition(
@@ -131,3 +127,10 @@ def _partition(
 def _part_files(scratch_dir: str, shard: int, tag: str) -> str:
     """Glob of one input's part for `shard` (it matches nothing when the shard got none of its records)."""
     return os.path.join(scratch_dir, f"shard-{shard}", tag, "*")
+
+
+def _read(
+    pipeline: beam.Pipeline, inputs: list[JoinInput], pattern: Callable[[JoinInput], str]
+) -> dict[str, beam.PCollection]:
+    """The records of every input (of the files matching `pattern(input)`), by tag."""
+    return {item.tag: pipeline | f"Read[{item.tag}]" >> ReadTFRecords(pattern(item)) for item in inputs}
