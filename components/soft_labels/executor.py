@@ -4,6 +4,7 @@ fold-split video records with their soft labels added; holdout and test copied u
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import apache_beam as beam
@@ -28,6 +29,7 @@ from components.splits import (
     write_split,
     write_splits,
 )
+from components.uri_io import read_parquet
 from trainer.predictions import AVERAGED
 from trainer.records import video_id_of
 from trainer.soft_labels import encode_soft_labels, with_soft_labels
@@ -64,6 +66,14 @@ def _soft_labels(video_id: str, grouped: dict[str, list]) -> tuple[int, bytes, b
     return fold, encode_soft_labels(video_id, class_ids, scores), with_soft_labels(record, class_ids, scores)
 
 
+def _keyed_rows(path: str) -> Iterator[tuple[str, tuple[int, float, int]]]:
+    """(video id, (class id, score, scored_by)) of every row of a Parquet file of L2 scores."""
+    names = ["video_id", "class_id", "score", "scored_by"]
+    columns = read_parquet(path, names).to_pydict()
+    for video_id, class_id, score, scored_by in zip(*(columns[name] for name in names), strict=True):
+        yield video_id, (int(class_id), float(score), int(scored_by))
+
+
 class Executor(base_beam_executor.BaseBeamExecutor):
     def Do(  # noqa: N802 (TFX API)
         self,
@@ -91,18 +101,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             ]
             rows = (
                 pipeline
-                | "ReadScores"
-                >> beam.io.ReadFromParquet(
-                    split_files(scores, OUT_OF_FOLD),
-                    columns=["video_id", "class_id", "score", "scored_by"],
-                )
-                | "KeyRows"
-                >> beam.Map(
-                    lambda row: (
-                        row["video_id"],
-                        (int(row["class_id"]), float(row["score"]), int(row["scored_by"])),
-                    )
-                )
+                | "ScoreFiles" >> beam.Create(sorted(tf.io.gfile.glob(split_files(scores, OUT_OF_FOLD))))
+                | "ReadScores" >> beam.FlatMap(_keyed_rows)
             )
             labelled = (
                 {"fold_video": fold_records | "FlattenFolds" >> beam.Flatten(), "rows": rows}

@@ -99,6 +99,19 @@ def test_student_examples_are_the_fold_records_with_soft_labels_and_holdout_unch
     assert _split_records(student.uri, "holdout") == _split_records(str(tmp_path / "examples"), "holdout")
 
 
+def test_a_scores_file_cut_in_the_middle_fails_naming_it(tmp_path):
+    scores = _scores(tmp_path / "scores", ROWS)
+    builders.truncate(tmp_path / "scores" / "Split-oof" / "scores.parquet")
+    output, student = SoftLabelIndex(), standard_artifacts.Examples()
+    output.uri, student.uri = str(tmp_path / "out"), str(tmp_path / "student")
+    with pytest.raises(InputDataError, match="Split-oof/scores.parquet: not a readable Parquet file"):
+        Executor().Do(
+            {"scores": [scores], "examples": [_examples(tmp_path / "examples")]},
+            {"soft_labels": [output], "student_examples": [student]},
+            {},
+        )
+
+
 def test_examples_that_lost_a_file_fail_naming_the_artifact_split_and_counts(tmp_path):
     # Video 'b' lost its file, and the stacker (run on what was left) scored no row of it: the join alone
     # would write 1 of the 2 fold_0 videos without complaint.
