@@ -27,6 +27,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse  # noqa: E402
+import collections  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import resource  # noqa: E402
@@ -272,6 +273,8 @@ def _artifacts(root: Path, spec: DataSpec):
     examples.uri = str(root / "examples")
     examples.split_names = standard_artifact_utils.encode_split_names(split_names())
     examples.set_int_custom_property("num_folds", NUM_FOLDS)
+    videos = collections.Counter(split_of(index)[0] for index in range(spec.videos))
+    examples.set_json_value_custom_property("split_counts", {split: videos[split] for split in split_names()})
     examples_utils.set_payload_format(examples, example_gen_pb2.FORMAT_TF_EXAMPLE)
     models = []
     for m, name in enumerate(model_names(spec.models)):
@@ -287,6 +290,10 @@ def _artifacts(root: Path, spec: DataSpec):
     merged.set_json_value_custom_property("model_names", model_names(spec.models))
     merged.set_int_custom_property("num_classes", spec.classes)
     merged.set_int_custom_property("num_folds", NUM_FOLDS)
+    oof = sum(videos[f"fold_{k}"] for k in range(NUM_FOLDS))
+    merged.set_json_value_custom_property(
+        "split_counts", {"oof": oof, "holdout": videos["holdout"], "test": videos["test"]}
+    )
     features = CandidateFeatures()
     features.uri = str(root / "work" / "features")
     return examples, models, merged, features

@@ -17,21 +17,39 @@ from dataclasses import dataclass
 
 import apache_beam as beam
 import tensorflow as tf
+from tfx.types import artifact
+
+from components.splits import (
+    COUNTS_DIR,
+    ReadTFRecords,
+    check_split_counts,
+    collect_counts,
+    count_splits,
+    split_files,
+)
 
 PARTITION_DIR = "_partitioned"  # under the output's uri while the executor runs; removed when it succeeds
 
 # build(pipeline, records by input tag, file name suffix): the join on those records, writing its outputs
-# into files whose names end with the suffix ("" for a single join, "-0003" for shard 3).
-JoinBuilder = Callable[[beam.Pipeline, dict[str, beam.PCollection], str], None]
+# into files whose names end with the suffix ("" for a single join, "-0003" for shard 3); returns the
+# records it wrote per output split.
+JoinBuilder = Callable[[beam.Pipeline, dict[str, beam.PCollection], str], dict[str, beam.PCollection]]
 
 
 @dataclass(frozen=True)
 class JoinInput:
-    """One side of a join: the TFRecord files matching `pattern`, keyed by `video_id(record)`."""
+    """One side of a join: the TFRecord files of `split` of `source`, keyed by `video_id(record)`. A
+    `counted` input must hold the number of videos `source` recorded for the split (its `split_counts`)."""
 
     tag: str  # unique among the inputs; names its Beam steps and its partition directory
-    pattern: str
+    source: artifact.Artifact
+    split: str
     video_id: Callable[[bytes], str]
+    counted: bool = False
+
+    @property
+    def pattern(self) -> str:
+        return split_files(self.source, self.split)
 
 
 def shard_of(video_id: str, shards: int) -> int:
@@ -53,54 +71,66 @@ def run_sharded(
     shards: int,
     scratch_dir: str,
     build: JoinBuilder,
-) -> list[str]:
-    """Run `build` on all of `inputs` (shards == 1) or once per shard on its part of every input; returns
-    the file name suffixes it was called with."""
+) -> dict[str, int]:
+    """Run `build` on all of `inputs` (shards == 1) or once per shard on its part of every input. The records
+    of every input are counted as they are read, and each counted input checked against its artifact's
+    `split_counts` (before any join when sharded). Returns the number of records `build` wrote per split."""
+    input_counts, output_counts = (os.path.join(scratch_dir, COUNTS_DIR, kind) for kind in ("in", "out"))
     if shards == 1:
         with make_pipeline() as pipeline:
-            build(pipeline, {item.tag: _read(pipeline, item.tag, item.pattern) for item in inputs}, "")
-        return [""]
-    _partition(make_pipeline, inputs, shards, scratch_dir)
-    suffixes = []
-    for shard in range(shards):
-        with make_pipeline() as pipeline:
-            records = {
-                item.tag: _read(pipeline, item.tag, _part_files(scratch_dir, shard, item.tag))
-                for item in inputs
-            }
-            build(pipeline, records, f"-{shard:04d}")
-        suffixes.append(f"-{shard:04d}")
+            records = _read(pipeline, inputs, lambda item: item.pattern)
+            count_splits(records, input_counts, "inputs")
+            count_splits(build(pipeline, records, ""), output_counts, "outputs")
+        _check_counts(inputs, collect_counts(input_counts))
+    else:
+        _partition(make_pipeline, inputs, shards, scratch_dir, input_counts)
+        _check_counts(inputs, collect_counts(input_counts))
+        for shard in range(shards):
+            with make_pipeline() as pipeline:
+                records = _read(
+                    pipeline, inputs, lambda item, shard=shard: _part_files(scratch_dir, shard, item.tag)
+                )
+                count_splits(build(pipeline, records, f"-{shard:04d}"), output_counts, f"shard-{shard:04d}")
+    written = collect_counts(output_counts)
     tf.io.gfile.rmtree(scratch_dir)
-    return suffixes
+    return written
+
+
+def _check_counts(inputs: list[JoinInput], counts: dict[str, int]) -> None:
+    for item in inputs:
+        if item.counted:
+            check_split_counts(item.source, {item.split: counts[item.tag]})
 
 
 def _partition(
-    make_pipeline: Callable[[], beam.Pipeline], inputs: list[JoinInput], shards: int, scratch_dir: str
+    make_pipeline: Callable[[], beam.Pipeline],
+    inputs: list[JoinInput],
+    shards: int,
+    scratch_dir: str,
+    counts_dir: str,
 ) -> None:
-    """Every record of every input rewritten under `scratch_dir`/shard-<s>/<tag>/ for its video's shard."""
+    """Every record of every input rewritten under `scratch_dir`/shard-<s>/<tag>/ for its video's shard;
+    the records of each input counted under `counts_dir`."""
     with make_pipeline() as pipeline:
+        records = _read(pipeline, inputs, lambda item: item.pattern)
+        count_splits(records, counts_dir, "inputs")
         for item in inputs:
-            parts = (
-                pipeline
-                | f"Read[{item.tag}]" >> beam.io.ReadFromTFRecord(item.pattern)
-                | f"Shard[{item.tag}]"
-                >> beam.Partition(
-                    lambda record, n, video_id=item.video_id: shard_of(video_id(record), n), shards
-                )
+            parts = records[item.tag] | f"Shard[{item.tag}]" >> beam.Partition(
+                lambda record, n, video_id=item.video_id: shard_of(video_id(record), n), shards
             )
-            for shard, records in enumerate(parts):
-                _ = records | f"Write[{item.tag}.{shard}]" >> beam.io.WriteToTFRecord(
+            for shard, part in enumerate(parts):
+                _ = part | f"Write[{item.tag}.{shard}]" >> beam.io.WriteToTFRecord(
                     os.path.join(scratch_dir, f"shard-{shard}", item.tag, "part")
                 )
 
 
-def _part_files(scratch_dir: str, shard: int, tag: str) -> str | None:
-    """Glob of one input's part for `shard`, or None when the shard got none of its records."""
-    pattern = os.path.join(scratch_dir, f"shard-{shard}", tag, "*")
-    return pattern if tf.io.gfile.glob(pattern) else None
+def _part_files(scratch_dir: str, shard: int, tag: str) -> str:
+    """Glob of one input's part for `shard` (it matches nothing when the shard got none of its records)."""
+    return os.path.join(scratch_dir, f"shard-{shard}", tag, "*")
 
 
-def _read(pipeline: beam.Pipeline, tag: str, pattern: str | None) -> beam.PCollection:
-    if pattern is None:
-        return pipeline | f"Empty[{tag}]" >> beam.Create([], reshuffle=False).with_output_types(bytes)
-    return pipeline | f"Read[{tag}]" >> beam.io.ReadFromTFRecord(pattern)
+def _read(
+    pipeline: beam.Pipeline, inputs: list[JoinInput], pattern: Callable[[JoinInput], str]
+) -> dict[str, beam.PCollection]:
+    """The records of every input (of the files matching `pattern(input)`), by tag."""
+    return {item.tag: pipeline | f"Read[{item.tag}]" >> ReadTFRecords(pattern(item)) for item in inputs}

@@ -1,15 +1,32 @@
-"""Where the files of an artifact's split are, and which YouTube-8M layout an Examples artifact holds."""
+"""Where the files of an artifact's split are, how they are read and written, how many videos each split
+holds, and which YouTube-8M layout an Examples artifact holds.
+
+Every producer of video records that a later stage joins or assembles by video id records `split_counts`
+({split: videos}) on its output; every such stage counts the videos it reads per split and fails when a split
+holds fewer or more than was recorded (a shard lost or cut since the artifact was written): a join of what
+is left would be silently computed on a fraction of the videos.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import apache_beam as beam
+import numpy as np
+import tensorflow as tf
 from tfx.components.util import examples_utils
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact, standard_artifact_utils
 
+from components.uri_io import read_json, write_json
+from trainer.readers import file_batches
+from trainer.records import InputDataError
+
 HOLDOUT, OUT_OF_FOLD, TEST = "holdout", "oof", "test"
+SPLIT_COUNTS = "split_counts"  # custom property: {split: videos}
+COUNTS_DIR = "_counts"  # under an output's uri while its executor runs; removed when the counts are read
+_READ_BATCH = 256
 
 LEVEL_OF_PAYLOAD_FORMAT = {
     example_gen_pb2.FORMAT_TF_EXAMPLE: "video",
@@ -27,6 +44,80 @@ def split_output(output: artifact.Artifact, split: str, name: str) -> str:
     return os.path.join(output.uri, f"Split-{split}", name)
 
 
+def split_batches(
+    source: artifact.Artifact, split: str, batch_size: int = _READ_BATCH
+) -> Iterator[np.ndarray]:
+    """Batches of the serialized records of `split` of an artifact, file by file in name order."""
+    for path in sorted(tf.io.gfile.glob(split_files(source, split))):
+        yield from file_batches(path, batch_size)
+
+
+def _file_records(path: str) -> Iterator[bytes]:
+    for batch in file_batches(path):
+        yield from batch
+
+
+class ReadTFRecords(beam.PTransform):
+    """The records of every TFRecord file matching `pattern` (listed when the pipeline is built; none ->
+    no records). Unlike beam.io.ReadFromTFRecord, a file cut in the middle fails naming the file."""
+
+    def __init__(self, pattern: str) -> None:
+        super().__init__()
+        self._pattern = pattern
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
+        files = sorted(tf.io.gfile.glob(self._pattern))
+        return (
+            pbegin
+            | "Files" >> beam.Create(files).with_output_types(str)
+            | "Records" >> beam.FlatMap(_file_records).with_output_types(bytes)
+        )
+
+
+def count_splits(counted: dict[str, beam.PCollection], directory: str, name: str) -> None:
+    """Writes {key: number of elements of counted[key]} to `directory`/`name`.json when the pipeline runs;
+    `collect_counts(directory)` sums those files. A Count per key, not Beam metrics: every runner gives it."""
+    counts = [
+        records
+        | f"Count[{name}.{key}]" >> beam.combiners.Count.Globally()
+        | f"Key[{name}.{key}]" >> beam.Map(lambda count, key=key: (key, count))
+        for key, records in counted.items()
+    ]
+    path = os.path.join(directory, f"{name}.json")
+    _ = (
+        counts
+        | f"Flatten[{name}]" >> beam.Flatten()
+        | f"Collect[{name}]" >> beam.combiners.ToList()
+        | f"Write[{name}]" >> beam.Map(lambda items: write_json(path, dict(items)))
+    )
+
+
+def collect_counts(directory: str) -> dict[str, int]:
+    """The counts `count_splits` wrote under `directory`, summed by key; the directory is removed."""
+    totals: dict[str, int] = {}
+    for path in tf.io.gfile.glob(os.path.join(directory, "*.json")):
+        for key, count in read_json(path).items():
+            totals[key] = totals.get(key, 0) + count
+    tf.io.gfile.rmtree(directory)
+    return totals
+
+
+def check_split_counts(source: artifact.Artifact, counts: dict[str, int]) -> None:
+    """Fails unless every split of `source` in `counts` holds the number of videos its producer recorded."""
+    recorded = source.get_json_value_custom_property(SPLIT_COUNTS)
+    if recorded is None:
+        raise InputDataError(
+            f"{source.uri}: records no {SPLIT_COUNTS} to check its splits {sorted(counts)} against"
+        )
+    for split, videos in counts.items():
+        expected = recorded.get(split)
+        if videos != expected:
+            raise InputDataError(
+                f"{source.uri}: split {split} holds {videos} videos, its producer recorded {expected}: "
+                "files were lost or cut since it was written"
+            )
+
+
 def write_split(output: artifact.Artifact, split: str, name: str) -> beam.PTransform:
     """Writes serialized records as uncompressed TFRecord shards of `split` of an output artifact.
 
@@ -38,21 +129,19 @@ def write_split(output: artifact.Artifact, split: str, name: str) -> beam.PTrans
 
 def write_splits(
     indexed_records: beam.PCollection, output: artifact.Artifact, splits: list[str], name: str
-) -> None:
-    """(index into `splits`, serialized record) pairs -> each record into its split of `output`."""
+) -> dict[str, beam.PCollection]:
+    """(index into `splits`, serialized record) pairs -> each record into its split of `output`; returns the
+    records of each split."""
     parts = indexed_records | "BySplit" >> beam.Partition(lambda item, _: item[0], len(splits))
+    written = {}
     for split, part in zip(splits, parts, strict=True):
-        _ = (
-            part
-            | f"Records[{split}]" >> beam.Map(lambda item: item[1])
-            | f"Write[{split}]" >> write_split(output, split, name)
-        )
+        written[split] = part | f"Records[{split}]" >> beam.Map(lambda item: item[1])
+        _ = written[split] | f"Write[{split}]" >> write_split(output, split, name)
+    return written
 
 
 def directory_bytes(path: str) -> int:
     """Total size of the files under `path` (local or any tf.io.gfile filesystem)."""
-    import tensorflow as tf
-
     return sum(
         tf.io.gfile.stat(os.path.join(root, name)).length
         for root, _, names in tf.io.gfile.walk(path)

@@ -16,6 +16,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import tensorflow as tf
 
+from trainer.records import InputDataError
+
 PARQUET_SUFFIX = ".parquet"
 
 
@@ -48,13 +50,21 @@ def write_parquet(table: pa.Table, path: str) -> None:
         handle.write(buffer.getvalue())
 
 
+def read_parquet(path: str, columns: list[str] | None = None) -> pa.Table:
+    """One Parquet file (`columns` of it, or all); a file that is not Parquet (cut in the middle, say) fails
+    naming it."""
+    with tf.io.gfile.GFile(path, "rb") as handle:
+        data = handle.read()
+    try:
+        return pq.read_table(pa.BufferReader(data), columns=columns)
+    except pa.ArrowInvalid as error:  # a file cut in the middle has no footer
+        reason = str(error).splitlines()[0].removeprefix("Could not open Parquet input source '<Buffer>': ")
+        raise InputDataError(f"{path}: not a readable Parquet file: {reason}") from None
+
+
 def read_parquet_dir(directory: str) -> pa.Table:
     """Every `*.parquet` file of `directory`, in file-name order, as one table."""
     files = sorted(tf.io.gfile.glob(os.path.join(directory, f"*{PARQUET_SUFFIX}")))
     if not files:
         raise FileNotFoundError(f"{directory}: no {PARQUET_SUFFIX} files")
-    tables = []
-    for path in files:
-        with tf.io.gfile.GFile(path, "rb") as handle:
-            tables.append(pq.read_table(pa.BufferReader(handle.read())))
-    return pa.concat_tables(tables)
+    return pa.concat_tables([read_parquet(path) for path in files])

@@ -29,6 +29,14 @@ def write_tfrecord(path, records: list[bytes]) -> None:
             writer.write(record)
 
 
+def truncate(path) -> None:
+    """Cut a file in the middle: its first half is left."""
+    with tf.io.gfile.GFile(str(path), "rb") as handle:
+        data = handle.read()
+    with tf.io.gfile.GFile(str(path), "wb") as handle:
+        handle.write(data[: len(data) // 2])
+
+
 def split_artifact(artifact, root, splits: dict[str, list[bytes]]):
     """`artifact` at `root` with one GZIP TFRecord file per split (`Split-<name>/part.gz`); returns it."""
     from tfx.types import standard_artifact_utils

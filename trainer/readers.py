@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
+import numpy as np
 import tensorflow as tf
 
 from trainer import features as F
+from trainer.file_errors import file_error_message
+from trainer.records import InputDataError
 
 VIDEO_FEATURE_SPEC = {
     F.ID: tf.io.FixedLenFeature([], tf.string),
@@ -75,6 +78,23 @@ def read_records(files: Sequence[str], parallel_reads: int = 1) -> tf.data.Datas
         cycle_length=max(1, min(parallel_reads, len(files))),
         **parallel,
     )
+
+
+def file_batches(path: str, batch_size: int = 256) -> Iterator[np.ndarray]:
+    """Batches of the serialized records of one TFRecord file (.gz read as GZIP); a file cut in the middle or
+    corrupted fails naming it and the last good record (tf.data's own error names no file)."""
+    batches, records = read_records([path]).batch(batch_size).as_numpy_iterator(), 0
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except tf.errors.DataLossError as error:
+            raise InputDataError(
+                f"{path}: corrupted or truncated TFRecord after record {records}: {file_error_message(error)}"
+            ) from None
+        records += len(batch)
+        yield batch
 
 
 def make_dataset(

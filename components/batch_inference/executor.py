@@ -9,7 +9,7 @@ import tensorflow as tf
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact
 
-from components.splits import TEST, split_files
+from components.splits import TEST, check_split_counts, split_batches, split_files
 from trainer.submission import write_submission
 
 SUBMISSION_FILE = "submission.csv"
@@ -27,6 +27,8 @@ class Executor(base_executor.BaseExecutor):
             raise ValueError(
                 f"{pushed.uri}: the model was not pushed; there is nothing to run inference with"
             )
+        videos = sum(len(batch) for batch in split_batches(examples, TEST))
+        check_split_counts(examples, {TEST: videos})  # before the model runs: a submission of every video
         submission = output_dict["submission"][0]
         path = os.path.join(submission.uri, SUBMISSION_FILE)
         tf.io.gfile.makedirs(submission.uri)  # Kubeflow's entrypoint creates no output folder

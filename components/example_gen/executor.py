@@ -15,7 +15,7 @@ from tfx.types import standard_component_specs
 from tfx.utils import proto_utils
 
 from components.splits import LEVEL_OF_PAYLOAD_FORMAT
-from trainer.file_errors import file_error_message
+from trainer.readers import file_batches
 from trainer.records import InputDataError, decoder_for
 
 _READ_BATCH = 256
@@ -25,17 +25,7 @@ def read_validated_records(path: str, level: str, num_classes: int, labelled: bo
     """Yield the serialized records of one TFRecord file, each validated; errors name the file and record."""
     decode = decoder_for(level)
     index = 0
-    batches = iter(tf.data.TFRecordDataset(path).batch(_READ_BATCH).as_numpy_iterator())
-    while True:
-        try:
-            batch = next(batches)
-        except StopIteration:
-            break
-        except tf.errors.DataLossError as error:
-            reason = file_error_message(error)
-            raise InputDataError(
-                f"{path}: corrupted or truncated TFRecord after record {index}: {reason}"
-            ) from None
+    for batch in file_batches(path, _READ_BATCH):
         for serialized in batch:
             try:
                 decode(serialized, num_classes, labelled)

@@ -14,7 +14,7 @@ from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact, standard_artifact_utils
 
 from components.sharded_join import PARTITION_DIR, JoinInput, run_sharded, shard_count
-from components.splits import HOLDOUT, OUT_OF_FOLD, TEST, split_files, write_splits
+from components.splits import HOLDOUT, OUT_OF_FOLD, SPLIT_COUNTS, TEST, write_splits
 from trainer.predictions import AVERAGED, count_problem, decode_prediction, prediction_video_id
 from trainer.records import extend_floats, video_id_of
 from trainer.students import TOWER_OUTPUTS
@@ -80,15 +80,17 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         splits = standard_artifact_utils.decode_split_names(examples.split_names)
         sources = sorted({prediction_split(split) for split in splits})
         inputs = [
-            JoinInput(f"examples.{split}", split_files(examples, split), _EXAMPLE_VIDEO_ID)
+            JoinInput(f"examples.{split}", examples, split, _EXAMPLE_VIDEO_ID, counted=True)
             for split in splits
         ] + [
-            JoinInput(f"{name}.{source}", split_files(predictions, source), prediction_video_id)
+            JoinInput(f"{name}.{source}", predictions, source, prediction_video_id)
             for name, predictions in zip(tower_names, towers, strict=True)
             for source in sources
         ]
 
-        def build(pipeline: beam.Pipeline, records: dict[str, beam.PCollection], suffix: str) -> None:
+        def build(
+            pipeline: beam.Pipeline, records: dict[str, beam.PCollection], suffix: str
+        ) -> dict[str, beam.PCollection]:
             keyed = [
                 records[f"examples.{split}"]
                 | f"Key[{split}]"
@@ -107,10 +109,11 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                 | "Join" >> beam.CoGroupByKey()
                 | "TowerOutputs" >> beam.Map(lambda item: with_tower_outputs(*item, tower_names, splits))
             )
-            write_splits(indexed, output, splits, f"examples{suffix}")
+            return write_splits(indexed, output, splits, f"examples{suffix}")
 
         shards = shard_count(inputs, exec_properties.get("shard_mb") or 0)
-        run_sharded(self._make_beam_pipeline, inputs, shards, os.path.join(output.uri, PARTITION_DIR), build)
+        scratch = os.path.join(output.uri, PARTITION_DIR)
+        split_counts = run_sharded(self._make_beam_pipeline, inputs, shards, scratch, build)
 
         output.split_names = standard_artifact_utils.encode_split_names(splits)
         examples_utils.set_payload_format(output, examples_utils.get_payload_format(examples))
@@ -124,3 +127,4 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         )
         output.set_string_custom_property("fold_splits_from", OUT_OF_FOLD)
         output.set_int_custom_property("shards", shards)
+        output.set_json_value_custom_property(SPLIT_COUNTS, split_counts)

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import tensorflow as tf
-from tfx.types import standard_artifacts
+from tfx.types import standard_artifact_utils, standard_artifacts
 
 from components.artifacts import Predictions
 from components.head_examples.executor import Executor, HeadExamplesError, towers_key
 from pipeline.synth import video_example
 from tests import builders
 from trainer.predictions import AVERAGED, encode_prediction
+from trainer.records import InputDataError
 
 SPLITS = {"fold_0": ["a", "b"], "fold_1": ["c"], "holdout": ["h"]}
 FOLD_OF = {"a": 0, "b": 0, "c": 1, "h": AVERAGED}
@@ -22,9 +25,9 @@ def _scores(tower: int, video_id: str) -> np.ndarray:
     return np.array([tower, ord(video_id) / 256, 0.5], np.float32)
 
 
-def _tower(root, tower: int, fold_of: dict[str, int]) -> Predictions:
+def _tower(root, tower: int, fold_of: dict[str, int], lost=()) -> Predictions:
     def records(ids):
-        return [encode_prediction(v, _scores(tower, v), fold_of[v]) for v in ids]
+        return [encode_prediction(v, _scores(tower, v), fold_of[v]) for v in ids if v not in lost]
 
     predictions = builders.split_artifact(
         Predictions(), root, {"oof": records(["a", "b", "c"]), "holdout": records(["h"])}
@@ -34,13 +37,24 @@ def _tower(root, tower: int, fold_of: dict[str, int]) -> Predictions:
     return predictions
 
 
-def _run(tmp_path, fold_of=FOLD_OF, shard_mb: float = ONE_JOIN) -> standard_artifacts.Examples:
-    examples = builders.split_artifact(
-        standard_artifacts.Examples(),
-        tmp_path / "examples",
-        {s: [video_example(builders.video(video_id=v), True) for v in ids] for s, ids in SPLITS.items()},
-    )
-    towers = {towers_key(t): [_tower(tmp_path / f"tower{t}", t, fold_of)] for t in range(2)}
+def _examples(root, lost=()) -> standard_artifacts.Examples:
+    """SoftLabels' student examples, one file per video; the files of the `lost` videos are gone."""
+    examples = standard_artifacts.Examples()
+    examples.uri = str(root)
+    examples.split_names = standard_artifact_utils.encode_split_names(list(SPLITS))
+    examples.set_json_value_custom_property("split_counts", {s: len(ids) for s, ids in SPLITS.items()})
+    for split, ids in SPLITS.items():
+        (root / f"Split-{split}").mkdir(parents=True)
+        for video_id in set(ids) - set(lost):
+            record = video_example(builders.video(video_id=video_id), True)
+            builders.write_tfrecord(root / f"Split-{split}" / f"{video_id}.tfrecord", [record])
+    return examples
+
+
+def _run(tmp_path, fold_of=FOLD_OF, shard_mb: float = ONE_JOIN, lost=()) -> standard_artifacts.Examples:
+    """HeadExamples on the examples and two towers' predictions of them, all but the `lost` videos'."""
+    examples = _examples(tmp_path / "examples", lost)
+    towers = {towers_key(t): [_tower(tmp_path / f"tower{t}", t, fold_of, lost)] for t in range(2)}
     output = standard_artifacts.Examples()
     output.uri = str(tmp_path / "out")
     properties = {"num_towers": 2, "shard_mb": shard_mb}
@@ -66,6 +80,18 @@ def test_tower_outputs_are_concatenated_in_tower_order_per_video(tmp_path, shard
             expected = np.concatenate([_scores(0, video_id), _scores(1, video_id)])
             np.testing.assert_allclose(feature["tower_outputs"].float_list.value, expected, atol=1e-3)
             assert len(feature["mean_rgb"].float_list.value) == 1024
+    assert output.get_json_value_custom_property("split_counts") == {"fold_0": 2, "fold_1": 1, "holdout": 1}
+
+
+@pytest.mark.parametrize("shard_mb", [ONE_JOIN, TINY_SHARDS])
+def test_examples_that_lost_a_file_fail_naming_the_artifact_split_and_counts(tmp_path, shard_mb):
+    # Video 'b' lost its file, and the towers (run on what was left) did not predict it: the join alone
+    # would write 1 of the 2 fold_0 videos without complaint.
+    message = (
+        f"{tmp_path / 'examples'}: split fold_0 holds 1 videos, its producer recorded 2: files were lost"
+    )
+    with pytest.raises(InputDataError, match=re.escape(message)):
+        _run(tmp_path, shard_mb=shard_mb, lost=["b"])
 
 
 @pytest.mark.parametrize("shard_mb", [ONE_JOIN, TINY_SHARDS])

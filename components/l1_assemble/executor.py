@@ -13,7 +13,7 @@ from tfx.types import artifact, standard_artifact_utils
 
 from components.fold_split.executor import fold_names
 from components.sharded_join import PARTITION_DIR, JoinInput, run_sharded, shard_count
-from components.splits import HOLDOUT, OUT_OF_FOLD, TEST, examples_level, split_files, write_split
+from components.splits import HOLDOUT, OUT_OF_FOLD, SPLIT_COUNTS, TEST, examples_level, write_split
 from trainer.predictions import (
     AVERAGED,
     count_problem,
@@ -82,16 +82,19 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         plan = {OUT_OF_FOLD: (fold_names(num_folds), fold_names(num_folds))}
         plan.update({split: ([split], [split] * num_folds) for split in averaged_splits})
         inputs = [
-            JoinInput(f"{label}.examples.{split}", split_files(examples, split), example_id)
+            JoinInput(f"{label}.examples.{split}", examples, split, example_id, counted=True)
             for label, (example_splits, _) in plan.items()
             for split in example_splits
         ] + [
-            JoinInput(f"{label}.predictions.{fold}", split_files(artifact_, split), prediction_video_id)
+            JoinInput(f"{label}.predictions.{fold}", artifact_, split, prediction_video_id)
             for label, (_, prediction_splits) in plan.items()
             for fold, (artifact_, split) in enumerate(zip(fold_predictions, prediction_splits, strict=True))
         ]
 
-        def build(pipeline: beam.Pipeline, records: dict[str, beam.PCollection], suffix: str) -> None:
+        def build(
+            pipeline: beam.Pipeline, records: dict[str, beam.PCollection], suffix: str
+        ) -> dict[str, beam.PCollection]:
+            written = {}
             for label, (example_splits, _) in plan.items():
                 ids = [
                     records[f"{label}.examples.{split}"]
@@ -111,21 +114,21 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                     check = beam.Map(lambda item: check_out_of_fold(*item, config_name))
                 else:
                     check = beam.Map(lambda item: average_folds(*item, config_name, num_folds))
-                _ = (
-                    joined
-                    | f"Join[{label}]" >> beam.CoGroupByKey()
-                    | f"Assemble[{label}]" >> check
-                    | f"Write[{label}]" >> write_split(output, label, f"predictions{suffix}")
+                written[label] = (
+                    joined | f"Join[{label}]" >> beam.CoGroupByKey() | f"Assemble[{label}]" >> check
                 )
+                _ = written[label] | f"Write[{label}]" >> write_split(output, label, f"predictions{suffix}")
+            return written
 
         shards = shard_count(inputs, exec_properties.get("shard_mb") or 0)
         scratch = os.path.join(output.uri, PARTITION_DIR)
-        run_sharded(self._make_beam_pipeline, inputs, shards, scratch, build)
+        split_counts = run_sharded(self._make_beam_pipeline, inputs, shards, scratch, build)
         output.split_names = standard_artifact_utils.encode_split_names([OUT_OF_FOLD, *averaged_splits])
         output.set_string_custom_property("config_name", config_name)
         output.set_string_custom_property("level", level)
         output.set_int_custom_property("num_folds", num_folds)
         output.set_int_custom_property("shards", shards)
+        output.set_json_value_custom_property(SPLIT_COUNTS, split_counts)
         output.set_int_custom_property(
             "num_classes", fold_predictions[0].get_int_custom_property("num_classes")
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 import pytest
@@ -17,13 +18,14 @@ from pipeline.synth import video_example
 from tests import builders
 from trainer.predictions import AVERAGED, decode_prediction, encode_prediction
 from trainer.readers import read_records
+from trainer.records import InputDataError
 
 FOLD_VIDEOS = {"fold_0": ["a", "b"], "fold_1": ["c", "d", "e"], "holdout": ["h"], "test": ["t1", "t2"]}
 
 
 def _write(directory, records: list[bytes]) -> None:
     os.makedirs(directory, exist_ok=True)
-    with tf.io.TFRecordWriter(str(directory / "part.gz"), "GZIP") as writer:
+    with tf.io.TFRecordWriter(str(directory / f"part{len(os.listdir(directory))}.gz"), "GZIP") as writer:
         for record in records:
             writer.write(record)
 
@@ -32,11 +34,13 @@ def _examples(root) -> standard_artifacts.Examples:
     artifact = standard_artifacts.Examples()
     artifact.uri = str(root)
     artifact.split_names = standard_artifact_utils.encode_split_names(list(FOLD_VIDEOS))
+    artifact.set_json_value_custom_property("split_counts", {s: len(ids) for s, ids in FOLD_VIDEOS.items()})
     examples_utils.set_payload_format(artifact, example_gen_pb2.FORMAT_TF_EXAMPLE)
     for split, ids in FOLD_VIDEOS.items():
-        _write(
-            root / f"Split-{split}", [video_example(builders.video(video_id=i), split != "test") for i in ids]
-        )
+        for video_id in ids:  # one file per video: part0.gz, part1.gz, ...
+            _write(
+                root / f"Split-{split}", [video_example(builders.video(video_id=video_id), split != "test")]
+            )
     return artifact
 
 
@@ -68,10 +72,12 @@ def _fold_predictions(root, fold: int, oof_ids=None) -> Predictions:
 ONE_JOIN, TINY_SHARDS = 0.0, 0.005  # MB: 0 -> one join; 5 KB -> the 15 KB of test inputs in 3 shards
 
 
-def _assemble(tmp_path, predictions: list[Predictions], shard_mb: float = ONE_JOIN) -> Predictions:
+def _assemble(
+    tmp_path, predictions: list[Predictions], shard_mb: float = ONE_JOIN, examples=None
+) -> Predictions:
     output = Predictions()
     output.uri = str(tmp_path / "out")
-    inputs = {"examples": [_examples(tmp_path / "examples")]}
+    inputs = {"examples": [examples or _examples(tmp_path / "examples")]}
     inputs.update({f"predictions_{k}": [p] for k, p in enumerate(predictions)})
     properties = {"num_folds": len(predictions), "config_name": "m", "shard_mb": shard_mb}
     Executor().Do(inputs, {"predictions": [output]}, properties)
@@ -101,6 +107,19 @@ def test_assembles_oof_once_per_video_and_averages_holdout_and_test(tmp_path, sh
             np.testing.assert_allclose(scores, (_scores(video, 0) + _scores(video, 1)) / 2, atol=1e-3)
     assert output.get_json_value_custom_property("fold_models")["1"]["train_splits"] == ["fold_0"]
     assert standard_artifact_utils.decode_split_names(output.split_names) == ["oof", "holdout", "test"]
+    assert output.get_json_value_custom_property("split_counts") == {"oof": 5, "holdout": 1, "test": 2}
+
+
+@pytest.mark.parametrize("shard_mb", [ONE_JOIN, TINY_SHARDS])
+def test_examples_that_lost_a_file_fail_naming_the_artifact_split_and_counts(tmp_path, shard_mb):
+    # fold_1 lost the file of video 'e', which its model did not predict either (it predicted what was left):
+    # the join alone would assemble 4 of the 5 out-of-fold videos without complaint.
+    examples = _examples(tmp_path / "examples")
+    os.remove(tmp_path / "examples" / "Split-fold_1" / "part2.gz")
+    predictions = [_fold_predictions(tmp_path, 0), _fold_predictions(tmp_path, 1, ["c", "d"])]
+    message = f"{examples.uri}: split fold_1 holds 2 videos, its producer recorded 3: files were lost"
+    with pytest.raises(InputDataError, match=re.escape(message)):
+        _assemble(tmp_path, predictions, shard_mb, examples)
 
 
 @pytest.mark.parametrize(
@@ -121,6 +140,7 @@ def test_missing_duplicated_or_unknown_ids_fail(tmp_path, oof_ids, message, shar
 
 def test_prediction_from_the_wrong_fold_model_fails(tmp_path):
     wrong = _fold_predictions(tmp_path, 1)
+    os.remove(tmp_path / "pred1" / "Split-fold_1" / "part0.gz")
     _write(
         tmp_path / "pred1" / "Split-fold_1", [encode_prediction(i, _scores(i, 0), 0) for i in ["c", "d", "e"]]
     )

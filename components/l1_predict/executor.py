@@ -13,7 +13,18 @@ from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact, standard_artifact_utils
 from tfx.utils import path_utils
 
-from components.splits import HOLDOUT, TEST, split_files, write_split
+from components.splits import (
+    COUNTS_DIR,
+    HOLDOUT,
+    SPLIT_COUNTS,
+    TEST,
+    ReadTFRecords,
+    check_split_counts,
+    collect_counts,
+    count_splits,
+    split_files,
+    write_split,
+)
 from trainer.l1_run import TRAINING_INFO
 from trainer.predictions import encode_prediction
 
@@ -67,16 +78,20 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             )
         available = standard_artifact_utils.decode_split_names(examples.split_names)
         splits = [split for split in (out_of_fold, HOLDOUT, TEST) if split in available]
+        counts = os.path.join(output.uri, COUNTS_DIR)
         with self._make_beam_pipeline() as pipeline:
+            written = {}
             for split in splits:
-                pattern = split_files(examples, split)
-                _ = (
+                written[split] = (
                     pipeline
-                    | f"Read[{split}]" >> beam.io.ReadFromTFRecord(pattern)
+                    | f"Read[{split}]" >> ReadTFRecords(split_files(examples, split))
                     | f"Batch[{split}]" >> beam.BatchElements(**_BATCH)
                     | f"Predict[{split}]" >> beam.ParDo(PredictDoFn(model_path, fold))
-                    | f"Write[{split}]" >> write_split(output, split, "predictions")
                 )
+                _ = written[split] | f"Write[{split}]" >> write_split(output, split, "predictions")
+            count_splits(written, counts, "predictions")
+        split_counts = collect_counts(counts)  # one prediction per record read
+        check_split_counts(examples, split_counts)
         output.split_names = standard_artifact_utils.encode_split_names(splits)
         output.set_string_custom_property("config_name", exec_properties["config_name"])
         output.set_string_custom_property("level", info["level"])
@@ -84,3 +99,4 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         output.set_int_custom_property("num_classes", info["num_classes"])
         output.set_string_custom_property("model_uri", input_dict["model"][0].uri)
         output.set_json_value_custom_property("train_splits", info["train_splits"])
+        output.set_json_value_custom_property(SPLIT_COUNTS, split_counts)

@@ -1,15 +1,23 @@
-"""L1Predict refuses a model whose recorded training data includes the split it should predict out-of-fold."""
+"""L1Predict refuses a model whose recorded training data includes the split it should predict out-of-fold,
+predicts every video of the fold split and fails when a split lost videos since the fold split wrote it."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 
 import pytest
-from tfx.types import standard_artifacts
+from tfx.types import standard_artifact_utils, standard_artifacts
 
+from components.artifacts import Predictions
 from components.l1_predict.executor import Executor
-from trainer.l1_run import TRAINING_INFO
+from pipeline.synth import video_example
+from tests import builders
+from trainer.l1_config import parse_l1_config
+from trainer.l1_run import TRAINING_INFO, export_model
+from trainer.predictions import decode_prediction
+from trainer.records import InputDataError
 
 
 def _model(tmp_path, info: dict) -> standard_artifacts.Model:
@@ -38,3 +46,65 @@ def test_model_that_saw_the_out_of_fold_split_is_refused(tmp_path, info):
             {"predictions": [output]},
             {"fold": 1, "config_name": "m"},
         )
+
+
+VIDEOS = {"fold_1": ["a", "b"], "holdout": ["h"], "test": ["t"]}
+CLASSES = 8
+
+
+@pytest.fixture(scope="module")
+def logistic(tmp_path_factory) -> standard_artifacts.Model:
+    """An untrained logistic model of fold 1, exported as the L1 run_fn exports it."""
+    config = parse_l1_config("name: m\nmodel: logistic\ntraining: {seed: 1}\n", "inline.yaml")
+    model = standard_artifacts.Model()
+    model.uri = str(tmp_path_factory.mktemp("logistic"))
+    info = {"fold": 1, "train_splits": ["fold_0"], "train_files": ["x/Split-fold_0/*"], "level": "video"}
+    path = os.path.join(model.uri, "Format-Serving")
+    export_model(config.build_model(CLASSES), config, CLASSES, path, {**info, "num_classes": CLASSES})
+    return model
+
+
+def _predict(tmp_path, model: standard_artifacts.Model, lost=()) -> standard_artifacts.Model:
+    """L1Predict on the fold split (one file per video; the files of the `lost` videos are gone)."""
+    examples = standard_artifacts.Examples()
+    examples.uri = str(tmp_path / "examples")
+    examples.split_names = standard_artifact_utils.encode_split_names(list(VIDEOS))
+    examples.set_json_value_custom_property("split_counts", {s: len(ids) for s, ids in VIDEOS.items()})
+    for split, ids in VIDEOS.items():
+        os.makedirs(tmp_path / "examples" / f"Split-{split}")
+        for video_id in set(ids) - set(lost):
+            record = video_example(builders.video(video_id=video_id, labels=(1, 2)), split != "test")
+            builders.write_tfrecord(
+                tmp_path / "examples" / f"Split-{split}" / f"{video_id}.tfrecord", [record]
+            )
+    output = Predictions()
+    output.uri = str(tmp_path / "predictions")
+    Executor().Do(
+        {"model": [model], "examples": [examples]}, {"predictions": [output]}, {"fold": 1, "config_name": "m"}
+    )
+    return output
+
+
+def test_predicts_every_video_and_records_the_counts(tmp_path, logistic):
+    output = _predict(tmp_path, logistic)
+    for split, ids in VIDEOS.items():
+        assert (
+            sorted(
+                video_id for video_id, _, _ in map(decode_prediction, builders.read_split(output.uri, split))
+            )
+            == ids
+        )
+    assert output.get_json_value_custom_property("split_counts") == {"fold_1": 2, "holdout": 1, "test": 1}
+    assert sorted(os.listdir(output.uri)) == [
+        "Split-fold_1",
+        "Split-holdout",
+        "Split-test",
+    ]  # nothing temporary
+
+
+def test_examples_that_lost_a_file_fail_naming_the_artifact_split_and_counts(tmp_path, logistic):
+    message = (
+        f"{tmp_path / 'examples'}: split fold_1 holds 1 videos, its producer recorded 2: files were lost"
+    )
+    with pytest.raises(InputDataError, match=re.escape(message)):
+        _predict(tmp_path, logistic, lost=["b"])

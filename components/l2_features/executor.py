@@ -14,7 +14,15 @@ from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact, standard_artifact_utils
 
 from components.l2_merge.executor import MergedRecord, decode_merged
-from components.splits import HOLDOUT, OUT_OF_FOLD, split_files, split_output
+from components.splits import (
+    HOLDOUT,
+    OUT_OF_FOLD,
+    SPLIT_COUNTS,
+    ReadTFRecords,
+    check_split_counts,
+    split_files,
+    split_output,
+)
 from components.uri_io import read_json, write_json
 from trainer.predictions import AVERAGED
 
@@ -133,8 +141,8 @@ def candidate_table(
     candidates: np.ndarray | None = None,
 ) -> tuple[pa.Table, list[tuple[str, int]]]:
     """The rows of a batch of videos (per video: one per candidate class, i.e. in the top-k of some model,
-    in ascending class order; videos in batch order) and the batch's rows, true labels among the candidates
-    and true labels."""
+    in ascending class order; videos in batch order) and the batch's videos, rows, true labels among the
+    candidates and true labels."""
     scores = np.stack([record.scores for record in records])  # float32 [videos, models, classes]
     num_classes = scores.shape[2]
     ranks = class_ranks(scores)
@@ -168,7 +176,12 @@ def candidate_table(
         in_top_k[video, :, candidate].sum(axis=1, dtype=np.int32),
         priors[prior_rows[video], candidate],
     ]
-    stats = [("rows", int(video.size)), ("hits", int(target.sum())), ("labels", int(num_labels.sum()))]
+    stats = [
+        ("videos", len(records)),
+        ("rows", int(video.size)),
+        ("hits", int(target.sum())),
+        ("labels", int(num_labels.sum())),
+    ]
     return pa.Table.from_pydict(dict(zip(schema.names, values, strict=True)), schema=schema), stats
 
 
@@ -206,7 +219,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             """Batches of `size` decoded videos of `split`."""
             return (
                 pipeline
-                | f"Read[{label}]" >> beam.io.ReadFromTFRecord(split_files(merged, split))
+                | f"Read[{label}]" >> ReadTFRecords(split_files(merged, split))
                 | f"Batch[{label}]" >> beam.BatchElements(min_batch_size=size, max_batch_size=size)
                 | f"Decode[{label}]"
                 >> beam.Map(lambda batch: [decode_merged(record, num_classes) for record in batch])
@@ -242,7 +255,12 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             )
 
         summary = read_json(summary_path)
-        totals = {split: {"rows": 0, "hits": 0, "labels": 0, **summary.get(split, {})} for split in splits}
+        totals = {
+            split: {"videos": 0, "rows": 0, "hits": 0, "labels": 0, **summary.get(split, {})}
+            for split in splits
+        }
+        split_counts = {split: totals[split]["videos"] for split in splits}
+        check_split_counts(merged, split_counts)
         output.split_names = standard_artifact_utils.encode_split_names(splits)
         output.set_json_value_custom_property("model_names", model_names)
         output.set_int_custom_property("top_k", top_k)
@@ -258,3 +276,4 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             },
         )
         output.set_json_value_custom_property("rows", {split: totals[split]["rows"] for split in splits})
+        output.set_json_value_custom_property(SPLIT_COUNTS, split_counts)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 import pyarrow as pa
@@ -18,6 +19,7 @@ from components.l2_features.executor import Executor, class_ranks, model_columns
 from components.l2_merge.executor import encode_merged
 from trainer.metrics import top_k
 from trainer.predictions import AVERAGED
+from trainer.records import InputDataError
 
 MODELS = ["resnet.a", "gru"]
 # Model "resnet.a" ties classes 1 and 3 at the top and (video b) every class; "gru" ties 1 and 5 at rank 2/3.
@@ -65,18 +67,21 @@ EXPECTED_HOLDOUT = [  # (class_id, target, num_labels, prior)
 EXPECTED_TEST = [(0, 0, 0, 0.5), (1, 0, 0, 1.0), (4, 0, 0, 0.5), (5, 0, 0, 0.5)]
 
 
-def _merged(root) -> MergedPredictions:
+def _merged(root, lost=()) -> MergedPredictions:
+    """L2Merge's output, one file per video; the files of the `lost` videos are gone."""
     artifact = MergedPredictions()
     artifact.uri = str(root)
     artifact.split_names = standard_artifact_utils.encode_split_names(list(VIDEOS))
     artifact.set_json_value_custom_property("model_names", MODELS)
     artifact.set_int_custom_property("num_classes", 6)
     artifact.set_int_custom_property("num_folds", 2)
+    artifact.set_json_value_custom_property("split_counts", {s: len(videos) for s, videos in VIDEOS.items()})
     for split, videos in VIDEOS.items():
         os.makedirs(root / f"Split-{split}")
-        with tf.io.TFRecordWriter(str(root / f"Split-{split}" / "part.gz"), "GZIP") as writer:
-            for video_id, fold, labels, scores in videos:
-                writer.write(encode_merged(video_id, fold, labels, np.array(scores, np.float32)))
+        for video_id, fold, labels, scores in videos:
+            if video_id not in lost:
+                with tf.io.TFRecordWriter(str(root / f"Split-{split}" / f"{video_id}.gz"), "GZIP") as writer:
+                    writer.write(encode_merged(video_id, fold, labels, np.array(scores, np.float32)))
     return artifact
 
 
@@ -123,7 +128,17 @@ def test_properties_report_columns_recall_and_rows(features):
         "holdout": pytest.approx(1 / 2),
     }
     assert features.get_json_value_custom_property("rows") == {"oof": 7, "holdout": 3, "test": 4}
+    assert features.get_json_value_custom_property("split_counts") == {"oof": 2, "holdout": 1, "test": 1}
     assert standard_artifact_utils.decode_split_names(features.split_names) == ["oof", "holdout", "test"]
+
+
+def test_merged_predictions_that_lost_a_file_fail_naming_the_artifact_split_and_counts(tmp_path):
+    merged = _merged(tmp_path / "merged", lost=["b"])
+    output = CandidateFeatures()
+    output.uri = str(tmp_path / "features")
+    message = f"{merged.uri}: split oof holds 1 videos, its producer recorded 2: files were lost"
+    with pytest.raises(InputDataError, match=re.escape(message)):
+        Executor().Do({"merged": [merged]}, {"features": [output]}, {"top_k": 2})
 
 
 def test_ranks_agree_with_the_metrics_top_k_on_ties():
@@ -205,6 +220,7 @@ def test_batched_rows_equal_a_per_row_reference_on_random_data(tmp_path, monkeyp
     merged.set_json_value_custom_property("model_names", ["m0", "m1", "m2"])
     merged.set_int_custom_property("num_classes", num_classes)
     merged.set_int_custom_property("num_folds", num_folds)
+    merged.set_json_value_custom_property("split_counts", {"oof": 40, "holdout": 10, "test": 10})
     for split, split_videos in videos.items():
         os.makedirs(root / f"Split-{split}")
         with tf.io.TFRecordWriter(str(root / f"Split-{split}" / "part.gz"), "GZIP") as writer:
@@ -232,3 +248,4 @@ def test_batched_rows_equal_a_per_row_reference_on_random_data(tmp_path, monkeyp
         split: sum(len(_reference_rows(*video, k, priors)) for video in split_videos)
         for split, split_videos in videos.items()
     }
+    assert output.get_json_value_custom_property("split_counts") == {"oof": 40, "holdout": 10, "test": 10}

@@ -15,7 +15,7 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact, standard_artifact_utils
 
 from components.l2_lightgbm.config import LightGBMConfig, parse_lightgbm_config
-from components.splits import HOLDOUT, OUT_OF_FOLD, TEST
+from components.splits import HOLDOUT, OUT_OF_FOLD, TEST, check_split_counts
 from components.uri_io import read_parquet_dir, write_json, write_parquet, write_text
 from trainer.metrics import gap_from_candidates
 from trainer.predictions import AVERAGED
@@ -110,6 +110,8 @@ class Executor(base_executor.BaseExecutor):
         available = standard_artifact_utils.decode_split_names(features.split_names)
         oof = read_split(features, OUT_OF_FOLD)
         averaged = {split: read_split(features, split) for split in (HOLDOUT, TEST) if split in available}
+        videos = {split: rows["video_id"].nunique() for split, rows in {OUT_OF_FOLD: oof, **averaged}.items()}
+        check_split_counts(features, videos)
         folds = sorted(int(f) for f in oof["fold"].unique())
 
         oof_scores = np.zeros(len(oof), np.float32)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import lightgbm as lgb
 import numpy as np
@@ -14,7 +15,9 @@ from tfx.types import standard_artifact_utils, standard_artifacts
 from components.artifacts import CandidateFeatures, CandidateScores, StageMetrics
 from components.l2_lightgbm.config import parse_lightgbm_config
 from components.l2_lightgbm.executor import Executor, in_validation_slice
+from tests import builders
 from trainer.metrics import gap_at_k
+from trainer.records import InputDataError
 
 CONFIG = """
 num_boost_round: 60
@@ -79,6 +82,7 @@ def _rows(split: str, videos: int, fold_of, seed: int) -> pd.DataFrame:
 
 
 def _features(tmp_path) -> CandidateFeatures:
+    """L2Features' output, each split in two Parquet files (part0: the first half of its videos)."""
     features = CandidateFeatures()
     features.uri = str(tmp_path / "features")
     splits = {
@@ -88,24 +92,44 @@ def _features(tmp_path) -> CandidateFeatures:
     }
     for split, rows in splits.items():
         os.makedirs(tmp_path / "features" / f"Split-{split}")
-        rows.to_parquet(tmp_path / "features" / f"Split-{split}" / "part.parquet", index=False)
+        ids = rows["video_id"].unique()
+        first = rows["video_id"].isin(ids[: len(ids) // 2])
+        rows[first].to_parquet(tmp_path / "features" / f"Split-{split}" / "part0.parquet", index=False)
+        rows[~first].to_parquet(tmp_path / "features" / f"Split-{split}" / "part1.parquet", index=False)
     features.split_names = standard_artifact_utils.encode_split_names(list(splits))
+    features.set_json_value_custom_property("split_counts", {"oof": 90, "holdout": 20, "test": 10})
     features.set_json_value_custom_property("feature_columns", FEATURES)
     features.set_json_value_custom_property("model_names", MODELS)
     return features
 
 
-def _run(tmp_path, name: str):
+def _run(tmp_path, name: str, features: CandidateFeatures | None = None):
     outputs = {"scores": CandidateScores(), "model": standard_artifacts.Model(), "metrics": StageMetrics()}
     for key, output in outputs.items():
         output.uri = str(tmp_path / name / key)
         os.makedirs(output.uri)
     Executor().Do(
-        {"features": [_features(tmp_path / name)]},
+        {"features": [features or _features(tmp_path / name)]},
         {k: [v] for k, v in outputs.items()},
         {"config_yaml": CONFIG, "config_source": "inline.yaml", "gap_k": 20},
     )
     return outputs
+
+
+def test_features_that_lost_a_file_fail_naming_the_artifact_split_and_videos(tmp_path):
+    features = _features(tmp_path / "cut")
+    os.remove(tmp_path / "cut" / "features" / "Split-holdout" / "part1.parquet")
+    message = f"{features.uri}: split holdout holds 10 videos, its producer recorded 20: files were lost"
+    with pytest.raises(InputDataError, match=re.escape(message)):
+        _run(tmp_path, "cut", features)
+
+
+def test_a_parquet_file_cut_in_the_middle_fails_naming_it(tmp_path):
+    features = _features(tmp_path / "cut")
+    cut = tmp_path / "cut" / "features" / "Split-oof" / "part1.parquet"
+    builders.truncate(cut)
+    with pytest.raises(InputDataError, match=f"{re.escape(str(cut))}: not a readable Parquet file"):
+        _run(tmp_path, "cut", features)
 
 
 def _scores(artifact, split: str) -> pd.DataFrame:

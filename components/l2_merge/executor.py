@@ -8,13 +8,11 @@ order.
 from __future__ import annotations
 
 import functools
-import json
 import os
 from typing import Any, NamedTuple
 
 import apache_beam as beam
 import numpy as np
-import tensorflow as tf
 from tensorflow.core.example import example_pb2
 from tfx.components.util import examples_utils
 from tfx.dsl.components.base import base_beam_executor
@@ -22,7 +20,7 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact, standard_artifact_utils
 
 from components.sharded_join import PARTITION_DIR, JoinInput, run_sharded, shard_count
-from components.splits import HOLDOUT, OUT_OF_FOLD, TEST, split_files, write_split
+from components.splits import HOLDOUT, OUT_OF_FOLD, SPLIT_COUNTS, TEST, write_split
 from trainer import features as F
 from trainer.predictions import AVERAGED, count_problem, decode_prediction, prediction_video_id
 from trainer.records import video_id_of
@@ -132,11 +130,6 @@ def _check_models(models: list[artifact.Artifact], splits: list[str]) -> tuple[l
     return names, expected
 
 
-def _write_summary(counts: list[tuple[str, int]], path: str) -> None:
-    with tf.io.gfile.GFile(path, "w") as handle:
-        json.dump(dict(counts), handle)
-
-
 class Executor(base_beam_executor.BaseBeamExecutor):
     def Do(  # noqa: N802 (TFX API)
         self,
@@ -157,17 +150,19 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         sources = {OUT_OF_FOLD: [(f"fold_{k}", k) for k in range(num_folds)]}
         sources.update({split: [(split, AVERAGED)] for split in splits[1:]})
         inputs = [
-            JoinInput(f"{split}.examples.{source}", split_files(examples, source), _EXAMPLE_VIDEO_ID)
+            JoinInput(f"{split}.examples.{source}", examples, source, _EXAMPLE_VIDEO_ID, counted=True)
             for split in splits
             for source, _ in sources[split]
         ] + [
-            JoinInput(f"{split}.{_model_tag(m)}", split_files(models[m], split), prediction_video_id)
+            JoinInput(f"{split}.{_model_tag(m)}", models[m], split, prediction_video_id)
             for split in splits
             for m in range(len(models))
         ]
 
-        def build(pipeline: beam.Pipeline, records: dict[str, beam.PCollection], suffix: str) -> None:
-            counts = []
+        def build(
+            pipeline: beam.Pipeline, records: dict[str, beam.PCollection], suffix: str
+        ) -> dict[str, beam.PCollection]:
+            written = {}
             for split in splits:
                 examples_of_split = [
                     records[f"{split}.examples.{source}"]
@@ -187,34 +182,16 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                     >> beam.Map(merge_video, model_names=model_names, num_classes=num_classes, split=split)
                 )
                 _ = merged | f"Write[{split}]" >> write_split(output, split, f"merged{suffix}")
-                counts.append(
-                    merged
-                    | f"Count[{split}]" >> beam.combiners.Count.Globally()
-                    | f"Name[{split}]" >> beam.Map(lambda count, split=split: (split, count))
-                )
-            _ = (
-                counts
-                | "FlattenCounts" >> beam.Flatten()
-                | "CollectCounts" >> beam.combiners.ToList()
-                | "WriteSummary" >> beam.Map(_write_summary, _summary_path(output, suffix))
-            )
+                written[split] = merged
+            return written
 
         shards = shard_count(inputs, exec_properties.get("shard_mb") or 0)
         scratch = os.path.join(output.uri, PARTITION_DIR)
-        split_counts = dict.fromkeys(splits, 0)
-        for suffix in run_sharded(self._make_beam_pipeline, inputs, shards, scratch, build):
-            with tf.io.gfile.GFile(_summary_path(output, suffix)) as handle:
-                for split, count in json.load(handle).items():
-                    split_counts[split] += count
-            tf.io.gfile.remove(_summary_path(output, suffix))
+        split_counts = run_sharded(self._make_beam_pipeline, inputs, shards, scratch, build)
 
         output.split_names = standard_artifact_utils.encode_split_names(splits)
         output.set_json_value_custom_property("model_names", model_names)
         output.set_int_custom_property("num_classes", num_classes)
         output.set_int_custom_property("num_folds", num_folds)
         output.set_int_custom_property("shards", shards)
-        output.set_json_value_custom_property("split_counts", split_counts)
-
-
-def _summary_path(output: artifact.Artifact, suffix: str) -> str:
-    return os.path.join(output.uri, f"merge_summary{suffix}.json")
+        output.set_json_value_custom_property(SPLIT_COUNTS, split_counts)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from pipeline.synth import video_example
 from tests import builders
 from trainer.predictions import AVERAGED, encode_prediction
 from trainer.readers import read_records
+from trainer.records import InputDataError
 
 NUM_CLASSES = 3
 LABELS = {"a": (0,), "b": (1, 2), "c": (2,), "h": (0, 2), "t": ()}
@@ -33,15 +35,18 @@ def _write(directory, records: list[bytes]) -> None:
             writer.write(record)
 
 
-def _examples(root) -> standard_artifacts.Examples:
+def _examples(root, counted: bool = True) -> standard_artifacts.Examples:
     artifact = standard_artifacts.Examples()
     artifact.uri = str(root)
     artifact.split_names = standard_artifact_utils.encode_split_names(list(SPLITS))
     artifact.set_int_custom_property("num_folds", 2)
+    if counted:
+        artifact.set_json_value_custom_property("split_counts", {s: len(ids) for s, ids in SPLITS.items()})
     examples_utils.set_payload_format(artifact, example_gen_pb2.FORMAT_TF_EXAMPLE)
     for split, ids in SPLITS.items():
-        videos = [builders.video(video_id=i, labels=LABELS[i]) for i in ids]
-        _write(root / f"Split-{split}", [video_example(v, split != "test") for v in videos])
+        for video_id in ids:  # one file per video: part0.gz, part1.gz, ...
+            video = builders.video(video_id=video_id, labels=LABELS[video_id])
+            _write(root / f"Split-{split}", [video_example(video, split != "test")])
     return artifact
 
 
@@ -73,10 +78,10 @@ def _model(
     return artifact
 
 
-def _merge(tmp_path, models: list[Predictions], shard_mb: int = 0) -> MergedPredictions:
+def _merge(tmp_path, models: list[Predictions], shard_mb: float = 0, examples=None) -> MergedPredictions:
     output = MergedPredictions()
     output.uri = str(tmp_path / "merged")
-    inputs = {"examples": [_examples(tmp_path / "examples")]}
+    inputs = {"examples": [examples or _examples(tmp_path / "examples")]}
     inputs.update({f"predictions_{m}": [p] for m, p in enumerate(models)})
     Executor().Do(inputs, {"merged": [output]}, {"num_models": len(models), "shard_mb": shard_mb})
     return output
@@ -145,6 +150,39 @@ def test_sharded_join_writes_the_same_records_as_one_join(tmp_path):
             assert (record.fold, record.labels) == (expected[video_id].fold, expected[video_id].labels)
             np.testing.assert_array_equal(record.scores, [scores[0, video_id], scores[1, video_id]])
     assert sharded.get_json_value_custom_property("split_counts") == {"oof": 3, "holdout": 1, "test": 1}
+
+
+TINY_SHARDS = 0.01  # MB: the ~25 KB of test inputs in 3 shards
+
+
+@pytest.mark.parametrize("shard_mb", [0, TINY_SHARDS])
+def test_examples_that_lost_a_file_fail_naming_the_artifact_split_and_counts(tmp_path, shard_mb):
+    # fold_0's second file (video 'b') is gone and no model predicted 'b': every prediction has its example,
+    # so the join alone would merge 2 of the 3 out-of-fold videos without complaint.
+    examples = _examples(tmp_path / "examples")
+    os.remove(tmp_path / "examples" / "Split-fold_0" / "part1.gz")
+    models = [_model(tmp_path, m, oof=[[("a", 0), ("c", 1)]]) for m in range(2)]
+    message = f"{examples.uri}: split fold_0 holds 1 videos, its producer recorded 2: files were lost"
+    with pytest.raises(InputDataError, match=re.escape(message)):
+        _merge(tmp_path, models, shard_mb, examples)
+
+
+def test_examples_without_recorded_counts_fail(tmp_path):
+    examples = _examples(tmp_path / "examples", counted=False)
+    with pytest.raises(InputDataError, match=f"{re.escape(examples.uri)}: records no split_counts"):
+        _merge(tmp_path, [_model(tmp_path, 0)], examples=examples)
+
+
+@pytest.mark.parametrize("shard_mb", [0, TINY_SHARDS])
+def test_a_file_cut_in_the_middle_fails_naming_it(tmp_path, shard_mb):
+    examples = _examples(tmp_path / "examples")
+    cut = tmp_path / "examples" / "Split-fold_0" / "part0.gz"
+    builders.truncate(cut)
+    with pytest.raises(
+        InputDataError, match=f"{re.escape(str(cut))}: corrupted or truncated TFRecord"
+    ) as error:
+        _merge(tmp_path, [_model(tmp_path, 0)], shard_mb, examples)
+    assert "Fewer than" not in str(error.value)
 
 
 def test_model_order_is_the_order_given(tmp_path):

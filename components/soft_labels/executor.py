@@ -3,16 +3,33 @@ fold-split video records with their soft labels added; holdout and test copied u
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from typing import Any
 
 import apache_beam as beam
 import numpy as np
+import tensorflow as tf
 from tfx.components.util import examples_utils
 from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact, standard_artifact_utils
 
 from components.fold_split.executor import fold_names
-from components.splits import HOLDOUT, OUT_OF_FOLD, TEST, split_files, write_split, write_splits
+from components.splits import (
+    COUNTS_DIR,
+    HOLDOUT,
+    OUT_OF_FOLD,
+    SPLIT_COUNTS,
+    TEST,
+    ReadTFRecords,
+    check_split_counts,
+    collect_counts,
+    count_splits,
+    split_files,
+    write_split,
+    write_splits,
+)
+from components.uri_io import read_parquet
 from trainer.predictions import AVERAGED
 from trainer.records import video_id_of
 from trainer.soft_labels import encode_soft_labels, with_soft_labels
@@ -49,6 +66,14 @@ def _soft_labels(video_id: str, grouped: dict[str, list]) -> tuple[int, bytes, b
     return fold, encode_soft_labels(video_id, class_ids, scores), with_soft_labels(record, class_ids, scores)
 
 
+def _keyed_rows(path: str) -> Iterator[tuple[str, tuple[int, float, int]]]:
+    """(video id, (class id, score, scored_by)) of every row of a Parquet file of L2 scores."""
+    names = ["video_id", "class_id", "score", "scored_by"]
+    columns = read_parquet(path, names).to_pydict()
+    for video_id, class_id, score, scored_by in zip(*(columns[name] for name in names), strict=True):
+        yield video_id, (int(class_id), float(score), int(scored_by))
+
+
 class Executor(base_beam_executor.BaseBeamExecutor):
     def Do(  # noqa: N802 (TFX API)
         self,
@@ -62,28 +87,22 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         folds = fold_names(num_folds)
         available = standard_artifact_utils.decode_split_names(examples.split_names)
         passed_through = [split for split in (HOLDOUT, TEST) if split in available]
+        counts = os.path.join(student.uri, COUNTS_DIR)
         with self._make_beam_pipeline() as pipeline:
+            read = {
+                split: pipeline | f"ReadExamples[{split}]" >> ReadTFRecords(split_files(examples, split))
+                for split in [*folds, *passed_through]
+            }
             fold_records = [
-                pipeline
-                | f"ReadExamples[{split}]" >> beam.io.ReadFromTFRecord(split_files(examples, split))
+                read[split]
                 | f"Key[{split}]"
                 >> beam.Map(lambda record, fold: (video_id_of(record, "video"), (fold, record)), fold)
                 for fold, split in enumerate(folds)
             ]
             rows = (
                 pipeline
-                | "ReadScores"
-                >> beam.io.ReadFromParquet(
-                    split_files(scores, OUT_OF_FOLD),
-                    columns=["video_id", "class_id", "score", "scored_by"],
-                )
-                | "KeyRows"
-                >> beam.Map(
-                    lambda row: (
-                        row["video_id"],
-                        (int(row["class_id"]), float(row["score"]), int(row["scored_by"])),
-                    )
-                )
+                | "ScoreFiles" >> beam.Create(sorted(tf.io.gfile.glob(split_files(scores, OUT_OF_FOLD))))
+                | "ReadScores" >> beam.FlatMap(_keyed_rows)
             )
             labelled = (
                 {"fold_video": fold_records | "FlattenFolds" >> beam.Flatten(), "rows": rows}
@@ -96,15 +115,18 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                 | "WriteIndex" >> write_split(index, SPLIT, "soft_labels")
             )
             student_records = labelled | "StudentRecords" >> beam.Map(lambda result: (result[0], result[2]))
-            write_splits(student_records, student, folds, "examples")
+            written = write_splits(student_records, student, folds, "examples")
             for split in passed_through:
-                _ = (
-                    pipeline
-                    | f"Read[{split}]" >> beam.io.ReadFromTFRecord(split_files(examples, split))
-                    | f"Copy[{split}]" >> write_split(student, split, "examples")
-                )
+                written[split] = read[split]
+                _ = read[split] | f"Copy[{split}]" >> write_split(student, split, "examples")
+            count_splits(read, os.path.join(counts, "in"), "examples")
+            count_splits(written, os.path.join(counts, "out"), "student_examples")
+        check_split_counts(examples, collect_counts(os.path.join(counts, "in")))
+        split_counts = collect_counts(os.path.join(counts, "out"))
+        tf.io.gfile.rmtree(counts)
         index.split_names = standard_artifact_utils.encode_split_names([SPLIT])
         index.set_int_custom_property("num_folds", num_folds)
         student.split_names = standard_artifact_utils.encode_split_names([*folds, *passed_through])
         examples_utils.set_payload_format(student, examples_utils.get_payload_format(examples))
         student.set_int_custom_property("num_folds", num_folds)
+        student.set_json_value_custom_property(SPLIT_COUNTS, split_counts)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 import pandas as pd
@@ -15,6 +16,7 @@ from components.soft_labels.executor import Executor, SoftLabelError
 from pipeline.synth import video_example
 from tests import builders
 from trainer.readers import read_records
+from trainer.records import InputDataError
 from trainer.soft_labels import decode_soft_labels, parse_soft_labels
 from trainer.students import parse_student_examples
 
@@ -22,14 +24,16 @@ FOLDS = {"fold_0": ["a", "b"], "fold_1": ["c"]}
 SPLITS = {**FOLDS, "holdout": ["h"]}
 
 
-def _examples(root) -> standard_artifacts.Examples:
+def _examples(root, lost=()) -> standard_artifacts.Examples:
+    """The fold split's video records, one file per video; the files of the `lost` videos are gone."""
     examples = standard_artifacts.Examples()
     examples.uri = str(root)
     examples.split_names = standard_artifact_utils.encode_split_names(list(SPLITS))
+    examples.set_json_value_custom_property("split_counts", {s: len(ids) for s, ids in SPLITS.items()})
     for split, ids in SPLITS.items():
         os.makedirs(root / f"Split-{split}")
-        with tf.io.TFRecordWriter(str(root / f"Split-{split}" / "part.gz"), "GZIP") as writer:
-            for video_id in ids:
+        for video_id in set(ids) - set(lost):
+            with tf.io.TFRecordWriter(str(root / f"Split-{split}" / f"{video_id}.gz"), "GZIP") as writer:
                 writer.write(video_example(builders.video(video_id=video_id), True))
     return examples
 
@@ -47,15 +51,16 @@ def _scores(root, rows: list[tuple[str, int, float, int]]) -> CandidateScores:
     return scores
 
 
-def _run(tmp_path, rows) -> SoftLabelIndex:
+def _run(tmp_path, rows, lost=()) -> tuple[SoftLabelIndex, standard_artifacts.Examples]:
     output, student = SoftLabelIndex(), standard_artifacts.Examples()
     output.uri, student.uri = str(tmp_path / "out"), str(tmp_path / "student")
+    examples = _examples(tmp_path / "examples", lost)
     Executor().Do(
-        {"scores": [_scores(tmp_path / "scores", rows)], "examples": [_examples(tmp_path / "examples")]},
+        {"scores": [_scores(tmp_path / "scores", rows)], "examples": [examples]},
         {"soft_labels": [output], "student_examples": [student]},
         {},
     )
-    return output
+    return output, student
 
 
 def _split_records(uri: str, split: str) -> list[bytes]:
@@ -67,7 +72,7 @@ ROWS = [("b", 7, 0.25, 0), ("a", 3, 0.875, 0), ("c", 1, 0.5, 1), ("a", 1, 0.125,
 
 
 def test_every_fold_video_gets_its_candidate_scores(tmp_path):
-    output = _run(tmp_path, ROWS)
+    output, _ = _run(tmp_path, ROWS)
     records = _split_records(output.uri, "train")
     decoded = {
         video_id: (ids.tolist(), scores.tolist())
@@ -80,16 +85,41 @@ def test_every_fold_video_gets_its_candidate_scores(tmp_path):
 
 
 def test_student_examples_are_the_fold_records_with_soft_labels_and_holdout_unchanged(tmp_path):
-    _run(tmp_path, ROWS)
-    student = str(tmp_path / "student")
+    _, student = _run(tmp_path, ROWS)
+    assert student.get_json_value_custom_property("split_counts") == {"fold_0": 2, "fold_1": 1, "holdout": 1}
     for split, ids in SPLITS.items():
-        parsed = parse_student_examples(tf.constant(_split_records(student, split)), 8, hard_label_weight=0.0)
+        parsed = parse_student_examples(
+            tf.constant(_split_records(student.uri, split)), 8, hard_label_weight=0.0
+        )
         assert sorted(v.decode() for v in parsed["id"].numpy()) == ids
         assert parsed["mean_rgb"].shape == (len(ids), 1024)
         if split == "fold_0":
             row = [v.decode() for v in parsed["id"].numpy()].index("b")
             np.testing.assert_allclose(parsed["targets"].numpy()[row], [0, 0, 0.75, 0, 0, 0, 0, 0.25])
-    assert _split_records(student, "holdout") == _split_records(str(tmp_path / "examples"), "holdout")
+    assert _split_records(student.uri, "holdout") == _split_records(str(tmp_path / "examples"), "holdout")
+
+
+def test_a_scores_file_cut_in_the_middle_fails_naming_it(tmp_path):
+    scores = _scores(tmp_path / "scores", ROWS)
+    builders.truncate(tmp_path / "scores" / "Split-oof" / "scores.parquet")
+    output, student = SoftLabelIndex(), standard_artifacts.Examples()
+    output.uri, student.uri = str(tmp_path / "out"), str(tmp_path / "student")
+    with pytest.raises(InputDataError, match="Split-oof/scores.parquet: not a readable Parquet file"):
+        Executor().Do(
+            {"scores": [scores], "examples": [_examples(tmp_path / "examples")]},
+            {"soft_labels": [output], "student_examples": [student]},
+            {},
+        )
+
+
+def test_examples_that_lost_a_file_fail_naming_the_artifact_split_and_counts(tmp_path):
+    # Video 'b' lost its file, and the stacker (run on what was left) scored no row of it: the join alone
+    # would write 1 of the 2 fold_0 videos without complaint.
+    message = (
+        f"{tmp_path / 'examples'}: split fold_0 holds 1 videos, its producer recorded 2: files were lost"
+    )
+    with pytest.raises(InputDataError, match=re.escape(message)):
+        _run(tmp_path, [row for row in ROWS if row[0] != "b"], lost=["b"])
 
 
 def test_a_fold_video_without_scores_fails(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -15,11 +16,11 @@ from tfx.utils import path_utils
 
 from components import uri_io
 from components.l2_lightgbm.executor import read_split
-from components.splits import HOLDOUT, split_files
+from components.splits import HOLDOUT, check_split_counts, split_batches
 from trainer.l1_run import TRAINING_INFO
 from trainer.metrics import bootstrap_gaps, evaluate
 from trainer.predictions import decode_prediction
-from trainer.readers import parse_video_examples, read_records
+from trainer.readers import parse_video_examples
 from trainer.student_run import REFIT
 
 log = logging.getLogger(__name__)
@@ -67,19 +68,22 @@ def served_tower_key(tower: int) -> str:
     return f"served_tower_{tower}"
 
 
-def _split_records(examples: artifact.Artifact, split: str) -> tf.data.Dataset:
-    return read_records(tf.io.gfile.glob(split_files(examples, split))).batch(_BATCH)
+def _split_records(source: artifact.Artifact, split: str) -> Iterator[tf.Tensor]:
+    for batch in split_batches(source, split, _BATCH):
+        yield tf.constant(batch)
 
 
 def split_labels(
     examples: artifact.Artifact, num_classes: int, split: str = HOLDOUT
 ) -> tuple[list[str], np.ndarray]:
-    """(video ids, multi-hot labels [N, num_classes]; all 0 on an unlabelled split) of a split."""
+    """(video ids, multi-hot labels [N, num_classes]; all 0 on an unlabelled split) of a split, which must
+    hold every video of it the fold split recorded."""
     ids, labels = [], []
     for records in _split_records(examples, split):
         parsed = parse_video_examples(records, num_classes)
         ids += [video_id.decode() for video_id in parsed["id"].numpy()]
         labels.append(parsed["labels"].numpy())
+    check_split_counts(examples, {split: len(ids)})
     if not ids:
         raise EvaluationError(f"{examples.uri}: the {split} split has no videos to evaluate on")
     return ids, np.concatenate(labels)
@@ -104,8 +108,9 @@ def prediction_scores(
     predictions: artifact.Artifact, ids: list[str], num_classes: int, split: str = HOLDOUT
 ) -> np.ndarray:
     """Scores [N, num_classes] of a split of an assembled Predictions artifact, in the order of `ids`."""
-    files = tf.io.gfile.glob(split_files(predictions, split))
-    decoded = (decode_prediction(r.numpy()) for r in read_records(files))
+    decoded = (
+        decode_prediction(record.numpy()) for batch in _split_records(predictions, split) for record in batch
+    )
     scores = {video_id: values for video_id, _, values in decoded}
     return _aligned(predictions.get_string_custom_property("config_name"), scores, ids, num_classes, split)
 
@@ -116,9 +121,16 @@ def stack_scores(
     """Scores of the L2 stack on a split: its fold-averaged candidate probabilities, 0 for other classes."""
     rows = read_split(candidate_scores, split)
     index = {video_id: row for row, video_id in enumerate(ids)}
-    unknown = set(rows["video_id"]) - set(index)
+    scored = set(rows["video_id"])
+    unknown = scored - set(index)
     if unknown:
         raise EvaluationError(f"{STACK}: {split} scores for unknown videos {sorted(unknown)[:3]}")
+    if len(scored) != len(ids):  # every video has candidates: a video without rows was lost, not scored 0
+        missing = [video_id for video_id in ids if video_id not in scored]
+        raise EvaluationError(
+            f"{STACK}: {split} scores cover {len(scored)} videos, the {split} has {len(ids)} "
+            f"(first missing: {missing[:3]})"
+        )
     dense = np.zeros((len(ids), num_classes), np.float32)
     dense[rows["video_id"].map(index).to_numpy(), rows["class_id"].to_numpy()] = rows["score"].to_numpy()
     return dense

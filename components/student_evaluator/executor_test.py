@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import numpy as np
 import pandas as pd
@@ -22,6 +23,7 @@ from components.student_evaluator.executor import (
     blessing_decision,
     l1_key,
     served_tower_key,
+    split_labels,
     tower_key,
 )
 from pipeline.synth import video_example
@@ -30,6 +32,7 @@ from trainer.features import MEAN_AUDIO, MEAN_RGB
 from trainer.metrics import evaluate
 from trainer.predictions import AVERAGED, encode_prediction
 from trainer.readers import parse_video_examples
+from trainer.records import InputDataError
 from trainer.student_run import REFIT, export_student_model
 from trainer.students import build_serving_ensemble, export_student, parse_student_config
 
@@ -86,20 +89,34 @@ def _predictions(root, name: str, scores: dict[str, np.ndarray]) -> Predictions:
     return predictions
 
 
-def _run(tmp_path, l1_ids=tuple(LABELS), stack_fraction: float = 0.97, served_towers=(), resamples=200):
+def _run(
+    tmp_path,
+    l1_ids=tuple(LABELS),
+    stack_fraction: float = 0.97,
+    served_towers=(),
+    resamples=200,
+    lost=(),
+    stack_ids=tuple(LABELS),
+):
+    """The evaluator on the fold split's holdout and models' scores of it, less the `lost` videos'."""
+    records = [record for v, record in zip(LABELS, _holdout_records(), strict=True) if v not in lost]
     examples = builders.split_artifact(
-        standard_artifacts.Examples(), tmp_path / "examples", {"holdout": _holdout_records()}
+        standard_artifacts.Examples(), tmp_path / "examples", {"holdout": records}
     )
+    examples.set_json_value_custom_property("split_counts", {"holdout": len(LABELS)})
     l1 = _predictions(tmp_path / "l1", "perfect_l1", {v: _multi_hot(LABELS[v]) for v in l1_ids})
     # Right labels at 0.5, class 6 (never a label) at 0.6: every wrong pair ranks first.
-    weak = {v: 0.5 * _multi_hot(LABELS[v]) + 0.6 * (np.arange(CLASSES) == 6) for v in LABELS}
+    kept = [v for v in LABELS if v not in lost]
+    weak = {v: 0.5 * _multi_hot(LABELS[v]) + 0.6 * (np.arange(CLASSES) == 6) for v in kept}
     weak_l1 = _predictions(tmp_path / "weak_l1", "weak_l1", weak)
-    tower = _predictions(tmp_path / "tower", "t", {v: 0.5 * _multi_hot(LABELS[v]) for v in LABELS})
+    tower = _predictions(tmp_path / "tower", "t", {v: 0.5 * _multi_hot(LABELS[v]) for v in kept})
     stack = CandidateScores()
     stack.uri = str(tmp_path / "stack")
     stack.split_names = '["holdout"]'
     os.makedirs(tmp_path / "stack" / "Split-holdout")
-    rows = [(v, c, 0.9) for v, labels in LABELS.items() for c in labels] + [("h1", 0, 0.95)]
+    rows = [(v, c, 0.9) for v, labels in LABELS.items() for c in labels if v in stack_ids and v in kept] + [
+        ("h1", 0, 0.95)
+    ]
     pd.DataFrame(rows, columns=["video_id", "class_id", "score"]).to_parquet(
         tmp_path / "stack" / "Split-holdout" / "scores.parquet"
     )
@@ -220,6 +237,31 @@ def test_a_model_missing_holdout_videos_fails(tmp_path):
         EvaluationError, match="perfect_l1: holdout predictions cover 2 videos, the holdout has 3"
     ):
         _run(tmp_path, l1_ids=("h1", "h2"))
+
+
+def test_a_holdout_that_lost_records_fails_naming_the_artifact_and_counts(tmp_path):
+    # Every model was scored on what was left: without the count the GAPs would cover 2 of the 3 videos.
+    message = (
+        f"{tmp_path / 'examples'}: split holdout holds 2 videos, its producer recorded 3: files were lost"
+    )
+    with pytest.raises(InputDataError, match=re.escape(message)):
+        _run(tmp_path, l1_ids=("h1", "h2"), lost=["h3"])
+
+
+def test_a_stack_missing_holdout_videos_fails(tmp_path):
+    with pytest.raises(
+        EvaluationError, match=r"L2 stack: holdout scores cover 2 videos, the holdout has 3 .*h2"
+    ):
+        _run(tmp_path, stack_ids=("h1", "h3"))
+
+
+def test_a_holdout_file_cut_in_the_middle_fails_naming_it(tmp_path):
+    examples = builders.split_artifact(
+        standard_artifacts.Examples(), tmp_path / "examples", {"holdout": _holdout_records()}
+    )
+    builders.truncate(tmp_path / "examples" / "Split-holdout" / "part.gz")
+    with pytest.raises(InputDataError, match="Split-holdout/part.gz: corrupted or truncated TFRecord"):
+        split_labels(examples, CLASSES)
 
 
 @pytest.mark.parametrize(
