@@ -14,14 +14,15 @@ from trainer import features as F
 from trainer.l1_config import parse_l1_config
 from trainer.l1_run import TRAINING_INFO, export_model, in_validation_slice, train_model, training_datasets
 from trainer.readers import make_dataset
-from trainer.transform import graph_transform, transform_layer
+from trainer.transform import STANDARDIZED, graph_transform, transform_layer
 
 VIDEO_CONFIG = """
 name: tiny_resnet
 model: resnet_like
 params: {rgb_units: 32, audio_units: 8, joint_units: 32}
 training:
-  {epochs: 3, batch_size: 32, learning_rate: 0.01, mixup_alpha: 0.3, validation_fraction: 0.2, seed: 4}
+  {epochs: 3, batch_size: 32, learning_rate: 0.01, mixup_alpha: 0.3, validation_fraction: 0.2, seed: 4,
+   standardize_inputs: true}
 """
 FRAME_CONFIG = """
 name: tiny_attention
@@ -56,7 +57,7 @@ def _train_export_and_compare(
     config = parse_l1_config(config_text, "inline.yaml")
     patterns = [str(tiny_data / layout / "train*")]
     layer = transform_layer(transform_graph) if transform_graph else None
-    transform = graph_transform(layer) if layer else None
+    transform = graph_transform(layer, config.training.standardize_inputs) if layer else None
     model, history = train_model(config, patterns, 30, log_dir=str(tmp_path / "logs"), transform=transform)
     assert "val_gap" in history and all(0.0 <= gap <= 1.0 for gap in history["val_gap"])
     assert tf.io.gfile.glob(str(tmp_path / "logs" / "train" / "*"))  # TensorBoard events written
@@ -82,7 +83,8 @@ def _train_export_and_compare(
     )
     if transform_graph:  # the features as tf.Transform itself computes them from the raw ones
         raw = {key: batch[key] for key in (F.ID, F.MEAN_RGB, F.MEAN_AUDIO)}
-        batch = tft.TFTransformOutput(transform_graph).transform_raw_features(raw, drop_unused_features=True)
+        output = tft.TFTransformOutput(transform_graph).transform_raw_features(raw, drop_unused_features=True)
+        batch = {F.ID: raw[F.ID], **{key: output[STANDARDIZED[key]] for key in (F.MEAN_RGB, F.MEAN_AUDIO)}}
         assert not np.allclose(batch[F.MEAN_RGB].numpy(), raw[F.MEAN_RGB].numpy(), atol=0.1)
     inputs = {name: batch[name] for name in model.input}
     expected = tf.sigmoid(model.predict(inputs, verbose=0)).numpy()

@@ -11,7 +11,7 @@ import tensorflow_transform as tft
 
 from trainer import features as F
 from trainer.readers import VIDEO_FEATURE_SPEC, read_records
-from trainer.transform import FEATURES
+from trainer.transform import FEATURES, STANDARDIZED
 
 
 def _parsed(tiny_data, name: str) -> dict[str, tf.Tensor]:
@@ -37,7 +37,7 @@ def transformed(tiny_data, tiny_transform_graph):
 @pytest.mark.parametrize("key", [F.MEAN_RGB, F.MEAN_AUDIO])
 def test_standardisation_uses_the_training_folds_statistics_only(transformed, key):
     holdout, output, training = transformed
-    raw, got = holdout[key].numpy(), output[key].numpy()
+    raw, got = holdout[key].numpy(), output[STANDARDIZED[key]].numpy()
     np.testing.assert_allclose(got, _standardised(raw, training[key].numpy()), atol=2e-4)
     with_holdout = np.concatenate([training[key].numpy(), raw])
     assert np.abs(got - _standardised(raw, with_holdout)).max() > 1e-2
@@ -51,8 +51,9 @@ def test_students_features_are_the_l2_normalised_raw_concat(transformed):
     )
 
 
-def test_ids_and_labels_pass_through(transformed):
+def test_ids_labels_and_raw_features_pass_through(transformed):
     holdout, output, _ = transformed
-    np.testing.assert_array_equal(output[F.ID].numpy(), holdout[F.ID].numpy())
+    for key in (F.ID, F.MEAN_RGB, F.MEAN_AUDIO):
+        np.testing.assert_array_equal(output[key].numpy(), holdout[key].numpy())
     np.testing.assert_array_equal(output[F.LABELS].values.numpy(), holdout[F.LABELS].values.numpy())
     np.testing.assert_array_equal(output[F.LABELS].indices.numpy(), holdout[F.LABELS].indices.numpy())

@@ -241,7 +241,7 @@ def export_model(
     """Write the SavedModel (serving_default: records -> video_id, scores, through the Transform graph's
     `layer` when given) and its training info."""
     max_frames = config.training.max_frames or F.MAX_FRAMES
-    transform = graph_transform(layer) if layer else None
+    transform = graph_transform(layer, config.training.standardize_inputs) if layer else None
     serve = serving_function(model, config.level, num_classes, max_frames, transform)
     write_export(model, serve, path, info, *([layer] if layer else []))
 
@@ -262,7 +262,7 @@ def run_fn(fn_args) -> None:
         list(fn_args.train_files),
         num_classes,
         fn_args.model_run_dir,
-        graph_transform(layer) if layer else None,
+        graph_transform(layer, config.training.standardize_inputs) if layer else None,
     )
     info = {
         "config": config.name,

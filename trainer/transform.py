@@ -2,11 +2,12 @@
 node (on the training folds only) and applied inside every video-level model, in training and in serving.
 
 Outputs of `preprocessing_fn`:
-- `mean_rgb`, `mean_audio`: each dimension standardised by the training folds' mean and standard deviation
-  (what the video-level L1 models read);
+- `mean_rgb_standardized`, `mean_audio_standardized`: each dimension standardised by the training folds'
+  mean and standard deviation (what a video-level L1 model with `training.standardize_inputs` reads as its
+  mean_rgb / mean_audio; measured to help the logistic model and to hurt MoE, see README);
 - `features`: L2-normalised concat(mean_rgb, mean_audio) of the raw features [B, 1152] (what the students
   read);
-- `id`, `labels`: passed through unchanged.
+- `id`, `labels`, `mean_rgb`, `mean_audio`: passed through unchanged.
 
 The models parse records with `trainer.readers` and hand the parsed `mean_rgb` / `mean_audio` to the
 transform graph (`transform_layer`), so the exported SavedModels keep taking raw serialized records.
@@ -26,9 +27,9 @@ from trainer.readers import VIDEO_FEATURE_SPEC
 
 FEATURES = "features"
 PREPROCESSING_FN = "trainer.transform.preprocessing_fn"
-# What the transform layer reads from the parsed records, and what it replaces or adds.
+# What the transform layer reads from the parsed records; the standardised outputs of each.
 TRANSFORM_INPUTS = (MEAN_RGB, MEAN_AUDIO)
-TRANSFORM_OUTPUTS = (MEAN_RGB, MEAN_AUDIO, FEATURES)
+STANDARDIZED = {MEAN_RGB: "mean_rgb_standardized", MEAN_AUDIO: "mean_audio_standardized"}
 # Parsed features -> the features a model reads.
 FeatureTransform = Callable[[dict[str, tf.Tensor]], dict[str, tf.Tensor]]
 
@@ -45,13 +46,15 @@ def l2_normalized_concat(rgb: tf.Tensor, audio: tf.Tensor) -> tf.Tensor:
 
 
 def preprocessing_fn(inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-    """tf.Transform: standardised mean_rgb / mean_audio, the students' `features`, id and labels as read."""
+    """tf.Transform: standardised mean_rgb / mean_audio, the students' `features`, the rest as read."""
+    standardized = {
+        STANDARDIZED[key]: tft.scale_to_z_score(inputs[key], elementwise=True) for key in TRANSFORM_INPUTS
+    }
+    features = l2_normalized_concat(inputs[MEAN_RGB], inputs[MEAN_AUDIO])
     return {
-        ID: inputs[ID],
-        LABELS: inputs[LABELS],
-        MEAN_RGB: tft.scale_to_z_score(inputs[MEAN_RGB], elementwise=True),
-        MEAN_AUDIO: tft.scale_to_z_score(inputs[MEAN_AUDIO], elementwise=True),
-        FEATURES: l2_normalized_concat(inputs[MEAN_RGB], inputs[MEAN_AUDIO]),
+        **{key: inputs[key] for key in (ID, LABELS, MEAN_RGB, MEAN_AUDIO)},
+        **standardized,
+        FEATURES: features,
     }
 
 
@@ -60,12 +63,13 @@ def transform_layer(transform_graph_uri: str) -> tf.keras.Model:
     return tft.TFTransformOutput(transform_graph_uri).transform_features_layer()
 
 
-def graph_transform(layer) -> FeatureTransform:
-    """Parsed features (as the readers return them) -> the same with mean_rgb, mean_audio and features
-    from the Transform graph's `layer`."""
+def graph_transform(layer, standardize: bool = False) -> FeatureTransform:
+    """Parsed features (as the readers return them) -> the same plus `features` from the Transform graph's
+    `layer`, and with mean_rgb / mean_audio replaced by their standardised outputs if `standardize`."""
 
     def transform(parsed: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         transformed = layer({key: parsed[key] for key in TRANSFORM_INPUTS})
-        return {**parsed, **{key: transformed[key] for key in TRANSFORM_OUTPUTS}}
+        standardized = {key: transformed[STANDARDIZED[key]] for key in TRANSFORM_INPUTS if standardize}
+        return {**parsed, FEATURES: transformed[FEATURES], **standardized}
 
     return transform
