@@ -34,6 +34,7 @@ from trainer.readers import make_dataset
 
 VIDEO_CONFIGS = ("logistic", "moe", "gated_mlp_lsep", "mlp_bottleneck", "resnet_like_mixup")
 CONFIG_DIR = Path(__file__).parents[1] / "configs" / "l1"
+BEAM_ARGS = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]  # the local runs' (pipeline config)
 
 
 def _data(out: Path, videos: int, classes: int, seed: int) -> Path:
@@ -102,6 +103,7 @@ def standardize_part(args) -> None:
 def node_part(args) -> None:
     from tfx.components.transform.executor import Executor
     from tfx.components.util import examples_utils
+    from tfx.dsl.components.base.base_beam_executor import BaseBeamExecutor
     from tfx.proto import example_gen_pb2
     from tfx.types import standard_artifacts
     from tfx.utils import proto_utils
@@ -112,7 +114,8 @@ def node_part(args) -> None:
     from tests.builders import split_artifact
     from trainer.transform import PREPROCESSING_FN
 
-    root = args.out / f"transform_node_{args.videos}"
+    root = (args.out / f"transform_node_{args.videos}").resolve()
+    context = BaseBeamExecutor.Context(beam_pipeline_args=BEAM_ARGS, tmp_dir=str(root / "tmp"))
     data = root / "data"
     if not (data / "synth.json").exists():
         write_dataset(
@@ -132,8 +135,8 @@ def node_part(args) -> None:
                 os.link(path, root / "raw" / f"Split-{split}" / path.name)
         examples_utils.set_payload_format(raw, example_gen_pb2.FORMAT_TF_EXAMPLE)
         params = {"num_folds": 5, "holdout_fraction": 0.05, "seed": 0, "num_classes": args.classes}
-        FoldSplitExecutor().Do(
-            {"examples": [raw]}, {"split_examples": [folds]}, {**params, "unlabelled_splits": ""}
+        FoldSplitExecutor(context).Do(
+            {"examples": [raw]}, {"split_examples": [folds]}, {**params, "unlabelled_splits": "test"}
         )
     folds.split_names = '["fold_0","fold_1","fold_2","fold_3","fold_4","holdout","test"]'
     examples_utils.set_payload_format(folds, example_gen_pb2.FORMAT_TF_EXAMPLE)
@@ -144,7 +147,7 @@ def node_part(args) -> None:
     graph = standard_artifacts.TransformGraph()
     graph.uri = str(root / f"graph_{time.time_ns()}")
     started, cpu = time.perf_counter(), time.process_time()
-    Executor().Do(
+    Executor(context).Do(
         {"examples": [folds], "schema": [schema]},
         {"transform_graph": [graph]},
         {
@@ -152,7 +155,6 @@ def node_part(args) -> None:
             "splits_config": proto_utils.proto_to_json(transform_splits_config(5)),
             "disable_statistics": 1,
             "force_tf_compat_v1": 0,
-            "beam_pipeline_args": ["--direct_running_mode=in_memory", "--direct_num_workers=1"],
         },
     )
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu
