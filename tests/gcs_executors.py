@@ -1,10 +1,9 @@
 """Our executors, chained on tiny hand-made inputs, with every input and output artifact URI on gs://:
-FoldSplit -> L2Merge (two models' hand-made predictions, sharded join) -> L2Features -> L2LightGBM ->
-SoftLabels, and an untrained student (tower + head saved as a student Trainer saves them) -> StudentExport ->
-StudentEvaluator -> SizeLimitedPusher -> BatchInference. Output directories are made first, as TFX's
-launcher does. The Transform graph the student models load from the bucket is analysed locally on the fold
-split's records and copied in: TFX's Transform executor publishes its output with a directory rename
-(tf.io.gfile.rename), which the emulator answers with 404.
+FoldSplit -> VideoSchema -> Transform (TFX's executor, the pipeline's preprocessing_fn and splits), and
+L2Merge (two models' hand-made predictions, sharded join) -> L2Features -> L2LightGBM -> SoftLabels, and an
+untrained student (tower + head reading the Transform graph, saved as a student Trainer saves them) ->
+StudentExport -> StudentEvaluator -> SizeLimitedPusher -> BatchInference. Output directories are made
+first, as TFX's launcher does.
 
 Run by tests/test_gcs_executors.py in a process whose environment points every GCS client at the local
 emulator (tests/gcs_emulator.py), set before Python starts:
@@ -17,13 +16,12 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 from tfx import v1 as tfx
+from tfx.components.transform.executor import Executor as Transform
 from tfx.components.util import examples_utils
 from tfx.dsl.components.base import base_beam_executor
 from tfx.proto import example_gen_pb2
@@ -41,7 +39,9 @@ from components.model_pusher.executor import Executor as Pusher
 from components.soft_labels.executor import Executor as SoftLabels
 from components.student_evaluator import executor as evaluator
 from components.student_export.executor import Executor as StudentExport
+from components.video_schema.executor import Executor as VideoSchema
 from pipeline.config import DataConfig, PipelineConfig
+from pipeline.pipeline import transform_splits_config
 from pipeline.synth import video_example
 from tests import builders
 from trainer.l1_run import write_export
@@ -50,7 +50,7 @@ from trainer.readers import read_records
 from trainer.records import video_id_of
 from trainer.student_run import KERAS_MODEL, REFIT, head_scores_function, scores_function
 from trainer.students import parse_student_config
-from trainer.transform import graph_transform, transform_layer
+from trainer.transform import PREPROCESSING_FN, graph_transform, transform_layer
 
 START = time.monotonic()
 CLASSES = 8
@@ -124,21 +124,21 @@ class Chain:
         self.record("FoldSplit", split_examples=folds)
         return folds
 
-    def transform(self, folds: artifact.Artifact, local_dir: str) -> artifact.Artifact:
-        """The pipeline's Transform run locally on the fold split's records; its graph copied in."""
-        splits = {
-            split: [
-                record.numpy() for record in read_records(tf.io.gfile.glob(f"{folds.uri}/Split-{split}/*"))
-            ]
-            for split in (*(f"fold_{k}" for k in range(NUM_FOLDS)), "holdout")
-        }
-        local = builders.transform_graph(Path(local_dir), splits, NUM_FOLDS)
+    def transform(self, folds: artifact.Artifact) -> artifact.Artifact:
+        schema = self.output(standard_artifacts.Schema, "VideoSchema/schema")
+        VideoSchema().Do({}, {"schema": [schema]}, {})
         graph = self.output(standard_artifacts.TransformGraph, "Transform/transform_graph")
-        for directory, _, names in tf.io.gfile.walk(local):
-            target = f"{graph.uri}/{os.path.relpath(directory, local)}".removesuffix("/.")
-            tf.io.gfile.makedirs(target)
-            for name in names:
-                tf.io.gfile.copy(os.path.join(directory, name), f"{target}/{name}", overwrite=True)
+        Transform(self.context).Do(
+            {"examples": [folds], "schema": [schema]},
+            {"transform_graph": [graph]},
+            {
+                "preprocessing_fn": PREPROCESSING_FN,
+                "splits_config": proto_utils.proto_to_json(transform_splits_config(NUM_FOLDS)),
+                "disable_statistics": 1,
+                "force_tf_compat_v1": 0,
+            },
+        )
+        self.record("VideoSchema", schema=schema)
         self.record("Transform", transform_graph=graph)
         return graph
 
@@ -294,8 +294,7 @@ def _properties(output: artifact.Artifact) -> dict:
 def main(url: str, result_path: str) -> None:
     chain = Chain(url)
     folds = chain.fold_split()
-    with tempfile.TemporaryDirectory() as local_dir:
-        graph = chain.transform(folds, local_dir)
+    graph = chain.transform(folds)
     splits = ("oof", "holdout", "test")
     models = [chain.predictions(folds, name, seed, splits) for seed, name in enumerate(MODELS)]
     scores = chain.stack(folds, models)
