@@ -210,6 +210,7 @@ def read_split(uri: str, split: str, num_classes: int) -> SplitData:
 
     from trainer.features import ID, LABELS, MEAN_AUDIO, MEAN_RGB
     from trainer.readers import parse_video_examples, read_records
+    from trainer.transform import FEATURES, l2_normalized_concat
 
     files = split_files(uri, split)
     if not files:
@@ -221,8 +222,18 @@ def read_split(uri: str, split: str, num_classes: int) -> SplitData:
         ids += [v.decode() for v in parsed[ID].numpy()]
         for key, values in parts.items():
             values.append(parsed[key].numpy())
-    inputs = {key: np.concatenate(parts[key]) for key in (MEAN_RGB, MEAN_AUDIO)}
+    inputs = {
+        FEATURES: l2_normalized_concat(*(np.concatenate(parts[k]) for k in (MEAN_RGB, MEAN_AUDIO))).numpy()
+    }
     return SplitData(ids, records, inputs, np.concatenate(parts[LABELS]))
+
+
+def features_transform(parsed):
+    """The students' `features` as the pipeline's Transform graph computes them (no analyser involved)."""
+    from trainer.features import MEAN_AUDIO, MEAN_RGB
+    from trainer.transform import FEATURES, l2_normalized_concat
+
+    return {**parsed, FEATURES: l2_normalized_concat(parsed[MEAN_RGB], parsed[MEAN_AUDIO])}
 
 
 def predict(model, inputs: dict[str, np.ndarray], batch: int = 1024) -> np.ndarray:
@@ -284,12 +295,12 @@ def train_variant(
             others = [patterns[s] for s in folds if s != split]
             with contextlib.redirect_stdout(log):
                 print(f"\n=== {variant} {tower.name} without {split}", flush=True)
-                model, _ = train_student(tower, others, num_classes)
+                model, _ = train_student(tower, others, num_classes, features_transform)
             oof[split].append(predict(model, data[split].inputs))
             del model
         with contextlib.redirect_stdout(log):
             print(f"\n=== {variant} {tower.name} refit", flush=True)
-            refit, _ = train_student(tower, list(patterns.values()), num_classes)
+            refit, _ = train_student(tower, list(patterns.values()), num_classes, features_transform)
         refits.append(refit)
         result["towers"][tower.name] = evaluate(
             predict(refit, data["holdout"].inputs), data["holdout"].labels, k
@@ -309,7 +320,11 @@ def train_variant(
         with contextlib.redirect_stdout(log):
             print(f"\n=== {variant} {head.name}", flush=True)
             head_model, _ = train_student(
-                head, [os.path.join(tmp, f"Split-{s}", "*") for s in folds], num_classes, len(towers)
+                head,
+                [os.path.join(tmp, f"Split-{s}", "*") for s in folds],
+                num_classes,
+                features_transform,
+                len(towers),
             )
     ensemble = build_serving_ensemble(refits, head_model)
     result["ensemble_scores"] = predict(ensemble, data["holdout"].inputs)  # for the paired bootstrap
@@ -426,7 +441,9 @@ def fit_towers(towers, folds: list[str], target: str, data, patterns, num_classe
         for split in folds:
             with contextlib.redirect_stdout(log):
                 print(f"\n=== head skew {tower.name} without {split} (target {target})", flush=True)
-                model, _ = train_student(tower, [patterns[s] for s in folds if s != split], num_classes)
+                model, _ = train_student(
+                    tower, [patterns[s] for s in folds if s != split], num_classes, features_transform
+                )
             oof[split].append(predict(model, data[split].inputs))
             for other in folds:
                 if other != split:
@@ -437,7 +454,7 @@ def fit_towers(towers, folds: list[str], target: str, data, patterns, num_classe
         fold_mean.append(np.mean(on_target, axis=0))
         with contextlib.redirect_stdout(log):
             print(f"\n=== head skew {tower.name} refit on {folds}", flush=True)
-            model, _ = train_student(tower, [patterns[s] for s in folds], num_classes)
+            model, _ = train_student(tower, [patterns[s] for s in folds], num_classes, features_transform)
         refit.append(predict(model, data[target].inputs))
     return TowerOutputs(oof, in_sample, refit, fold_mean)
 
@@ -457,6 +474,7 @@ def fit_head(head, inputs: dict[str, list[np.ndarray]], data, num_classes: int, 
                 head,
                 [os.path.join(tmp, f"Split-{s}", "*") for s in inputs],
                 num_classes,
+                features_transform,
                 len(next(iter(inputs.values()))),
             )
     return model
@@ -670,8 +688,8 @@ def serving(run: Run, config, min_videos: int) -> dict[str, Any]:
     import tensorflow as tf
     from tfx.utils import path_utils
 
-    from trainer.features import MEAN_AUDIO, MEAN_RGB
     from trainer.readers import parse_video_examples
+    from trainer.transform import FEATURES
 
     num_classes = config.data.num_classes
     source = pushed_path(run)
@@ -693,8 +711,8 @@ def serving(run: Run, config, min_videos: int) -> dict[str, Any]:
     top_k = saved_model(batches[0]).shape[-1]
 
     def keras_model(batch):
-        parsed = parse_video_examples(batch, num_classes)
-        probabilities = model({MEAN_RGB: parsed[MEAN_RGB], MEAN_AUDIO: parsed[MEAN_AUDIO]}, training=False)
+        parsed = features_transform(parse_video_examples(batch, num_classes))
+        probabilities = model({FEATURES: parsed[FEATURES]}, training=False)
         return tf.math.top_k(probabilities, k=top_k).values.numpy()
 
     paths = {"SavedModel": saved_model, "Keras": keras_model}

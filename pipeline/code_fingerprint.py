@@ -3,9 +3,9 @@
 TFX (and Kubeflow) reuse a node's earlier outputs when its executor class name, parameters and inputs are
 unchanged, so an edited executor or run_fn would be served from the cache. Each node gets the parameter
 `code_fingerprint`: a hash of the source of every project module it runs, found by following the imports
-from its component's module (and a Trainer's run_fn) through the project's packages. A changed line reruns
-exactly the nodes whose modules import it, directly or not; files that no module imports (README, docs,
-tests) change nothing.
+from its component's module (and a Trainer's run_fn, a Transform's preprocessing_fn) through the
+project's packages. A changed line reruns exactly the nodes whose modules import it, directly or not;
+files that no module imports (README, docs, tests) change nothing.
 """
 
 from __future__ import annotations
@@ -68,13 +68,19 @@ def code_fingerprint(modules: Iterable[str], root: Path = PROJECT_ROOT) -> str:
     return digest.hexdigest()
 
 
+# Parameters of TFX's components that name a user function by its module path.
+USER_FUNCTIONS = ("run_fn", "preprocessing_fn")
+
+
 def node_modules(node) -> list[str]:
     """The project modules a pipeline node runs: its component's module (which imports its executor and
-    driver) and, for a Trainer, its run_fn's module."""
+    driver) and the modules of the user functions it names (a Trainer's run_fn, a Transform's
+    preprocessing_fn)."""
     modules = [type(node).__module__]
-    run_fn = node.exec_properties.get("run_fn")
-    if isinstance(run_fn, str):
-        modules.append(run_fn.rpartition(".")[0])
+    for key in USER_FUNCTIONS:
+        function = node.exec_properties.get(key)
+        if isinstance(function, str):
+            modules.append(function.rpartition(".")[0])
     return modules
 
 

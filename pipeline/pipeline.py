@@ -6,11 +6,11 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from tfx.components import SchemaGen, StatisticsGen, Trainer
+from tfx.components import SchemaGen, StatisticsGen, Trainer, Transform
 from tfx.dsl.experimental.conditionals.conditional import Cond
 from tfx.orchestration import metadata
 from tfx.orchestration.pipeline import Pipeline
-from tfx.proto import example_gen_pb2, trainer_pb2
+from tfx.proto import example_gen_pb2, trainer_pb2, transform_pb2
 from tfx.types.channel import ChannelWrappedPlaceholder
 
 from components.batch_inference.component import BatchInference
@@ -28,12 +28,14 @@ from components.soft_labels.component import SoftLabels
 from components.student_evaluator.component import StudentEvaluator
 from components.student_evaluator.executor import L1_MEAN, STACK, STUDENT
 from components.student_export.component import StudentExport
+from components.video_schema.component import VideoSchema
 from pipeline.code_fingerprint import stamp_code_fingerprints
 from pipeline.config import L2Settings, PipelineConfig
 from trainer.config_schema import ConfigError, read_text
 from trainer.l1_config import parse_l1_config
 from trainer.student_run import REFIT
 from trainer.students import StudentConfig, StudentSuite, check_serving_size, load_student_suite
+from trainer.transform import PREPROCESSING_FN
 
 L1_RUN_FN = "trainer.l1_run.run_fn"
 STUDENT_RUN_FN = "trainer.student_run.run_fn"
@@ -89,8 +91,31 @@ def fold_model_nodes(
     return [*nodes, assemble.with_id(f"{kind}Assemble_{name}")]
 
 
-def l1_nodes(config_path: str, folds, num_folds: int, num_classes: int, shard_mb: float) -> list:
-    """Trainer + L1Predict per fold and one L1Assemble for the L1 model config at `config_path`."""
+def transform_splits_config(num_folds: int) -> transform_pb2.SplitsConfig:
+    """Analyse the training folds only (never holdout or test). Nothing is materialised: the models apply
+    the graph to the records they parse, in training and in serving."""
+    return transform_pb2.SplitsConfig(analyze=[f"fold_{k}" for k in range(num_folds)])
+
+
+def transform_nodes(video_folds, num_folds: int) -> list:
+    """The readers' schema and the Transform of the video-level features (trainer.transform)."""
+    schema = VideoSchema().with_id("VideoSchema")
+    transform = Transform(
+        examples=video_folds,
+        schema=schema.outputs["schema"],
+        preprocessing_fn=PREPROCESSING_FN,
+        splits_config=transform_splits_config(num_folds),
+        materialize=False,
+        disable_statistics=True,  # StatisticsGen describes the raw features; the transform is 1:1 per video
+    )
+    return [schema, transform.with_id("Transform")]
+
+
+def l1_nodes(
+    config_path: str, folds, num_folds: int, num_classes: int, shard_mb: float, transform_graph
+) -> list:
+    """Trainer + L1Predict per fold and one L1Assemble for the L1 model config at `config_path`; a
+    video-level model reads `transform_graph`."""
     text = read_text(config_path)
     l1_config = parse_l1_config(text, config_path)
     examples = folds[l1_config.level]
@@ -101,6 +126,7 @@ def l1_nodes(config_path: str, folds, num_folds: int, num_classes: int, shard_mb
         return Trainer(
             run_fn=L1_RUN_FN,
             examples=examples,
+            transform_graph=transform_graph if l1_config.level == "video" else None,
             train_args=trainer_pb2.TrainArgs(splits=train_splits),
             # the run_fn validates on a slice of the training splits
             eval_args=trainer_pb2.EvalArgs(splits=["holdout"], num_steps=0),
@@ -117,12 +143,19 @@ def l1_nodes(config_path: str, folds, num_folds: int, num_classes: int, shard_mb
 
 
 def student_trainer(
-    config: StudentConfig, examples, fold: int, train_splits: list[str], num_classes: int, tower_names=()
+    config: StudentConfig,
+    examples,
+    transform_graph,
+    fold: int,
+    train_splits: list[str],
+    num_classes: int,
+    tower_names=(),
 ):
     """A Trainer of one student config (a tower, or the head when tower_names are given)."""
     return Trainer(
         run_fn=STUDENT_RUN_FN,
         examples=examples,
+        transform_graph=transform_graph,
         train_args=trainer_pb2.TrainArgs(splits=train_splits),
         eval_args=trainer_pb2.EvalArgs(splits=["holdout"], num_steps=0),  # the run_fn validates on a slice
         custom_config={
@@ -137,7 +170,13 @@ def student_trainer(
 
 
 def student_nodes(
-    config: PipelineConfig, suite: StudentSuite, soft_labels, video_folds, l1_predictions, stack_scores
+    config: PipelineConfig,
+    suite: StudentSuite,
+    soft_labels,
+    video_folds,
+    l1_predictions,
+    stack_scores,
+    transform_graph,
 ) -> list:
     """Towers per fold (OOF predictions) and refit on every fold, the head on the towers' OOF outputs, the
     one-graph export, its evaluation and blessing, and (when blessed) push and batch inference."""
@@ -155,10 +194,12 @@ def student_nodes(
             tower.name,
             examples,
             num_folds,
-            lambda fold, splits, tower=tower: student_trainer(tower, examples, fold, splits, num_classes),
+            lambda fold, splits, tower=tower: student_trainer(
+                tower, examples, transform_graph, fold, splits, num_classes
+            ),
             config.join_shard_mb,
         )
-        refit = student_trainer(tower, examples, REFIT, all_folds, num_classes)
+        refit = student_trainer(tower, examples, transform_graph, REFIT, all_folds, num_classes)
         nodes += [*tower_nodes, refit.with_id(f"StudentTrainer_{_node_name(tower.name)}_refit")]
         tower_predictions.append(tower_nodes[-1].outputs["predictions"])
         refit_towers.append(refit.outputs["model"])
@@ -168,12 +209,15 @@ def student_nodes(
     head = student_trainer(
         suite.head,
         head_examples.outputs["head_examples"],
+        transform_graph,
         REFIT,
         all_folds,
         num_classes,
         [tower.name for tower in suite.towers],
     ).with_id("StudentTrainer_head")
-    export = StudentExport(towers=refit_towers, head=head.outputs["model"]).with_id("StudentExport")
+    export = StudentExport(
+        towers=refit_towers, head=head.outputs["model"], transform_graph=transform_graph
+    ).with_id("StudentExport")
     evaluator = StudentEvaluator(
         examples=video_folds,
         l1_predictions=l1_predictions,
@@ -221,7 +265,9 @@ def create_components(config: PipelineConfig) -> list:
         seed=folds.seed,
         unlabelled_splits=data.unlabelled_splits,
     ).with_id("VideoFoldSplit")
-    nodes = [video_examples, statistics, schema, video_folds]
+    transform = transform_nodes(video_folds.outputs["split_examples"], folds.num_folds)
+    transform_graph = transform[-1].outputs["transform_graph"]
+    nodes = [video_examples, statistics, schema, video_folds, *transform]
     if data.frame_dir:
         frame_examples = YT8MExampleGen(
             input_base=data.frame_dir,
@@ -244,7 +290,12 @@ def create_components(config: PipelineConfig) -> list:
     l1_predictions, l1_names = [], []
     for config_path in config.l1.configs:
         model_nodes = l1_nodes(
-            config_path, split_examples, folds.num_folds, data.num_classes, config.join_shard_mb
+            config_path,
+            split_examples,
+            folds.num_folds,
+            data.num_classes,
+            config.join_shard_mb,
+            transform_graph,
         )
         nodes += model_nodes
         l1_predictions.append(model_nodes[-1].outputs["predictions"])
@@ -264,7 +315,13 @@ def create_components(config: PipelineConfig) -> list:
         if suite is not None:
             stacker, soft_labels = stage[-2], stage[-1]
             nodes += student_nodes(
-                config, suite, soft_labels, split_examples["video"], l1_predictions, stacker.outputs["scores"]
+                config,
+                suite,
+                soft_labels,
+                split_examples["video"],
+                l1_predictions,
+                stacker.outputs["scores"],
+                transform_graph,
             )
     elif config.students.configs:
         raise ConfigError("students.configs: the student needs L1 models (l1.configs) to distil")

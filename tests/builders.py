@@ -55,3 +55,36 @@ def read_split(uri, split: str) -> list[bytes]:
     """Every record of `Split-<split>` of an artifact directory (TFRecords; *.gz read as GZIP)."""
     files = tf.io.gfile.glob(f"{uri}/Split-{split}/*")
     return [record.numpy() for record in read_records(files)]
+
+
+def transform_graph(root, splits: dict[str, list[bytes]], num_folds: int) -> str:
+    """Runs the pipeline's Transform (VideoSchema, then TFX's Transform executor with the pipeline's
+    preprocessing_fn and splits config) on an Examples artifact of video-level `splits` (fold_0..fold_{k-1}
+    among them) under `root`; returns the transform graph's URI."""
+    from tfx.components.transform.executor import Executor
+    from tfx.components.util import examples_utils
+    from tfx.proto import example_gen_pb2
+    from tfx.types import standard_artifacts
+    from tfx.utils import proto_utils
+
+    from components.video_schema.executor import Executor as VideoSchemaExecutor
+    from pipeline.pipeline import transform_splits_config
+    from trainer.transform import PREPROCESSING_FN
+
+    examples = split_artifact(standard_artifacts.Examples(), root / "examples", splits)
+    examples_utils.set_payload_format(examples, example_gen_pb2.FORMAT_TF_EXAMPLE)
+    schema, graph = standard_artifacts.Schema(), standard_artifacts.TransformGraph()
+    schema.uri, graph.uri = str(root / "schema"), str(root / "transform_graph")
+    tf.io.gfile.makedirs(schema.uri)
+    VideoSchemaExecutor().Do({}, {"schema": [schema]}, {})
+    Executor().Do(
+        {"examples": [examples], "schema": [schema]},
+        {"transform_graph": [graph]},
+        {
+            "preprocessing_fn": PREPROCESSING_FN,
+            "splits_config": proto_utils.proto_to_json(transform_splits_config(num_folds)),
+            "disable_statistics": 1,
+            "force_tf_compat_v1": 0,
+        },
+    )
+    return graph.uri

@@ -90,6 +90,23 @@ def tiny_run(tiny_data, tmp_path_factory) -> PipelineConfig:
 
 
 @pytest.fixture(scope="session")
+def tiny_transform_graph(tiny_data, tmp_path_factory) -> str:
+    """The Transform graph of `tiny_data`'s video records: its train split as the one training fold
+    (`fold_0`, analysed), validate as `holdout` and test as `test` (not analysed)."""
+    from tests.builders import transform_graph
+    from trainer.readers import read_records
+
+    splits = {
+        split: [
+            record.numpy()
+            for record in read_records(sorted(str(p) for p in (tiny_data / "video").glob(f"{name}*")))
+        ]
+        for split, name in (("fold_0", "train"), ("holdout", "validate"), ("test", "test"))
+    }
+    return transform_graph(tmp_path_factory.mktemp("tiny_transform"), splits, num_folds=1)
+
+
+@pytest.fixture(scope="session")
 def gcs(tmp_path_factory):
     """A local GCS emulator (tests/gcs_emulator.py) with bucket `gcs.bucket`; pass `gcs.env` to every
     subprocess that should reach it (set before Python starts)."""

@@ -9,10 +9,12 @@ Python starts (TensorFlow reads it once). Which client honours what (../shared/G
   setting, only https_proxy and CURL_CA_BUNDLE: the proxy answers TLS for *.googleapis.com with a
   certificate of a throwaway test CA and relays the decrypted bytes to the emulator.
 
-Three gaps of the emulator with TF's client are patched when the process starts (the package is not edited):
+Four gaps of the emulator with TF's client are patched when the process starts (the package is not edited):
 an empty media upload (TF's directory markers) arrives as None; resumable-upload Location URLs must stay
 https so the next request goes through the proxy again; a body sent with both Content-Length and
-`Transfer-Encoding: chunked` is chunked (HTTP/1.1), not Content-Length bytes of chunk framing.
+`Transfer-Encoding: chunked` is chunked (HTTP/1.1), not Content-Length bytes of chunk framing; a bucket's
+`storageLayout` (which TF asks for before renaming a directory, as tf.Transform does to publish its output)
+answers "no hierarchical namespace" instead of 404.
 """
 
 from __future__ import annotations
@@ -180,7 +182,7 @@ def write_keys(directory: Path) -> None:
 
 
 def patch_emulator() -> None:
-    """The three start-up patches (see the module docstring)."""
+    """The four start-up patches (see the module docstring)."""
     from gcp_storage_emulator import server
     from gcp_storage_emulator.handlers import objects
 
@@ -213,6 +215,18 @@ def patch_emulator() -> None:
         return read_raw_data(request_handler)
 
     server._read_raw_data = chunked_before_length
+
+    def storage_layout(request, response, storage, *args, **kwargs):
+        name = request.params.get("bucket_name")
+        response.json(
+            {"kind": "storage#storageLayout", "bucket": name, "hierarchicalNamespace": {"enabled": False}}
+        )
+
+    layout_route = (
+        r"^(/storage/v1)?/b/(?P<bucket_name>[-.\w]+)/storageLayout$",
+        {server.GET: storage_layout},
+    )
+    server.HANDLERS = (layout_route, *server.HANDLERS)
 
 
 def _pipe(client: ssl.SSLSocket, upstream: socket.socket) -> None:

@@ -1,8 +1,9 @@
 """Our executors, chained on tiny hand-made inputs, with every input and output artifact URI on gs://:
-FoldSplit -> L2Merge (two models' hand-made predictions, sharded join) -> L2Features -> L2LightGBM ->
-SoftLabels, and an untrained student (tower + head saved as a student Trainer saves them) -> StudentExport ->
-StudentEvaluator -> SizeLimitedPusher -> BatchInference. Output directories are made first, as TFX's
-launcher does.
+FoldSplit -> VideoSchema -> Transform (TFX's executor, the pipeline's preprocessing_fn and splits), and
+L2Merge (two models' hand-made predictions, sharded join) -> L2Features -> L2LightGBM -> SoftLabels, and an
+untrained student (tower + head reading the Transform graph, saved as a student Trainer saves them) ->
+StudentExport -> StudentEvaluator -> SizeLimitedPusher -> BatchInference. Output directories are made
+first, as TFX's launcher does.
 
 Run by tests/test_gcs_executors.py in a process whose environment points every GCS client at the local
 emulator (tests/gcs_emulator.py), set before Python starts:
@@ -20,6 +21,7 @@ import time
 import numpy as np
 import tensorflow as tf
 from tfx import v1 as tfx
+from tfx.components.transform.executor import Executor as Transform
 from tfx.components.util import examples_utils
 from tfx.dsl.components.base import base_beam_executor
 from tfx.proto import example_gen_pb2
@@ -37,7 +39,9 @@ from components.model_pusher.executor import Executor as Pusher
 from components.soft_labels.executor import Executor as SoftLabels
 from components.student_evaluator import executor as evaluator
 from components.student_export.executor import Executor as StudentExport
+from components.video_schema.executor import Executor as VideoSchema
 from pipeline.config import DataConfig, PipelineConfig
+from pipeline.pipeline import transform_splits_config
 from pipeline.synth import video_example
 from tests import builders
 from trainer.l1_run import write_export
@@ -46,6 +50,7 @@ from trainer.readers import read_records
 from trainer.records import video_id_of
 from trainer.student_run import KERAS_MODEL, REFIT, head_scores_function, scores_function
 from trainer.students import parse_student_config
+from trainer.transform import PREPROCESSING_FN, graph_transform, transform_layer
 
 START = time.monotonic()
 CLASSES = 8
@@ -119,6 +124,24 @@ class Chain:
         self.record("FoldSplit", split_examples=folds)
         return folds
 
+    def transform(self, folds: artifact.Artifact) -> artifact.Artifact:
+        schema = self.output(standard_artifacts.Schema, "VideoSchema/schema")
+        VideoSchema().Do({}, {"schema": [schema]}, {})
+        graph = self.output(standard_artifacts.TransformGraph, "Transform/transform_graph")
+        Transform(self.context).Do(
+            {"examples": [folds], "schema": [schema]},
+            {"transform_graph": [graph]},
+            {
+                "preprocessing_fn": PREPROCESSING_FN,
+                "splits_config": proto_utils.proto_to_json(transform_splits_config(NUM_FOLDS)),
+                "disable_statistics": 1,
+                "force_tf_compat_v1": 0,
+            },
+        )
+        self.record("VideoSchema", schema=schema)
+        self.record("Transform", transform_graph=graph)
+        return graph
+
     def predictions(self, folds: artifact.Artifact, name: str, seed: int, splits) -> artifact.Artifact:
         """Assembled predictions of a model: scores that lean towards each video's labels."""
         rng = np.random.default_rng(seed)
@@ -171,30 +194,43 @@ class Chain:
         self.record("SoftLabels", soft_labels=soft_labels, student_examples=student_examples)
         return outputs["scores"]
 
-    def trained(self, name: str, keras_model, serve, info: dict) -> artifact.Artifact:
-        """A Model artifact laid out as a student Trainer writes it (SavedModel, training info, .keras)."""
+    def trained(self, name: str, keras_model, serve, info: dict, layer) -> artifact.Artifact:
+        """A Model artifact laid out as a student Trainer writes it (SavedModel with the Transform graph's
+        `layer`, training info, .keras)."""
         model = self.output(standard_artifacts.Model, f"{name}/model")
         path = f"{model.uri}/Format-Serving"
-        write_export(keras_model, serve, path, info)
+        write_export(keras_model, serve, path, info, layer)
         keras_model.save(os.path.join(path, KERAS_MODEL))
         return model
 
-    def student(self, folds, models, tower_predictions, stack_scores) -> None:
+    def student(self, folds, models, tower_predictions, stack_scores, graph) -> None:
         tower = parse_student_config(f"name: t\nmodel: A\nparams: {{widths: [4]}}\ntraining: {TRAINING}", "t")
         head = parse_student_config(
             f"name: h\nmodel: ensemble\nparams: {{hidden: [4]}}\ntraining: {TRAINING}", "h"
         )
         tower_model, head_model = tower.build_model(CLASSES), head.build_model(CLASSES, 1)
+        layer = transform_layer(graph.uri)
+        transform = graph_transform(layer)
         towers = self.trained(
-            "tower", tower_model, scores_function(tower_model, CLASSES), {"config": "t", "fold": REFIT}
+            "tower",
+            tower_model,
+            scores_function(tower_model, CLASSES, transform),
+            {"config": "t", "fold": REFIT},
+            layer,
         )
         head_info = {"config": "h", "fold": REFIT, "tower_names": ["t"], "num_classes": CLASSES}
         heads = self.trained(
-            "head", head_model, head_scores_function(head_model, CLASSES, CLASSES), head_info
+            "head",
+            head_model,
+            head_scores_function(head_model, CLASSES, CLASSES, transform),
+            head_info,
+            layer,
         )
         exported = self.output(standard_artifacts.Model, "StudentExport/model")
         StudentExport().Do(
-            {towers_key(0): [towers], "head": [heads]}, {"model": [exported]}, {"num_towers": 1, "top_k": 5}
+            {towers_key(0): [towers], "head": [heads], "transform_graph": [graph]},
+            {"model": [exported]},
+            {"num_towers": 1, "top_k": 5},
         )
         self.record("StudentExport", model=exported)
         evaluation = self.output(artifacts.StageMetrics, "StudentEvaluator/evaluation")
@@ -258,11 +294,12 @@ def _properties(output: artifact.Artifact) -> dict:
 def main(url: str, result_path: str) -> None:
     chain = Chain(url)
     folds = chain.fold_split()
+    graph = chain.transform(folds)
     splits = ("oof", "holdout", "test")
     models = [chain.predictions(folds, name, seed, splits) for seed, name in enumerate(MODELS)]
     scores = chain.stack(folds, models)
     tower_predictions = chain.predictions(folds, "t", 9, ("holdout",))
-    chain.student(folds, models, tower_predictions, scores)
+    chain.student(folds, models, tower_predictions, scores, graph)
     with open(result_path, "w") as handle:  # a local file: the test's own result, not an artifact
         json.dump(chain.result, handle, indent=1)
 

@@ -86,6 +86,7 @@ def test_every_node_running_project_code_carries_its_fingerprint(tmp_path):
 
     # A Trainer runs its run_fn's modules; nodes share a fingerprint only when they run the same code.
     assert runs("L1Trainer_tiny_gated_mlp_fold0", "trainer/models.py")
+    assert runs("Transform", "trainer/transform.py")  # its preprocessing_fn
     assert runs("StudentTrainer_head", "trainer/student_run.py")
     assert not runs("L1Trainer_tiny_gated_mlp_fold0", "trainer/student_run.py")
     assert runs("SoftLabels", "components/soft_labels/executor.py")

@@ -87,6 +87,8 @@ def test_every_output_is_in_the_bucket_and_no_local_gs_folder_appears(chain, gcs
     result, objects, cwd = chain
     assert list(result) == [
         "FoldSplit",
+        "VideoSchema",
+        "Transform",
         "L2Merge",
         "L2Features",
         "L2LightGBM",

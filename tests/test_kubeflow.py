@@ -59,6 +59,7 @@ BEAM_NODES = (
     "FrameFoldSplit",
     "L2Merge",
     "SoftLabels",
+    "Transform",
 )
 
 
@@ -90,7 +91,7 @@ def test_every_node_is_a_task_with_its_dependencies(tiny_config, compiled):
     tasks = spec.root.dag.tasks
     node_ids = {node.id for node in create_pipeline(tiny_config).components}
     assert set(tasks) == node_ids
-    assert len(node_ids) == 6 + len(L1_NAMES) * (2 * FOLDS + 1) + 4
+    assert len(node_ids) == 8 + len(L1_NAMES) * (2 * FOLDS + 1) + 4  # 8: ingest, statistics, folds, transform
 
     def upstream(task: str) -> set[str]:
         return set(tasks[task].dependent_tasks)
@@ -99,9 +100,10 @@ def test_every_node_is_a_task_with_its_dependencies(tiny_config, compiled):
     assert upstream("VideoFoldSplit") == {"VideoExampleGen"}
     assert upstream("FrameFoldSplit") == {"FrameExampleGen", "VideoFoldSplit"}
     assert upstream("StatisticsGen") == {"VideoExampleGen"}
-    for name, level in zip(L1_NAMES, ("Video", "Frame"), strict=True):
+    assert upstream("Transform") == {"VideoFoldSplit", "VideoSchema"}
+    for name, level, transform in zip(L1_NAMES, ("Video", "Frame"), ({"Transform"}, set()), strict=True):
         for fold in range(FOLDS):
-            assert upstream(f"L1Trainer_{name}_fold{fold}") == {f"{level}FoldSplit"}
+            assert upstream(f"L1Trainer_{name}_fold{fold}") == {f"{level}FoldSplit", *transform}
             assert upstream(f"L1Predict_{name}_fold{fold}") == {
                 f"L1Trainer_{name}_fold{fold}",
                 f"{level}FoldSplit",
@@ -149,6 +151,7 @@ def test_resources_image_and_beam_args_on_executors(compiled):
         **{f"L1Assemble_{name}": "beam" for name in L1_NAMES},
         "L2LightGBM": "l2_lightgbm",
         "SchemaGen": "default",
+        "VideoSchema": "default",
     }
     assert set(expected_class) == set(executors)
     for node_id, executor in executors.items():

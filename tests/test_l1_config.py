@@ -115,6 +115,10 @@ def test_frame_config_reads_training_and_defaults_max_frames(tmp_path):
             "name: a\nmodel: logistic\ntraining: {max_frames: 20}\n",
             "training.max_frames: only for frame-level",
         ),
+        (
+            "name: a\nmodel: rnn\ntraining: {standardize_inputs: true}\n",
+            "training.standardize_inputs: only for video-level",
+        ),
         ("name: a\nmodel: logistic\nparams: [l2]\n", "params: expected a mapping, got list"),
         ("name: a\nparams: {}\n", "model: missing required key"),
         ("model: logistic\n", "name: missing required key"),

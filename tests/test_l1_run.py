@@ -1,4 +1,5 @@
-"""L1 run_fn on tiny data: validation slice, training with GAP early stopping, export == model.predict."""
+"""L1 run_fn on tiny data: validation slice, training with GAP early stopping, export == model.predict (for
+a video-level model: the export on raw records == the model on the Transform graph's features)."""
 
 from __future__ import annotations
 
@@ -7,18 +8,21 @@ import os
 
 import numpy as np
 import tensorflow as tf
+import tensorflow_transform as tft
 
 from trainer import features as F
 from trainer.l1_config import parse_l1_config
 from trainer.l1_run import TRAINING_INFO, export_model, in_validation_slice, train_model, training_datasets
 from trainer.readers import make_dataset
+from trainer.transform import STANDARDIZED, graph_transform, transform_layer
 
 VIDEO_CONFIG = """
 name: tiny_resnet
 model: resnet_like
 params: {rgb_units: 32, audio_units: 8, joint_units: 32}
 training:
-  {epochs: 3, batch_size: 32, learning_rate: 0.01, mixup_alpha: 0.3, validation_fraction: 0.2, seed: 4}
+  {epochs: 3, batch_size: 32, learning_rate: 0.01, mixup_alpha: 0.3, validation_fraction: 0.2, seed: 4,
+   standardize_inputs: true}
 """
 FRAME_CONFIG = """
 name: tiny_attention
@@ -47,14 +51,18 @@ def test_train_and_validation_slices_are_disjoint_and_cover_training_data(tiny_d
     assert validation_count == in_slice.sum() > 0
 
 
-def _train_export_and_compare(tmp_path, tiny_data, config_text: str, layout: str) -> None:
+def _train_export_and_compare(
+    tmp_path, tiny_data, config_text: str, layout: str, transform_graph=None
+) -> None:
     config = parse_l1_config(config_text, "inline.yaml")
     patterns = [str(tiny_data / layout / "train*")]
-    model, history = train_model(config, patterns, 30, log_dir=str(tmp_path / "logs"))
+    layer = transform_layer(transform_graph) if transform_graph else None
+    transform = graph_transform(layer, config.training.standardize_inputs) if layer else None
+    model, history = train_model(config, patterns, 30, log_dir=str(tmp_path / "logs"), transform=transform)
     assert "val_gap" in history and all(0.0 <= gap <= 1.0 for gap in history["val_gap"])
     assert tf.io.gfile.glob(str(tmp_path / "logs" / "train" / "*"))  # TensorBoard events written
     export_dir = str(tmp_path / "export")
-    export_model(model, config, 30, export_dir, {"fold": 0})
+    export_model(model, config, 30, export_dir, {"fold": 0}, layer)
     with open(os.path.join(export_dir, TRAINING_INFO)) as handle:
         assert json.load(handle) == {"fold": 0}
 
@@ -73,14 +81,21 @@ def _train_export_and_compare(tmp_path, tiny_data, config_text: str, layout: str
             )
         )
     )
+    if transform_graph:  # the features as tf.Transform itself computes them from the raw ones
+        raw = {key: batch[key] for key in (F.ID, F.MEAN_RGB, F.MEAN_AUDIO)}
+        output = tft.TFTransformOutput(transform_graph).transform_raw_features(raw, drop_unused_features=True)
+        batch = {F.ID: raw[F.ID], **{key: output[STANDARDIZED[key]] for key in (F.MEAN_RGB, F.MEAN_AUDIO)}}
+        assert not np.allclose(batch[F.MEAN_RGB].numpy(), raw[F.MEAN_RGB].numpy(), atol=0.1)
     inputs = {name: batch[name] for name in model.input}
     expected = tf.sigmoid(model.predict(inputs, verbose=0)).numpy()
     np.testing.assert_array_equal(served["video_id"].numpy(), batch[F.ID].numpy())
     np.testing.assert_allclose(served["scores"].numpy(), expected, atol=1e-5)
 
 
-def test_video_model_trains_and_serving_matches_predict(tmp_path, tiny_data):
-    _train_export_and_compare(tmp_path, tiny_data, VIDEO_CONFIG, "video")
+def test_video_model_trains_on_transformed_features_and_serving_raw_records_matches_predict(
+    tmp_path, tiny_data, tiny_transform_graph
+):
+    _train_export_and_compare(tmp_path, tiny_data, VIDEO_CONFIG, "video", tiny_transform_graph)
 
 
 def test_frame_model_trains_and_serving_matches_predict(tmp_path, tiny_data):

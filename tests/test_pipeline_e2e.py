@@ -51,6 +51,8 @@ BASE_NODES = {
     "SchemaGen",
     "VideoFoldSplit",
     "FrameFoldSplit",
+    "VideoSchema",
+    "Transform",
 }
 L1_NODES = {
     f"{kind}_{name}_fold{k}" for kind in ("L1Trainer", "L1Predict") for name in L1_NAMES for k in range(FOLDS)
@@ -119,6 +121,17 @@ def test_pipeline_runs_every_stage_over_folds(tiny_run):
             averaged = [decode_prediction(r) for r in _records(assembled.uri, split)]
             assert sorted(vid for vid, _, _ in averaged) == video_ids[split]
             assert {fold for _, fold, _ in averaged} == {AVERAGED}
+
+    graph = executions["Transform"].outputs["transform_graph"][0].uri
+    for node, transformed in (
+        ("L1Trainer_tiny_gated_mlp_fold0", graph),
+        ("L1Trainer_tiny_pooling_fold0", None),
+    ):
+        model = executions[node].outputs["model"][0].uri
+        with tf.io.gfile.GFile(
+            os.path.join(model, "Format-Serving", "assets.extra", "training_info.json")
+        ) as f:
+            assert json.load(f)["transform_graph"] == transformed, node  # video-level models only
 
     _assert_l2_stage(executions, fold_videos)
     _assert_student_stage(executions, config, fold_videos)

@@ -40,7 +40,14 @@ TINY_VIDEO_L1 = str(REPO / "tests" / "configs" / "tiny_video.yaml")
 PIPELINE = "yt8m-reliability"
 RUN_TIMEOUT_S = 600
 L1 = "tiny_gated_mlp"
-FOLDS_ONLY_NODES = {"VideoExampleGen", "StatisticsGen", "SchemaGen", "VideoFoldSplit"}
+FOLDS_ONLY_NODES = {
+    "VideoExampleGen",
+    "StatisticsGen",
+    "SchemaGen",
+    "VideoFoldSplit",
+    "VideoSchema",
+    "Transform",
+}
 
 
 def _write_config(

@@ -17,6 +17,7 @@ from trainer.features import AUDIO_SIZE, MEAN_AUDIO, MEAN_RGB, NUM_CLASSES, RGB_
 from trainer.l1_run import precision_policy
 from trainer.soft_labels import with_soft_labels
 from trainer.students import (
+    FEATURES,
     SIZE_LIMIT_BYTES,
     TOWER_OUTPUTS,
     TOWERS,
@@ -35,6 +36,7 @@ from trainer.students import (
     serving_size_bytes,
     soft_binary_crossentropy,
 )
+from trainer.transform import graph_transform, transform_layer
 
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 CLASSES = 8
@@ -57,17 +59,25 @@ def _tiny(model: str):
     )
 
 
-def _data(count: int = 256, seed: int = 0) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Random features; soft targets a fixed smooth function of them (learnable)."""
+def _raw(count: int, seed: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
-    inputs = {
+    return {
         MEAN_RGB: rng.normal(size=(count, RGB_SIZE)).astype("float32"),
         MEAN_AUDIO: rng.normal(size=(count, AUDIO_SIZE)).astype("float32"),
     }
-    x = np.concatenate([inputs[MEAN_RGB], inputs[MEAN_AUDIO]], axis=1)
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    weights = np.random.default_rng(99).normal(size=(x.shape[1], CLASSES)) * 3.0
-    return inputs, (1.0 / (1.0 + np.exp(-(x @ weights - 1.0)))).astype("float32")
+
+
+def _features(raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The students' input as the Transform graph computes it: L2-normalised concat(mean_rgb, mean_audio)."""
+    x = np.concatenate([raw[MEAN_RGB], raw[MEAN_AUDIO]], axis=1)
+    return {FEATURES: x / np.linalg.norm(x, axis=1, keepdims=True)}
+
+
+def _data(count: int = 256, seed: int = 0) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Random features; soft targets a fixed smooth function of them (learnable)."""
+    inputs = _features(_raw(count, seed))
+    weights = np.random.default_rng(99).normal(size=(inputs[FEATURES].shape[1], CLASSES)) * 3.0
+    return inputs, (1.0 / (1.0 + np.exp(-(inputs[FEATURES] @ weights - 1.0)))).astype("float32")
 
 
 def _fit_losses(model: keras.Model, config, inputs, targets) -> list[float]:
@@ -129,7 +139,7 @@ def _video_record(video_id: str, rgb: np.ndarray, audio: np.ndarray, labels=()) 
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
-def test_serving_ensemble_is_towers_then_head_in_inference_mode_and_exports(tmp_path):
+def test_serving_ensemble_is_towers_then_head_in_inference_mode_and_exports(tmp_path, tiny_transform_graph):
     rng = np.random.default_rng(0)
     towers = [_randomized(_tiny(name).build_model(CLASSES), rng) for name in TOWERS]
     head = _randomized(_tiny("ensemble").build_model(CLASSES, len(towers)), rng)
@@ -137,7 +147,8 @@ def test_serving_ensemble_is_towers_then_head_in_inference_mode_and_exports(tmp_
     assert isinstance(serving, keras.Model) and serving.count_params() == sum(
         model.count_params() for model in [*towers, head]
     )
-    inputs, _ = _data(16, seed=2)
+    raw = _raw(16, seed=2)
+    inputs = _features(raw)
 
     tower_outputs = np.concatenate([tower(inputs, training=False) for tower in towers], axis=1)
     by_hand = head({TOWER_OUTPUTS: tower_outputs, **inputs}, training=False).numpy()
@@ -157,19 +168,34 @@ def test_serving_ensemble_is_towers_then_head_in_inference_mode_and_exports(tmp_
 
     records = tf.constant(
         [
-            _video_record(f"v{i}", inputs[MEAN_RGB][i], inputs[MEAN_AUDIO][i], labels=(1,) if i % 2 else ())
+            _video_record(f"v{i}", raw[MEAN_RGB][i], raw[MEAN_AUDIO][i], labels=(1,) if i % 2 else ())
             for i in range(16)
         ]
     )
-    before = serving_function(serving, CLASSES, top_k=5)(records)
+    layer = transform_layer(tiny_transform_graph)
+    before = serving_function(serving, CLASSES, graph_transform(layer), top_k=5)(records)
     export_dir = str(tmp_path / "student")
-    export_student(serving, export_dir, CLASSES, top_k=5)
-    after = tf.saved_model.load(export_dir).signatures["serving_default"](examples=records)
+    export_student(serving, export_dir, CLASSES, layer, top_k=5)
+    exported = tf.saved_model.load(export_dir)
+    # The signature users call is what it was before the Transform graph went inside: records in.
+    serving_default = exported.signatures["serving_default"]
+    assert serving_default.structured_input_signature == (
+        (),
+        {"examples": tf.TensorSpec([None], tf.string, name="examples")},
+    )
+    assert {
+        key: (spec.dtype, spec.shape.as_list()) for key, spec in serving_default.structured_outputs.items()
+    } == {
+        "video_id": (tf.string, [None]),
+        "class_indexes": (tf.int32, [None, 5]),
+        "predictions": (tf.float32, [None, 5]),
+    }
+    after = serving_default(examples=records)
     assert after["class_indexes"].dtype == tf.int32 and after["predictions"].dtype == tf.float32
     assert [v.decode() for v in after["video_id"].numpy()] == [f"v{i}" for i in range(16)]
     for key in ("class_indexes", "predictions"):
         np.testing.assert_array_equal(after[key].numpy(), before[key].numpy())
-    scores = tf.saved_model.load(export_dir).signatures["scores"](examples=records)["scores"].numpy()
+    scores = exported.signatures["scores"](examples=records)["scores"].numpy()
     np.testing.assert_allclose(scores, by_hand, atol=1e-5)
     expected_classes = np.argsort(-by_hand, axis=1, kind="stable")[:, :5]
     np.testing.assert_array_equal(after["class_indexes"].numpy(), expected_classes)

@@ -35,6 +35,8 @@ class TrainingConfig:
     max_frames: int | None = None
     seed: int = 0
     mixed_precision: bool = False  # float16 compute, float32 weights and logits (for GPUs)
+    # Video-level: read mean_rgb / mean_audio standardised per dimension by the Transform graph.
+    standardize_inputs: bool = False
 
 
 # Per training key: its type and a (check, requirement) pair on the value.
@@ -51,6 +53,7 @@ _TRAINING_RULES: Mapping[str, tuple[type, Callable[[Any], bool], str]] = {
     "max_frames": (int, lambda value: value >= 1, ">= 1"),
     "seed": (int, lambda value: value >= 0, ">= 0"),
     "mixed_precision": (bool, lambda value: True, "true or false"),
+    "standardize_inputs": (bool, lambda value: True, "true or false"),
 }
 
 
@@ -93,6 +96,8 @@ def _training(path: Path, section: dict[str, Any], level: Level, model: str) -> 
             raise _fail(path, f"training.{key}", f"unknown key; valid keys: {', '.join(_TRAINING_RULES)}")
         if key == "max_frames" and level != FRAME_LEVEL:
             raise _fail(path, "training.max_frames", f"only for frame-level models; {model!r} is video-level")
+        if key == "standardize_inputs" and level == FRAME_LEVEL:
+            raise _fail(path, f"training.{key}", f"only for video-level models; {model!r} is frame-level")
         expected, is_valid, requirement = _TRAINING_RULES[key]
         try:
             values[key] = coerce_value(value, expected)

@@ -28,6 +28,7 @@ from trainer.losses import get_loss, mixup
 from trainer.metrics import gap_at_k
 from trainer.readers import make_dataset, parse_frame_example, parse_video_examples
 from trainer.split_roles import check_training_splits
+from trainer.transform import FeatureTransform, graph_transform, transform_layer
 
 TRAINING_INFO = os.path.join("assets.extra", "training_info.json")
 EPOCH_LOG = "epochs.log"  # in the Trainer's model_run artifact, beside the TensorBoard logs
@@ -45,9 +46,10 @@ def in_validation_slice(video_ids: tf.Tensor, fraction: float, seed: int) -> tf.
 
 
 def training_datasets(
-    config: L1Config, train_patterns: list[str], num_classes: int
+    config: L1Config, train_patterns: list[str], num_classes: int, transform: FeatureTransform | None = None
 ) -> tuple[tf.data.Dataset, tf.data.Dataset]:
-    """(train, validation) datasets of (inputs, multi-hot labels) from the training folds."""
+    """(train, validation) datasets of (inputs, multi-hot labels) from the training folds, the parsed
+    features passed through `transform` when given."""
     training = config.training
     inputs = _model_inputs(config.level)
     max_frames = training.max_frames or F.MAX_FRAMES
@@ -61,6 +63,8 @@ def training_datasets(
             max_frames,
             shuffle_seed=shuffle_seed,
         )
+        if transform is not None:
+            dataset = dataset.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
 
         def keep(batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
             in_slice = in_validation_slice(batch[F.ID], training.validation_fraction, training.seed)
@@ -140,11 +144,16 @@ def precision_policy(mixed: bool) -> Iterator[None]:
 
 
 def train_model(
-    config: L1Config, train_patterns: list[str], num_classes: int, log_dir: str | None = None
+    config: L1Config,
+    train_patterns: list[str],
+    num_classes: int,
+    log_dir: str | None = None,
+    transform: FeatureTransform | None = None,
 ) -> tuple[keras.Model, dict[str, Any]]:
-    """Train one L1 model; returns it (best validation-GAP weights) and its training history."""
+    """Train one L1 model on the `transform`ed features; returns it (best validation-GAP weights) and its
+    training history."""
     keras.utils.set_random_seed(config.training.seed)
-    train, validation = training_datasets(config, train_patterns, num_classes)
+    train, validation = training_datasets(config, train_patterns, num_classes, transform)
     with distribution_strategy().scope(), precision_policy(config.training.mixed_precision):
         model = config.build_model(num_classes)
         model.compile(
@@ -194,14 +203,23 @@ def fit_on_validation_gap(
     return model, {key: [float(v) for v in values] for key, values in history.history.items()}
 
 
-def serving_function(model: keras.Model, level: str, num_classes: int, max_frames: int):
-    """tf.function: serialized records of `level` -> {"video_id", "scores" (sigmoid probabilities)}."""
+def serving_function(
+    model: keras.Model,
+    level: str,
+    num_classes: int,
+    max_frames: int,
+    transform: FeatureTransform | None = None,
+):
+    """tf.function: serialized records of `level` -> {"video_id", "scores" (sigmoid probabilities)}; the
+    parsed features pass through `transform` (the model's Transform graph) when given."""
     inputs = _model_inputs(level)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def serve(examples: tf.Tensor) -> dict[str, tf.Tensor]:
         if level == "video":
             parsed = parse_video_examples(examples, num_classes)
+            if transform is not None:
+                parsed = transform(parsed)
         else:
             signature = {
                 F.ID: tf.TensorSpec([], tf.string),
@@ -224,10 +242,12 @@ def serving_function(model: keras.Model, level: str, num_classes: int, max_frame
     return serve
 
 
-def write_export(model: keras.Model, serve, path: str, info: dict[str, Any]) -> None:
-    """The SavedModel with `serve` as serving_default, and `info` as its training info."""
+def write_export(model: keras.Model, serve, path: str, info: dict[str, Any], *tracked) -> None:
+    """The SavedModel with `serve` as serving_default, and `info` as its training info; `tracked`: what else
+    `serve` uses (the Transform graph's layer)."""
     archive = keras.export.ExportArchive()
-    archive.track(model)
+    for resource in (model, *tracked):
+        archive.track(resource)
     archive.add_endpoint("serving_default", serve)
     archive.write_out(path, verbose=False)
     info_path = os.path.join(path, TRAINING_INFO)
@@ -237,20 +257,39 @@ def write_export(model: keras.Model, serve, path: str, info: dict[str, Any]) -> 
 
 
 def export_model(
-    model: keras.Model, config: L1Config, num_classes: int, path: str, info: dict[str, Any]
+    model: keras.Model,
+    config: L1Config,
+    num_classes: int,
+    path: str,
+    info: dict[str, Any],
+    layer=None,
 ) -> None:
-    """Write the SavedModel (serving_default: records -> video_id, scores) and its training info."""
-    serve = serving_function(model, config.level, num_classes, config.training.max_frames or F.MAX_FRAMES)
-    write_export(model, serve, path, info)
+    """Write the SavedModel (serving_default: records -> video_id, scores, through the Transform graph's
+    `layer` when given) and its training info."""
+    max_frames = config.training.max_frames or F.MAX_FRAMES
+    transform = graph_transform(layer, config.training.standardize_inputs) if layer else None
+    serve = serving_function(model, config.level, num_classes, max_frames, transform)
+    write_export(model, serve, path, info, *([layer] if layer else []))
 
 
 def run_fn(fn_args) -> None:
-    """TFX Trainer entry point. custom_config: l1_config_yaml, l1_config_source, fold, num_classes."""
+    """TFX Trainer entry point. custom_config: l1_config_yaml, l1_config_source, fold, num_classes. A
+    video-level model reads the Transform graph (`fn_args.transform_graph_path`) in training and serving."""
     custom = fn_args.custom_config
     config = parse_l1_config(custom["l1_config_yaml"], custom["l1_config_source"])
     num_classes = int(custom["num_classes"])
     check_training_splits(custom["train_splits"], fn_args.train_files)
-    model, history = train_model(config, list(fn_args.train_files), num_classes, fn_args.model_run_dir)
+    transform_graph = fn_args.transform_graph_path if config.level == "video" else None
+    if config.level == "video" and not transform_graph:
+        raise ValueError(f"{config.name}: a video-level L1 Trainer needs the Transform graph")
+    layer = transform_layer(transform_graph) if transform_graph else None
+    model, history = train_model(
+        config,
+        list(fn_args.train_files),
+        num_classes,
+        fn_args.model_run_dir,
+        graph_transform(layer, config.training.standardize_inputs) if layer else None,
+    )
     info = {
         "config": config.name,
         "model": config.model,
@@ -262,5 +301,6 @@ def run_fn(fn_args) -> None:
         "training": asdict(config.training),
         "history": history,
         "num_classes": num_classes,
+        "transform_graph": transform_graph,
     }
-    export_model(model, config, num_classes, fn_args.serving_model_dir, info)
+    export_model(model, config, num_classes, fn_args.serving_model_dir, info, layer)

@@ -2,11 +2,13 @@
 EnsembleModel head, trained on the towers' out-of-fold outputs.
 
 Targets are the soft labels joined into the examples by SoftLabels, blended with the hard labels by the
-config's `hard_label_weight`. Early stopping watches GAP@20 against the hard labels on a validation slice of
-the training videos (a hash of seed and id), never on an out-of-fold split. The export is a SavedModel whose
-`serving_default` maps serialized records to `video_id` and `scores` (so L1Predict and L1Assemble give the
-towers' out-of-fold predictions), with the Keras model (`assets.extra/model.keras`, for the serving
-ensemble) and the training info (`assets.extra/training_info.json`) beside it.
+config's `hard_label_weight`. The models read the Transform graph's `features` (`trainer.transform`),
+applied to the parsed records in training and inside the export. Early stopping watches GAP@20 against the
+hard labels on a validation slice of the training videos (a hash of seed and id), never on an out-of-fold
+split. The export is a SavedModel whose `serving_default` maps serialized records to `video_id` and `scores`
+(so L1Predict and L1Assemble give the towers' out-of-fold predictions), with the Keras model
+(`assets.extra/model.keras`, for the serving ensemble) and the training info
+(`assets.extra/training_info.json`) beside it.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from trainer.features import ID, LABELS, MEAN_AUDIO, MEAN_RGB
+from trainer.features import ID, LABELS
 from trainer.l1_run import (
     distribution_strategy,
     fit_on_validation_gap,
@@ -37,19 +39,25 @@ from trainer.students import (
     parse_student_examples,
     scores_function,
 )
+from trainer.transform import FEATURES, FeatureTransform, graph_transform, transform_layer
 
 KERAS_MODEL = os.path.join("assets.extra", "model.keras")
 REFIT = -1  # the `fold` of a model trained on every fold
 
 
 def _model_inputs(config: StudentConfig) -> tuple[str, ...]:
-    return (MEAN_RGB, MEAN_AUDIO) if config.is_tower else (TOWER_OUTPUTS, MEAN_RGB, MEAN_AUDIO)
+    return (FEATURES,) if config.is_tower else (TOWER_OUTPUTS, FEATURES)
 
 
 def student_datasets(
-    config: StudentConfig, train_patterns: list[str], num_classes: int, tower_output_size: int = 0
+    config: StudentConfig,
+    train_patterns: list[str],
+    num_classes: int,
+    transform: FeatureTransform,
+    tower_output_size: int = 0,
 ) -> tuple[tf.data.Dataset, tf.data.Dataset]:
-    """(train: (inputs, blended targets), validation: (inputs, hard labels)) from the training splits."""
+    """(train: (inputs, blended targets), validation: (inputs, hard labels)) from the training splits, the
+    parsed records passed through `transform` (the Transform graph)."""
     training = config.training
     files = sorted({path for pattern in train_patterns for path in tf.io.gfile.glob(pattern)})
     if not files:
@@ -60,11 +68,15 @@ def student_datasets(
         dataset = read_records(files, parallel_reads=4)
         if shuffle_seed is not None:
             dataset = dataset.shuffle(10 * training.batch_size, seed=shuffle_seed)
-        dataset = dataset.batch(training.batch_size).map(
-            lambda records: parse_student_examples(
-                records, num_classes, training.hard_label_weight, tower_output_size
-            ),
-            num_parallel_calls=tf.data.AUTOTUNE,
+        dataset = (
+            dataset.batch(training.batch_size)
+            .map(
+                lambda records: parse_student_examples(
+                    records, num_classes, training.hard_label_weight, tower_output_size
+                ),
+                num_parallel_calls=tf.data.AUTOTUNE,
+            )
+            .map(transform, num_parallel_calls=tf.data.AUTOTUNE)
         )
 
         def keep(batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
@@ -82,12 +94,16 @@ def train_student(
     config: StudentConfig,
     train_patterns: list[str],
     num_classes: int,
+    transform: FeatureTransform,
     tower_count: int = 0,
     log_dir: str | None = None,
 ) -> tuple[keras.Model, dict[str, list[float]]]:
-    """Train one student (the head when tower_count > 0); returns the best-val-GAP model and its history."""
+    """Train one student (the head when tower_count > 0) on the `transform`ed records; returns the
+    best-val-GAP model and its history."""
     keras.utils.set_random_seed(config.training.seed)
-    train, validation = student_datasets(config, train_patterns, num_classes, tower_count * num_classes)
+    train, validation = student_datasets(
+        config, train_patterns, num_classes, transform, tower_count * num_classes
+    )
     with distribution_strategy().scope(), precision_policy(config.training.mixed_precision):
         model = compile_student(config.build_model(num_classes, tower_count), config.training)
     training = config.training
@@ -96,39 +112,53 @@ def train_student(
     )
 
 
-def head_scores_function(model: keras.Model, num_classes: int, tower_output_size: int):
-    """tf.function: serialized head examples (with `tower_outputs`) -> video_id, scores."""
+def head_scores_function(
+    model: keras.Model, num_classes: int, tower_output_size: int, transform: FeatureTransform
+):
+    """tf.function: serialized head examples (with `tower_outputs`) -> (parse, `transform`) -> video_id,
+    scores."""
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def serve(examples: tf.Tensor) -> dict[str, tf.Tensor]:
-        parsed = parse_student_examples(examples, num_classes, 0.0, tower_output_size)
-        scores = model({key: parsed[key] for key in (TOWER_OUTPUTS, MEAN_RGB, MEAN_AUDIO)}, training=False)
+        parsed = transform(parse_student_examples(examples, num_classes, 0.0, tower_output_size))
+        scores = model({key: parsed[key] for key in (TOWER_OUTPUTS, FEATURES)}, training=False)
         return {"video_id": parsed[ID], "scores": scores}
 
     return serve
 
 
 def export_student_model(
-    model: keras.Model, config: StudentConfig, num_classes: int, path: str, info: dict[str, Any]
+    model: keras.Model, config: StudentConfig, num_classes: int, path: str, info: dict[str, Any], layer
 ) -> None:
-    """SavedModel (serving_default: records -> video_id, scores), training info and the Keras model."""
+    """SavedModel (serving_default: records -> the Transform graph's `layer` -> video_id, scores), training
+    info and the Keras model."""
+    transform = graph_transform(layer)
     if config.is_tower:
-        serve = scores_function(model, num_classes)
+        serve = scores_function(model, num_classes, transform)
     else:
-        serve = head_scores_function(model, num_classes, model.input[TOWER_OUTPUTS].shape[-1])
-    write_export(model, serve, path, info)
+        serve = head_scores_function(model, num_classes, model.input[TOWER_OUTPUTS].shape[-1], transform)
+    write_export(model, serve, path, info, layer)
     model.save(os.path.join(path, KERAS_MODEL))
 
 
 def run_fn(fn_args) -> None:
     """TFX Trainer entry point. custom_config: student_config_yaml, student_config_source, fold (-1: refit on
-    every fold), train_splits, num_classes, tower_names (the head's towers in order; [] for a tower)."""
+    every fold), train_splits, num_classes, tower_names (the head's towers in order; [] for a tower). Reads
+    the Transform graph (`fn_args.transform_graph_path`)."""
     custom = fn_args.custom_config
     config = parse_student_config(custom["student_config_yaml"], custom["student_config_source"])
     num_classes, tower_names = int(custom["num_classes"]), list(custom["tower_names"])
     check_training_splits(custom["train_splits"], fn_args.train_files)
+    if not fn_args.transform_graph_path:
+        raise ValueError(f"{config.name}: a student Trainer needs the Transform graph")
+    layer = transform_layer(fn_args.transform_graph_path)
     model, history = train_student(
-        config, list(fn_args.train_files), num_classes, len(tower_names), fn_args.model_run_dir
+        config,
+        list(fn_args.train_files),
+        num_classes,
+        graph_transform(layer),
+        len(tower_names),
+        fn_args.model_run_dir,
     )
     info = {
         "config": config.name,
@@ -141,5 +171,6 @@ def run_fn(fn_args) -> None:
         "training": asdict(config.training),
         "history": history,
         "num_classes": num_classes,
+        "transform_graph": fn_args.transform_graph_path,
     }
-    export_student_model(model, config, num_classes, fn_args.serving_model_dir, info)
+    export_student_model(model, config, num_classes, fn_args.serving_model_dir, info, layer)

@@ -1,8 +1,9 @@
 """The distilled student ("EnsembleModel" of the 2nd-place solution): six towers A..F trained on the soft
 labels, an ensemble head trained on the towers' out-of-fold outputs, and one serving graph of all seven.
 
-Every model reads `mean_rgb` [B, 1024] and `mean_audio` [B, 128] and works on x = L2-normalised
-concat(mean_rgb, mean_audio) (1152-d). A tower returns class probabilities [B, num_classes]. The head also
+Every model reads `features` [B, 1152]: L2-normalised concat(mean_rgb, mean_audio), computed by the
+pipeline's Transform graph (`trainer.transform`), which the run_fns apply to the parsed records in training
+and inside every exported SavedModel. A tower returns class probabilities [B, num_classes]. The head also
 reads `tower_outputs` [B, towers * num_classes]: the towers' probabilities concatenated in tower order
 (out-of-fold ones for training). The serving graph runs towers and head in inference mode (BatchNorm moving
 statistics, no dropout) whatever `training` it is called with. Sizes come from YAML configs.
@@ -24,9 +25,10 @@ from keras import ops
 
 from trainer import soft_labels
 from trainer.config_schema import ConfigError, build, parse_yaml, read_text
-from trainer.features import AUDIO_SIZE, ID, LABELS, MEAN_AUDIO, MEAN_RGB, NUM_CLASSES, RGB_SIZE
+from trainer.features import AUDIO_SIZE, ID, LABELS, NUM_CLASSES, RGB_SIZE
 from trainer.models import VIDEO_LEVEL, ModelSpec, ParamError
 from trainer.readers import VIDEO_FEATURE_SPEC, multi_hot, parse_video_examples
+from trainer.transform import FEATURES, FeatureTransform, graph_transform
 
 FEATURES_SIZE = RGB_SIZE + AUDIO_SIZE
 TOWER_OUTPUTS = "tower_outputs"
@@ -42,18 +44,6 @@ _BATCHNORM_WEIGHTS = 4
 _NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 # ---------------------------------------------------------------------------------------------- custom layers
-
-
-@keras.saving.register_keras_serializable(package="yt8m")
-class NormalizedFeatures(keras.layers.Layer):
-    """(mean_rgb [B, 1024], mean_audio [B, 128]) -> L2-normalised concat [B, 1152]."""
-
-    def call(self, inputs):
-        x = ops.concatenate(list(inputs), axis=-1)
-        return x * ops.rsqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), 1e-12))
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0][0], sum(shape[-1] for shape in input_shape))
 
 
 @keras.saving.register_keras_serializable(package="yt8m")
@@ -105,14 +95,11 @@ class TowerMeanLogit(keras.layers.Layer):
 
 
 def _inputs() -> dict[str, keras.KerasTensor]:
-    return {
-        MEAN_RGB: keras.Input(shape=(RGB_SIZE,), name=MEAN_RGB, dtype="float32"),
-        MEAN_AUDIO: keras.Input(shape=(AUDIO_SIZE,), name=MEAN_AUDIO, dtype="float32"),
-    }
+    return {FEATURES: keras.Input(shape=(FEATURES_SIZE,), name=FEATURES, dtype="float32")}
 
 
 def _features(inputs: dict[str, keras.KerasTensor]):
-    return NormalizedFeatures(name="features")([inputs[MEAN_RGB], inputs[MEAN_AUDIO]])
+    return inputs[FEATURES]
 
 
 def _stack(x, widths: tuple[int, ...], activation: Callable[[], keras.layers.Layer], dropout: float):
@@ -240,7 +227,7 @@ def build_ensemble_head(
     tower_mean_prior: bool = False,
 ) -> keras.Model:
     """concat(tower_outputs [B, tower_output_count * num_classes], x) -> FC -> BN -> ReLU per hidden width
-    -> sigmoid head. Inputs: `tower_outputs`, `mean_rgb`, `mean_audio`. With tower_mean_prior the head's
+    -> sigmoid head. Inputs: `tower_outputs`, `features`. With tower_mean_prior the head's
     logits (zero-initialised) are a correction added to the logit of the towers' mean probability, so
     training starts from the towers' average instead of from scratch (no extra weights)."""
     inputs = {
@@ -261,7 +248,7 @@ def build_ensemble_head(
 
 
 def build_serving_ensemble(towers: Sequence[keras.Model], head: keras.Model) -> keras.Model:
-    """One model mean_rgb/mean_audio -> probabilities: the towers feed the head, all in inference mode."""
+    """One model features -> probabilities: the towers feed the head, all in inference mode."""
     num_classes = head.output.shape[-1]
     for tower in towers:
         if tower.output.shape[-1] != num_classes:
@@ -280,18 +267,20 @@ def build_serving_ensemble(towers: Sequence[keras.Model], head: keras.Model) -> 
     return keras.Model(inputs, probabilities, name="student")
 
 
-def _probabilities(model: keras.Model, examples: tf.Tensor, num_classes: int) -> dict[str, tf.Tensor]:
-    parsed = parse_video_examples(examples, num_classes)
-    probabilities = model({MEAN_RGB: parsed[MEAN_RGB], MEAN_AUDIO: parsed[MEAN_AUDIO]}, training=False)
-    return {"video_id": parsed[ID], "scores": probabilities}
+def _probabilities(
+    model: keras.Model, examples: tf.Tensor, num_classes: int, transform: FeatureTransform
+) -> dict[str, tf.Tensor]:
+    parsed = transform(parse_video_examples(examples, num_classes))
+    return {"video_id": parsed[ID], "scores": model({FEATURES: parsed[FEATURES]}, training=False)}
 
 
-def serving_function(model: keras.Model, num_classes: int, top_k: int = TOP_K):
-    """tf.function: serialized video-level records -> video_id, top-k `class_indexes`, `predictions`."""
+def serving_function(model: keras.Model, num_classes: int, transform: FeatureTransform, top_k: int = TOP_K):
+    """tf.function: serialized video-level records -> (parse, `transform`) -> video_id, top-k
+    `class_indexes`, `predictions`."""
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def serve(examples: tf.Tensor) -> dict[str, tf.Tensor]:
-        outputs = _probabilities(model, examples, num_classes)
+        outputs = _probabilities(model, examples, num_classes, transform)
         scores, classes = tf.math.top_k(outputs["scores"], k=min(top_k, num_classes))
         return {
             "video_id": outputs["video_id"],
@@ -302,23 +291,26 @@ def serving_function(model: keras.Model, num_classes: int, top_k: int = TOP_K):
     return serve
 
 
-def scores_function(model: keras.Model, num_classes: int):
-    """tf.function: serialized video-level records -> video_id, `scores` (every class's probability)."""
+def scores_function(model: keras.Model, num_classes: int, transform: FeatureTransform):
+    """tf.function: serialized video-level records -> (parse, `transform`) -> video_id, `scores` (every
+    class's probability)."""
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def scores(examples: tf.Tensor) -> dict[str, tf.Tensor]:
-        return _probabilities(model, examples, num_classes)
+        return _probabilities(model, examples, num_classes, transform)
 
     return scores
 
 
-def export_student(model: keras.Model, path: str, num_classes: int, top_k: int = TOP_K) -> None:
-    """One SavedModel: `serving_default` maps records to video_id, class_indexes, predictions (top-k) and
-    `scores` to video_id, scores (all classes, for evaluation)."""
+def export_student(model: keras.Model, path: str, num_classes: int, layer, top_k: int = TOP_K) -> None:
+    """One SavedModel with the Transform graph's `layer` inside: `serving_default` maps records to
+    video_id, class_indexes, predictions (top-k) and `scores` to video_id, scores (all classes)."""
+    transform = graph_transform(layer)
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.add_endpoint("serving_default", serving_function(model, num_classes, top_k))
-    archive.add_endpoint("scores", scores_function(model, num_classes))
+    archive.track(layer)
+    archive.add_endpoint("serving_default", serving_function(model, num_classes, transform, top_k))
+    archive.add_endpoint("scores", scores_function(model, num_classes, transform))
     archive.write_out(path, verbose=False)
 
 
@@ -340,8 +332,9 @@ def parse_student_examples(
     serialized: tf.Tensor, num_classes: int, hard_label_weight: float, tower_output_size: int = 0
 ) -> dict[str, tf.Tensor]:
     """A batch of student records (video-level records with soft labels, and `tower_outputs` when
-    tower_output_size > 0) -> id, mean_rgb, mean_audio, [tower_outputs], multi-hot labels and the blended
-    `targets`. Records without soft labels (holdout, test) get soft targets of 0."""
+    tower_output_size > 0) -> id, mean_rgb, mean_audio (as read; the Transform graph makes `features`),
+    [tower_outputs], multi-hot labels and the blended `targets`. Records without soft labels (holdout,
+    test) get soft targets of 0."""
     spec = {**VIDEO_FEATURE_SPEC, **soft_labels.SOFT_LABEL_SPEC}
     if tower_output_size:
         spec[TOWER_OUTPUTS] = tf.io.FixedLenFeature([tower_output_size], tf.float32)

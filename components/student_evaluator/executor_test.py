@@ -28,13 +28,13 @@ from components.student_evaluator.executor import (
 )
 from pipeline.synth import video_example
 from tests import builders
-from trainer.features import MEAN_AUDIO, MEAN_RGB
 from trainer.metrics import evaluate
 from trainer.predictions import AVERAGED, encode_prediction
 from trainer.readers import parse_video_examples
 from trainer.records import InputDataError
 from trainer.student_run import REFIT, export_student_model
 from trainer.students import build_serving_ensemble, export_student, parse_student_config
+from trainer.transform import FEATURES, graph_transform, transform_layer
 
 CLASSES = 8
 LABELS = {"h1": (1, 4), "h2": (0,), "h3": (2, 5, 7)}
@@ -55,17 +55,24 @@ def _holdout_records() -> list[bytes]:
     ]
 
 
-def _refit_tower(root, fold: int = REFIT):
+@pytest.fixture(scope="module")
+def layer(tmp_path_factory):
+    """The Transform graph (analysed on the holdout records as the one training fold) as a layer."""
+    root = tmp_path_factory.mktemp("transform")
+    return transform_layer(builders.transform_graph(root, {"fold_0": _holdout_records()}, num_folds=1))
+
+
+def _refit_tower(root, layer, fold: int = REFIT):
     """An untrained tower exported as the student run_fn exports it; (its artifact, its Keras model)."""
     model = standard_artifacts.Model()
     model.uri = str(root)
     keras_model = TOWER.build_model(CLASSES)
     info = {"config": TOWER.name, "fold": fold}
-    export_student_model(keras_model, TOWER, CLASSES, os.path.join(root, "Format-Serving"), info)
+    export_student_model(keras_model, TOWER, CLASSES, os.path.join(root, "Format-Serving"), info, layer)
     return model, keras_model
 
 
-def _student(root) -> standard_artifacts.Model:
+def _student(root, layer) -> standard_artifacts.Model:
     """An untrained student whose head's output layer is zero: every class at probability 0.5 for every
     video, whatever the random initialisation of the rest."""
     head = parse_student_config(
@@ -77,7 +84,7 @@ def _student(root) -> standard_artifacts.Model:
     model = standard_artifacts.Model()
     model.uri = str(root)
     ensemble = build_serving_ensemble([TOWER.build_model(CLASSES)], head_model)
-    export_student(ensemble, os.path.join(root, "Format-Serving"), CLASSES)
+    export_student(ensemble, os.path.join(root, "Format-Serving"), CLASSES, layer)
     return model
 
 
@@ -91,6 +98,7 @@ def _predictions(root, name: str, scores: dict[str, np.ndarray]) -> Predictions:
 
 def _run(
     tmp_path,
+    layer,
     l1_ids=tuple(LABELS),
     stack_fraction: float = 0.97,
     served_towers=(),
@@ -128,7 +136,7 @@ def _run(
         {
             "examples": [examples],
             "stack_scores": [stack],
-            "model": [_student(tmp_path / "student")],
+            "model": [_student(tmp_path / "student", layer)],
             l1_key(0): [l1],
             l1_key(1): [weak_l1],
             tower_key(0): [tower],
@@ -150,8 +158,8 @@ def _run(
     return evaluation, blessing
 
 
-def test_every_model_is_scored_on_the_holdout_and_an_untrained_student_is_not_blessed(tmp_path):
-    evaluation, blessing = _run(tmp_path)
+def test_every_model_is_scored_on_the_holdout_and_an_untrained_student_is_not_blessed(tmp_path, layer):
+    evaluation, blessing = _run(tmp_path, layer)
     report = json.loads((tmp_path / "evaluation" / "metrics.json").read_text())
     holdout = report["holdout"]
     perfect = {"gap": 1.0, "hit_at_1": 1.0, "perr": 1.0, "map": 1.0}
@@ -206,14 +214,14 @@ def test_every_model_is_scored_on_the_holdout_and_an_untrained_student_is_not_bl
     assert evaluation.get_json_value_custom_property("holdout_videos") == 3
 
 
-def test_a_served_tower_is_scored_through_its_own_saved_model_on_the_raw_records(tmp_path):
-    served, keras_model = _refit_tower(tmp_path / "refit")
-    _run(tmp_path, served_towers=[served])
+def test_a_served_tower_is_scored_through_its_own_saved_model_on_the_raw_records(tmp_path, layer):
+    served, keras_model = _refit_tower(tmp_path / "refit", layer)
+    _run(tmp_path, layer, served_towers=[served])
     report = json.loads((tmp_path / "evaluation" / "metrics.json").read_text())
     assert report["roles"]["t (refit)"] == "tower (served, refit)"
     assert report["roles"]["t"] == "tower (5-fold mean)"
-    parsed = parse_video_examples(tf.constant(_holdout_records()), CLASSES)
-    own = keras_model({MEAN_RGB: parsed[MEAN_RGB], MEAN_AUDIO: parsed[MEAN_AUDIO]}, training=False)
+    parsed = graph_transform(layer)(parse_video_examples(tf.constant(_holdout_records()), CLASSES))
+    own = keras_model({FEATURES: parsed[FEATURES]}, training=False)
     labels = np.stack([_multi_hot(labels) for labels in LABELS.values()])
     expected = evaluate(np.asarray(own), labels)
     assert {k: v for k, v in report["holdout"]["t (refit)"].items() if k != "gap_interval"} == pytest.approx(
@@ -221,38 +229,38 @@ def test_a_served_tower_is_scored_through_its_own_saved_model_on_the_raw_records
     )
 
 
-def test_a_fold_model_is_not_accepted_as_a_served_tower(tmp_path):
-    fold_model, _ = _refit_tower(tmp_path / "fold_model", fold=2)
+def test_a_fold_model_is_not_accepted_as_a_served_tower(tmp_path, layer):
+    fold_model, _ = _refit_tower(tmp_path / "fold_model", layer, fold=2)
     with pytest.raises(EvaluationError, match="tower t is the model of fold 2, not refit"):
-        _run(tmp_path, served_towers=[fold_model])
+        _run(tmp_path, layer, served_towers=[fold_model])
 
 
-def test_the_blessing_follows_the_configured_stack_fraction(tmp_path):
-    _, blessing = _run(tmp_path, stack_fraction=0.0)
+def test_the_blessing_follows_the_configured_stack_fraction(tmp_path, layer):
+    _, blessing = _run(tmp_path, layer, stack_fraction=0.0)
     assert blessing.get_int_custom_property("blessed") == 1 and (tmp_path / "blessing" / "BLESSED").exists()
 
 
-def test_a_model_missing_holdout_videos_fails(tmp_path):
+def test_a_model_missing_holdout_videos_fails(tmp_path, layer):
     with pytest.raises(
         EvaluationError, match="perfect_l1: holdout predictions cover 2 videos, the holdout has 3"
     ):
-        _run(tmp_path, l1_ids=("h1", "h2"))
+        _run(tmp_path, layer, l1_ids=("h1", "h2"))
 
 
-def test_a_holdout_that_lost_records_fails_naming_the_artifact_and_counts(tmp_path):
+def test_a_holdout_that_lost_records_fails_naming_the_artifact_and_counts(tmp_path, layer):
     # Every model was scored on what was left: without the count the GAPs would cover 2 of the 3 videos.
     message = (
         f"{tmp_path / 'examples'}: split holdout holds 2 videos, its producer recorded 3: files were lost"
     )
     with pytest.raises(InputDataError, match=re.escape(message)):
-        _run(tmp_path, l1_ids=("h1", "h2"), lost=["h3"])
+        _run(tmp_path, layer, l1_ids=("h1", "h2"), lost=["h3"])
 
 
-def test_a_stack_missing_holdout_videos_fails(tmp_path):
+def test_a_stack_missing_holdout_videos_fails(tmp_path, layer):
     with pytest.raises(
         EvaluationError, match=r"L2 stack: holdout scores cover 2 videos, the holdout has 3 .*h2"
     ):
-        _run(tmp_path, stack_ids=("h1", "h3"))
+        _run(tmp_path, layer, stack_ids=("h1", "h3"))
 
 
 def test_a_holdout_file_cut_in_the_middle_fails_naming_it(tmp_path):

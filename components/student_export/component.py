@@ -15,6 +15,7 @@ class StudentExportSpec(ComponentSpec):
     PARAMETERS = {"num_towers": ExecutionParameter(type=int), "top_k": ExecutionParameter(type=int)}
     INPUTS = {
         "head": ChannelParameter(type=standard_artifacts.Model),
+        "transform_graph": ChannelParameter(type=standard_artifacts.TransformGraph),
         **{
             towers_key(t): ChannelParameter(type=standard_artifacts.Model, optional=True)
             for t in range(len(TOWERS))
@@ -24,22 +25,27 @@ class StudentExportSpec(ComponentSpec):
 
 
 class StudentExport(base_component.BaseComponent):
-    """Loads the refit towers (in the head's tower order) and the head, and exports one SavedModel:
-    `serving_default` (serialized video-level records -> video_id, top-k class_indexes and predictions) and
-    `scores` (all class probabilities). BatchNorm runs in inference mode. Records parameter_count and
-    size_bytes."""
+    """Loads the refit towers (in the head's tower order) and the head, and exports one SavedModel that
+    applies the Transform graph to the parsed records, then the models: `serving_default` (serialized
+    video-level records -> video_id, top-k class_indexes and predictions) and `scores` (all class
+    probabilities). BatchNorm runs in inference mode. Records parameter_count and size_bytes."""
 
     SPEC_CLASS = StudentExportSpec
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
 
     def __init__(
-        self, towers: list[channel.BaseChannel], head: channel.BaseChannel, top_k: int = TOP_K
+        self,
+        towers: list[channel.BaseChannel],
+        head: channel.BaseChannel,
+        transform_graph: channel.BaseChannel,
+        top_k: int = TOP_K,
     ) -> None:
         if not 1 <= len(towers) <= len(TOWERS):
             raise ValueError(f"StudentExport takes 1..{len(TOWERS)} towers, got {len(towers)}")
         super().__init__(
             spec=StudentExportSpec(
                 head=head,
+                transform_graph=transform_graph,
                 num_towers=len(towers),
                 top_k=top_k,
                 model=channel.Channel(type=standard_artifacts.Model),

@@ -1,4 +1,5 @@
-"""Executor of StudentExport: the refit towers and the head, loaded from their Keras files, as one graph."""
+"""Executor of StudentExport: the refit towers and the head, loaded from their Keras files, as one graph
+behind the Transform graph."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from components.splits import directory_bytes
 from trainer.l1_run import TRAINING_INFO
 from trainer.student_run import KERAS_MODEL, REFIT
 from trainer.students import build_serving_ensemble, export_student
+from trainer.transform import transform_layer
 
 
 class StudentExportError(ValueError):
@@ -55,7 +57,8 @@ class Executor(base_executor.BaseExecutor):
         model = build_serving_ensemble(list(towers), head)
         output = output_dict["model"][0]
         serving_dir = path_utils.serving_model_dir(output.uri)
-        export_student(model, serving_dir, num_classes, exec_properties["top_k"])
+        layer = transform_layer(input_dict["transform_graph"][0].uri)
+        export_student(model, serving_dir, num_classes, layer, exec_properties["top_k"])
         output.set_int_custom_property("parameter_count", model.count_params())
         output.set_int_custom_property("size_bytes", directory_bytes(serving_dir))
         output.set_json_value_custom_property("tower_names", tower_names)
