@@ -37,6 +37,24 @@ def truncate(path) -> None:
         handle.write(data[: len(data) // 2])
 
 
+def per_video_examples(root, splits: dict[str, list[str]], lost=()):
+    """An Examples artifact at `root` holding a labelled video record per id of each split, one file per
+    video, with the fold split's `split_counts` recorded; the files of the `lost` videos are gone."""
+    from tfx.types import standard_artifact_utils, standard_artifacts
+
+    examples = standard_artifacts.Examples()
+    examples.uri = str(root)
+    examples.split_names = standard_artifact_utils.encode_split_names(list(splits))
+    examples.set_json_value_custom_property("split_counts", {s: len(ids) for s, ids in splits.items()})
+    for split, ids in splits.items():
+        (root / f"Split-{split}").mkdir(parents=True)
+        for video_id in set(ids) - set(lost):
+            write_tfrecord(
+                root / f"Split-{split}" / f"{video_id}.tfrecord", [video_example(video(video_id), True)]
+            )
+    return examples
+
+
 def split_artifact(artifact, root, splits: dict[str, list[bytes]]):
     """`artifact` at `root` with one GZIP TFRecord file per split (`Split-<name>/part.gz`); returns it."""
     from tfx.types import standard_artifact_utils

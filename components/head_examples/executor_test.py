@@ -7,11 +7,10 @@ import re
 import numpy as np
 import pytest
 import tensorflow as tf
-from tfx.types import standard_artifact_utils, standard_artifacts
+from tfx.types import standard_artifacts
 
 from components.artifacts import Predictions
 from components.head_examples.executor import Executor, HeadExamplesError, towers_key
-from pipeline.synth import video_example
 from tests import builders
 from trainer.predictions import AVERAGED, encode_prediction
 from trainer.records import InputDataError
@@ -37,23 +36,9 @@ def _tower(root, tower: int, fold_of: dict[str, int], lost=()) -> Predictions:
     return predictions
 
 
-def _examples(root, lost=()) -> standard_artifacts.Examples:
-    """SoftLabels' student examples, one file per video; the files of the `lost` videos are gone."""
-    examples = standard_artifacts.Examples()
-    examples.uri = str(root)
-    examples.split_names = standard_artifact_utils.encode_split_names(list(SPLITS))
-    examples.set_json_value_custom_property("split_counts", {s: len(ids) for s, ids in SPLITS.items()})
-    for split, ids in SPLITS.items():
-        (root / f"Split-{split}").mkdir(parents=True)
-        for video_id in set(ids) - set(lost):
-            record = video_example(builders.video(video_id=video_id), True)
-            builders.write_tfrecord(root / f"Split-{split}" / f"{video_id}.tfrecord", [record])
-    return examples
-
-
 def _run(tmp_path, fold_of=FOLD_OF, shard_mb: float = ONE_JOIN, lost=()) -> standard_artifacts.Examples:
     """HeadExamples on the examples and two towers' predictions of them, all but the `lost` videos'."""
-    examples = _examples(tmp_path / "examples", lost)
+    examples = builders.per_video_examples(tmp_path / "examples", SPLITS, lost)
     towers = {towers_key(t): [_tower(tmp_path / f"tower{t}", t, fold_of, lost)] for t in range(2)}
     output = standard_artifacts.Examples()
     output.uri = str(tmp_path / "out")

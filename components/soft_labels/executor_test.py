@@ -13,7 +13,6 @@ from tfx.types import standard_artifact_utils, standard_artifacts
 
 from components.artifacts import CandidateScores, SoftLabelIndex
 from components.soft_labels.executor import Executor, SoftLabelError
-from pipeline.synth import video_example
 from tests import builders
 from trainer.readers import read_records
 from trainer.records import InputDataError
@@ -22,20 +21,6 @@ from trainer.students import parse_student_examples
 
 FOLDS = {"fold_0": ["a", "b"], "fold_1": ["c"]}
 SPLITS = {**FOLDS, "holdout": ["h"]}
-
-
-def _examples(root, lost=()) -> standard_artifacts.Examples:
-    """The fold split's video records, one file per video; the files of the `lost` videos are gone."""
-    examples = standard_artifacts.Examples()
-    examples.uri = str(root)
-    examples.split_names = standard_artifact_utils.encode_split_names(list(SPLITS))
-    examples.set_json_value_custom_property("split_counts", {s: len(ids) for s, ids in SPLITS.items()})
-    for split, ids in SPLITS.items():
-        os.makedirs(root / f"Split-{split}")
-        for video_id in set(ids) - set(lost):
-            with tf.io.TFRecordWriter(str(root / f"Split-{split}" / f"{video_id}.gz"), "GZIP") as writer:
-                writer.write(video_example(builders.video(video_id=video_id), True))
-    return examples
 
 
 def _scores(root, rows: list[tuple[str, int, float, int]]) -> CandidateScores:
@@ -54,7 +39,7 @@ def _scores(root, rows: list[tuple[str, int, float, int]]) -> CandidateScores:
 def _run(tmp_path, rows, lost=()) -> tuple[SoftLabelIndex, standard_artifacts.Examples]:
     output, student = SoftLabelIndex(), standard_artifacts.Examples()
     output.uri, student.uri = str(tmp_path / "out"), str(tmp_path / "student")
-    examples = _examples(tmp_path / "examples", lost)
+    examples = builders.per_video_examples(tmp_path / "examples", SPLITS, lost)
     Executor().Do(
         {"scores": [_scores(tmp_path / "scores", rows)], "examples": [examples]},
         {"soft_labels": [output], "student_examples": [student]},
@@ -106,7 +91,7 @@ def test_a_scores_file_cut_in_the_middle_fails_naming_it(tmp_path):
     output.uri, student.uri = str(tmp_path / "out"), str(tmp_path / "student")
     with pytest.raises(InputDataError, match="Split-oof/scores.parquet: not a readable Parquet file"):
         Executor().Do(
-            {"scores": [scores], "examples": [_examples(tmp_path / "examples")]},
+            {"scores": [scores], "examples": [builders.per_video_examples(tmp_path / "examples", SPLITS)]},
             {"soft_labels": [output], "student_examples": [student]},
             {},
         )
