@@ -358,6 +358,63 @@ def test_gap_from_candidates_equals_dense_gap_with_ties(seed):
     assert sparse == pytest.approx(metrics.gap_at_k(scores, labels, k=5), abs=1e-12)
 
 
+# ---------------------------------------------------------------- streaming: TopRows batch by batch
+
+
+def _tied_case(seed: int, videos: int = 120, classes: int = 40) -> tuple[np.ndarray, np.ndarray]:
+    """Scores with ties within and across videos (rounded, many exact zeros), labels with unlabelled videos
+    and videos holding more labels than k."""
+    rng = np.random.default_rng(seed)
+    scores = np.round(rng.random((videos, classes)) ** 3, 2)
+    labels = (rng.random((videos, classes)) < 0.08).astype(int)
+    labels[:5] = 0
+    labels[5:8, :12] = 1
+    scores[8:10] = 0.0  # every class tied
+    return scores, labels
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_top_rows_streamed_in_batches_give_the_one_pass_metrics(seed):
+    scores, labels = _tied_case(seed)
+    cuts = np.sort(np.random.default_rng(seed).choice(np.arange(1, len(scores)), 6, replace=False))
+    parts = [metrics.top_rows(s, l, k=5) for s, l in zip(np.split(scores, cuts), np.split(labels, cuts))]
+    streamed = metrics.evaluate_rows(metrics.concatenate(parts))
+    whole = metrics.evaluate(scores, labels, k=5)
+    assert streamed == pytest.approx(whole, abs=1e-12)
+    assert whole == pytest.approx(
+        {
+            "gap": metrics.gap_at_k(scores, labels, k=5),
+            "hit_at_1": metrics.hit_at_one(scores, labels),
+            "perr": metrics.perr(scores, labels),
+            "map": metrics.mean_average_precision(scores, labels, k=5),
+        },
+        abs=1e-12,
+    )
+    order = np.random.default_rng(seed).permutation(len(scores))
+    reordered = metrics.evaluate_rows(metrics.concatenate(parts).take(order))
+    assert reordered == pytest.approx(metrics.evaluate(scores[order], labels[order], k=5), abs=1e-12)
+
+
+def test_top_rows_hold_k_rows_a_video_whatever_the_number_of_classes():
+    rng = np.random.default_rng(0)
+    sizes = []
+    for classes in (100, 3862):
+        labels = np.zeros((30, classes), int)
+        labels[:, :3] = 1
+        labels[0, :25] = 1  # 25 labels: PERR looks 25 deep for this video
+        rows = metrics.top_rows(rng.random((30, classes)), labels, k=20)
+        sizes.append((rows.classes.size, rows.label_classes.size))
+    assert sizes == [(29 * 20 + 25, 29 * 3 + 25)] * 2
+
+
+def test_bootstrap_of_streamed_rows_equals_the_dense_bootstrap():
+    scores, labels = _tied_case(1, videos=60)
+    parts = [metrics.top_rows(s, l, k=5) for s, l in zip(np.split(scores, 4), np.split(labels, 4))]
+    streamed = metrics.bootstrap_gaps_of_rows({"m": metrics.concatenate(parts)}, resamples=30, seed=4)["m"]
+    dense = metrics.bootstrap_gaps({"m": scores}, labels, k=5, resamples=30, seed=4)["m"]
+    assert np.allclose(streamed, dense, rtol=0, atol=1e-12) and len(set(dense)) > 20
+
+
 # ---------------------------------------------------------------- the official algorithm on untied data
 
 

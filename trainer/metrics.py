@@ -31,6 +31,8 @@ so prediction records store float32 (trainer/predictions.py).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 
@@ -70,18 +72,6 @@ def _kth_largest(scores: np.ndarray, ks: np.ndarray) -> np.ndarray:
     widest = int(ks.max())
     best = -np.sort(-np.partition(scores, num_classes - widest, axis=1)[:, num_classes - widest :], axis=1)
     return best[np.arange(scores.shape[0]), ks - 1][:, None]
-
-
-def _expected_hits_in_top(scores: np.ndarray, hits: np.ndarray, ks: np.ndarray) -> np.ndarray:
-    """Expected number of `hits` classes among each video's top ks[v] under a random order of equal scores.
-
-    Classes above the k-th score are in; t classes tied at it share the m places left, each in with
-    probability m / t.
-    """
-    kth = _kth_largest(scores, ks)
-    above, tied = scores > kth, scores == kth
-    places_left = ks - above.sum(axis=1)
-    return (above & hits).sum(axis=1) + places_left / tied.sum(axis=1) * (tied & hits).sum(axis=1)
 
 
 def _expected_precision_sums(
@@ -157,51 +147,171 @@ def _gap_of_rows(
     return float(sums[0] / num_true_labels)
 
 
-def _gap(scores: np.ndarray, labels: np.ndarray, k: int) -> float:
+@dataclass(frozen=True)
+class TopRows:
+    """A model's scores on N videos as the metrics need them, in O(N * (k + labels)) memory instead of
+    O(N * classes): each video's (class, score, true) rows at or above its max(k, labels)-th score, ties
+    included, ordered by score descending then class; and each video's true classes. Built batch by batch
+    (`top_rows`, `concatenate`), so a split is scored in one pass without a dense [N, classes] array."""
+
+    num_classes: int
+    k: int  # min(k, num_classes)
+    row_starts: np.ndarray  # int64 [N + 1]: video v's rows are row_starts[v]:row_starts[v + 1]
+    classes: np.ndarray  # int32 [rows]
+    scores: np.ndarray  # float32 or float64 [rows]
+    relevant: np.ndarray  # bool [rows]
+    label_starts: np.ndarray  # int64 [N + 1]: video v's true classes are label_classes[label_starts[v]:...]
+    label_classes: np.ndarray  # int32 [labels]
+
+    @property
+    def num_videos(self) -> int:
+        return self.row_starts.size - 1
+
+    @property
+    def num_labels(self) -> np.ndarray:
+        return np.diff(self.label_starts)
+
+    def row_videos(self) -> np.ndarray:
+        """The video (0..N-1) of every row."""
+        return np.repeat(np.arange(self.num_videos), np.diff(self.row_starts))
+
+    def take(self, videos: np.ndarray) -> TopRows:
+        """The rows of `videos` (indexes, repeats allowed) in that order."""
+        videos = np.asarray(videos, np.int64)
+        rows = _segments(self.row_starts, videos)
+        labels = _segments(self.label_starts, videos)
+        return TopRows(
+            self.num_classes,
+            self.k,
+            _starts(np.diff(self.row_starts)[videos]),
+            self.classes[rows],
+            self.scores[rows],
+            self.relevant[rows],
+            _starts(self.num_labels[videos]),
+            self.label_classes[labels],
+        )
+
+
+def _starts(sizes: np.ndarray) -> np.ndarray:
+    return np.r_[0, np.cumsum(sizes, dtype=np.int64)]
+
+
+def _segments(starts: np.ndarray, videos: np.ndarray) -> np.ndarray:
+    """Positions of the segments starts[v]:starts[v + 1] of `videos`, concatenated in that order."""
+    sizes = (starts[1:] - starts[:-1])[videos]
+    offsets = np.repeat(starts[:-1][videos] - _starts(sizes)[:-1], sizes)
+    return offsets + np.arange(sizes.sum(), dtype=np.int64)
+
+
+def top_rows(scores: np.ndarray, labels: np.ndarray, k: int = 20) -> TopRows:
+    """The `TopRows` of dense scores and multi-hot labels [videos, classes] (a batch of a split, or all)."""
+    _check_k(k)
+    scores, labels = _validate(scores, labels)
+    num_videos, num_classes = scores.shape
+    k = min(k, num_classes)
+    num_labels = labels.sum(axis=1)
+    label_videos, label_classes = np.nonzero(labels)
     if scores.size == 0:
-        return 0.0
-    k = min(k, scores.shape[1])
-    # Rows at or above each video's k-th score: everything the top k can hold.
-    videos, classes = np.nonzero(scores >= _kth_largest(scores, np.full(scores.shape[0], k)))
-    return _gap_of_rows(
-        videos, scores[videos, classes].astype(np.float64), labels[videos, classes], int(labels.sum()), k
+        videos = classes = np.zeros(0, np.int64)
+    else:
+        depth = np.maximum(k, num_labels)  # PERR looks num_labels deep; every metric sees at most this
+        videos, classes = np.nonzero(scores >= _kth_largest(scores, depth))
+    values = scores[videos, classes]
+    order = np.lexsort((classes, -values, videos))
+    videos, classes = videos[order], classes[order]
+    return TopRows(
+        num_classes,
+        k,
+        _starts(np.bincount(videos, minlength=num_videos)),
+        classes.astype(np.int32),
+        values[order],
+        labels[videos, classes],
+        _starts(num_labels),
+        label_classes.astype(np.int32),
     )
 
 
-def _hit_at_one(scores: np.ndarray, labels: np.ndarray) -> float:
-    if scores.size == 0:
+def concatenate(parts: list[TopRows]) -> TopRows:
+    """The videos of `parts`, one after the other."""
+    if not parts:
+        raise ValueError("no TopRows to concatenate")
+    if len({(part.num_classes, part.k) for part in parts}) > 1:
+        raise ValueError("TopRows of different num_classes or k")
+
+    def joined(field: str) -> np.ndarray:
+        return np.concatenate([getattr(part, field) for part in parts])
+
+    return TopRows(
+        parts[0].num_classes,
+        parts[0].k,
+        _starts(np.concatenate([np.diff(part.row_starts) for part in parts])),
+        joined("classes"),
+        joined("scores"),
+        joined("relevant"),
+        _starts(np.concatenate([part.num_labels for part in parts])),
+        joined("label_classes"),
+    )
+
+
+def _expected_hits_at_depth(rows: TopRows, hits: np.ndarray, depth: np.ndarray) -> np.ndarray:
+    """Expected number of `hits` rows among each video's top depth[v] (<= its rows) under a random order of
+    equal scores: rows above the depth-th score are in; t rows tied at it share the places left, each in
+    with probability places / t."""
+    video = rows.row_videos()
+    kth = rows.scores[rows.row_starts[:-1] + depth - 1]
+    above, tied = rows.scores > kth[video], rows.scores == kth[video]
+    n = rows.num_videos
+    places = depth - np.bincount(video, above, n)
+    return np.bincount(video, above & hits, n) + places / np.bincount(video, tied, n) * np.bincount(
+        video, tied & hits, n
+    )
+
+
+def _gap(rows: TopRows) -> float:
+    return _gap_of_rows(
+        rows.row_videos(), rows.scores.astype(np.float64), rows.relevant, int(rows.num_labels.sum()), rows.k
+    )
+
+
+def _hit_at_one(rows: TopRows) -> float:
+    if rows.num_videos == 0 or rows.num_classes == 0:
         return 0.0
-    return float(np.mean(_expected_hits_in_top(scores, labels, np.ones(scores.shape[0], np.int64))))
+    return float(np.mean(_expected_hits_at_depth(rows, rows.relevant, np.ones(rows.num_videos, np.int64))))
 
 
-def _perr(scores: np.ndarray, labels: np.ndarray) -> float:
-    if scores.size == 0:
+def _perr(rows: TopRows) -> float:
+    if rows.num_videos == 0 or rows.num_classes == 0:
         return 0.0
-    num_labels = labels.sum(axis=1)
-    top_n = np.maximum(num_labels, 1)  # an unlabelled video has no hit, whatever n
-    return float(np.mean(_expected_hits_in_top(scores, labels & (scores > 0), top_n) / top_n))
+    top_n = np.maximum(rows.num_labels, 1)  # an unlabelled video has no hit, whatever n
+    hits = rows.relevant & (rows.scores > 0)
+    return float(np.mean(_expected_hits_at_depth(rows, hits, top_n) / top_n))
 
 
-def _map(scores: np.ndarray, labels: np.ndarray, k: int) -> float:
-    positives = labels.sum(axis=0)
+def _map(rows: TopRows) -> float:
+    positives = np.bincount(rows.label_classes, minlength=rows.num_classes)
     if not positives.any():
         return 0.0
-    classes, values = _top_k(scores, k)
-    videos = np.repeat(np.arange(scores.shape[0]), classes.shape[1])
-    classes = classes.ravel()
-    relevant = labels[videos, classes].astype(float)
-    sums = np.zeros(scores.shape[1])
+    # Each video's top k: its first k rows (score descending, then the lower class index among ties).
+    place = np.arange(rows.classes.size) - np.repeat(rows.row_starts[:-1], np.diff(rows.row_starts))
+    in_top_k = place < rows.k
+    classes = rows.classes[in_top_k]
+    sums = np.zeros(rows.num_classes)
     if classes.size:
         list_ids, list_sums = _expected_precision_sums(
-            classes,
-            values.ravel().astype(np.float64),
+            classes.astype(np.int64),
+            rows.scores[in_top_k].astype(np.float64),
             np.ones(classes.size),
-            relevant,
+            rows.relevant[in_top_k].astype(float),
             np.zeros(classes.size),
         )
         sums[list_ids] = list_sums
     labelled = positives > 0
     return float(np.mean(sums[labelled] / positives[labelled]))
+
+
+def evaluate_rows(rows: TopRows) -> dict[str, float]:
+    """All metrics of `TopRows` at its k: {"gap", "hit_at_1", "perr", "map"} (see `evaluate`)."""
+    return {"gap": _gap(rows), "hit_at_1": _hit_at_one(rows), "perr": _perr(rows), "map": _map(rows)}
 
 
 def _top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -238,36 +348,27 @@ def gap_at_k(scores: np.ndarray, labels: np.ndarray, k: int = 20) -> float:
 
     Videos without labels add only false positives; with no true label at all GAP is 0.0.
     """
-    _check_k(k)
-    return _gap(*_validate(scores, labels), k)
+    return _gap(top_rows(scores, labels, k))
 
 
 def hit_at_one(scores: np.ndarray, labels: np.ndarray) -> float:
     """Share of all videos whose top class is a true label (tied maxima: the share of true ones)."""
-    return _hit_at_one(*_validate(scores, labels))
+    return _hit_at_one(top_rows(scores, labels, 1))
 
 
 def perr(scores: np.ndarray, labels: np.ndarray) -> float:
     """Precision at equal recall rate, mean over all videos (unlabelled ones count 0; hits need score > 0)."""
-    return _perr(*_validate(scores, labels))
+    return _perr(top_rows(scores, labels, 1))
 
 
 def mean_average_precision(scores: np.ndarray, labels: np.ndarray, k: int = 20) -> float:
     """MAP as the official eval.py reports it: per class over the videos' top-k pairs; 0.0 with no label."""
-    _check_k(k)
-    return _map(*_validate(scores, labels), k)
+    return _map(top_rows(scores, labels, k))
 
 
 def evaluate(scores: np.ndarray, labels: np.ndarray, k: int = 20) -> dict[str, float]:
     """All metrics at once: {"gap": GAP@k, "hit_at_1": ..., "perr": ..., "map": MAP over top-k pairs}."""
-    _check_k(k)
-    scores, labels = _validate(scores, labels)
-    return {
-        "gap": _gap(scores, labels, k),
-        "hit_at_1": _hit_at_one(scores, labels),
-        "perr": _perr(scores, labels),
-        "map": _map(scores, labels, k),
-    }
+    return evaluate_rows(top_rows(scores, labels, k))
 
 
 def gap_from_candidates(
@@ -299,29 +400,21 @@ def bootstrap_gaps(
     scores: dict[str, np.ndarray], labels: np.ndarray, k: int = 20, resamples: int = 1000, seed: int = 0
 ) -> dict[str, np.ndarray]:
     """GAP@k of every model [videos, classes] on the same `resamples` bootstrap resamples of the videos (rows
-    drawn with replacement, seeded): paired, so a difference of two models is taken resample by resample.
+    drawn with replacement, seeded): paired, so a difference of two models is taken resample by resample."""
+    return bootstrap_gaps_of_rows(
+        {name: top_rows(s, labels, k) for name, s in scores.items()}, resamples, seed
+    )
 
-    Each resample is scored by `gap_at_k` on its rows; to keep that cheap every model's rows are first cut
-    to their top k scores (with every class tied at the k-th score, so the tie rule sees the same ties) plus
-    one column per true label outside them (score -inf, never chosen), which leaves each row's top k and
-    label count, hence the GAP of any set of rows, unchanged.
-    """
-    _check_k(k)
-    labels = np.asarray(labels).astype(bool)
-    rows = np.random.default_rng(seed).integers(0, labels.shape[0], size=(resamples, labels.shape[0]))
-    gaps = {}
-    for name, model_scores in scores.items():
-        model_scores = _as_scores(model_scores)
-        kth = _top_k(model_scores, k)[1][:, -1:]  # in the scores' own dtype
-        kept = model_scores >= kth  # the top k and everything tied with the k-th
-        width = int(kept.sum(axis=1).max(initial=0))
-        order = np.argsort(~kept, axis=1, kind="stable")[:, :width]  # kept classes first
-        in_row = np.take_along_axis(kept, order, axis=1)
-        cut = np.where(in_row, np.take_along_axis(model_scores, order, axis=1), -np.inf)
-        relevant = np.take_along_axis(labels, order, axis=1) & in_row
-        missed = labels.sum(axis=1) - relevant.sum(axis=1)
-        padding = np.arange(missed.max(initial=0)) < missed[:, None]
-        cut_scores = np.hstack([cut, np.full(padding.shape, -np.inf, cut.dtype)])
-        cut_labels = np.hstack([relevant, padding])
-        gaps[name] = np.array([gap_at_k(cut_scores[r], cut_labels[r], k) for r in rows])
-    return gaps
+
+def bootstrap_gaps_of_rows(
+    rows: dict[str, TopRows], resamples: int = 1000, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """`bootstrap_gaps` of models given as `TopRows` of the same videos: each resample is the GAP of the
+    resampled videos' rows, which hold everything their top k can (so it equals `gap_at_k` on the resampled
+    dense rows)."""
+    sizes = {part.num_videos for part in rows.values()}
+    if len(sizes) > 1:
+        raise ValueError(f"models scored on different numbers of videos: {sorted(sizes)}")
+    num_videos = sizes.pop() if sizes else 0
+    drawn = np.random.default_rng(seed).integers(0, num_videos, size=(resamples, num_videos))
+    return {name: np.array([_gap(part.take(r)) for r in drawn]) for name, part in rows.items()}
