@@ -37,6 +37,7 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
@@ -51,6 +52,7 @@ PIPELINE = "yt8m-quality"
 L1_CONFIGS = ("logistic", "moe", "gated_mlp_lsep", "pooling_mlp", "attention_pool")
 GAIN_TARGET, STUDENT_TARGET, ORACLE_TARGET = 0.01, 0.99, 0.95
 ORACLE = "oracle (planted probabilities)"
+K = 20  # GAP@20
 
 
 def write_config(path: Path, data: Path, home: Path, classes: int, holdout_fraction: float) -> None:
@@ -89,11 +91,9 @@ def _tfx_artifact(store, mlmd_artifact):
     return artifact_utils.deserialize_artifact(artifact_type, mlmd_artifact)
 
 
-def split_scores(
-    home: Path, data: Path, classes: int, split: str
-) -> tuple[list[str], np.ndarray, dict, dict]:
-    """(video ids, multi-hot labels, {model: scores [videos, classes]}, {model: kind}) of a finished run on
-    `split` ("holdout": labels from the fold split; "test": from the generator's test_truth.csv)."""
+def split_scores(home: Path, data: Path, classes: int, split: str) -> tuple[int, dict, dict]:
+    """(videos, {model: TopRows}, {model: kind}) of a finished run on `split` ("holdout": labels from the
+    fold split; "test": from the generator's test_truth.csv), scored as StudentEvaluator scores them."""
     from components.student_evaluator import executor as evaluation
     from pipeline.metadata import open_store, run_executions
     from pipeline.synth import oracle_scores
@@ -106,37 +106,43 @@ def split_scores(
         return _tfx_artifact(store, runs[node].outputs[key][0])
 
     examples = output("VideoFoldSplit", "split_examples")
-    ids, labels = evaluation.split_labels(examples, classes, split)
+    videos = evaluation.split_labels(examples, classes, split)
     if split != "holdout":
         truth = read_truth(data / "test_truth.csv")
-        labels = np.zeros((len(ids), classes), np.float32)
-        for row, video_id in enumerate(ids):
-            labels[row, truth[video_id]] = 1
-    scores, kinds = {}, {}
-    for name in L1_CONFIGS:
-        scores[name] = evaluation.prediction_scores(
-            output(f"L1Assemble_{name}", "predictions"), ids, classes, split
+        videos = evaluation.SplitVideos(
+            split, videos.ids, [np.array(truth[video_id]) for video_id in videos.ids], classes
         )
-        kinds[name] = "L1"
-    scores[evaluation.L1_MEAN] = np.mean([scores[name] for name in L1_CONFIGS], axis=0)
-    kinds[evaluation.L1_MEAN] = "L1 mean"
-    scores[evaluation.STACK] = evaluation.stack_scores(output("L2LightGBM", "scores"), ids, classes, split)
-    kinds[evaluation.STACK] = "stack"
+
+    def rows(name: str, batches):
+        return evaluation.scored_rows(name, videos, batches, K)
+
+    scored, kinds = {}, {}
+    with tempfile.TemporaryDirectory() as scratch:
+        total = np.lib.format.open_memmap(f"{scratch}/sum.npy", "w+", np.float32, (len(videos.ids), classes))
+        for name in L1_CONFIGS:
+            predictions = output(f"L1Assemble_{name}", "predictions")
+            scored[name] = evaluation.scored_rows(
+                name, videos, evaluation.prediction_batches(predictions, split), K, total
+            )
+            kinds[name] = "L1"
+        mean = evaluation.array_batches(videos.ids, total, len(L1_CONFIGS))
+        scored[evaluation.L1_MEAN], kinds[evaluation.L1_MEAN] = rows(evaluation.L1_MEAN, mean), "L1 mean"
+    stack = evaluation.stack_batches(output("L2LightGBM", "scores"), videos)
+    scored[evaluation.STACK], kinds[evaluation.STACK] = rows(evaluation.STACK, stack), "stack"
     for node in sorted(n for n in runs if n.startswith("StudentAssemble_")):
         tower = output(node, "predictions")
         name = tower.get_string_custom_property("config_name")
-        scores[name], kinds[name] = (
-            evaluation.prediction_scores(tower, ids, classes, split),
-            "tower, 5-fold mean",
-        )
+        scored[name] = rows(name, evaluation.prediction_batches(tower, split))
+        kinds[name] = "tower, 5-fold mean"
         refit = output(f"StudentTrainer_{node.removeprefix('StudentAssemble_')}_refit", "model")
-        served, scores_served = evaluation.served_tower_scores(refit, examples, ids, classes, split)
-        scores[served], kinds[served] = scores_served, "tower, served (refit)"
-    student = output("StudentExport", "model")
-    scores[evaluation.STUDENT] = evaluation.model_scores(student, examples, ids, classes, split=split)
-    kinds[evaluation.STUDENT] = "student"
-    scores[ORACLE], kinds[ORACLE] = oracle_scores(data, ids), "oracle"
-    return ids, labels, scores, kinds
+        served = evaluation.served_tower(refit)
+        batches = evaluation.model_batches(refit, examples, "serving_default", split)
+        scored[served], kinds[served] = rows(served, batches), "tower, served (refit)"
+    student = evaluation.model_batches(output("StudentExport", "model"), examples, split=split)
+    scored[evaluation.STUDENT], kinds[evaluation.STUDENT] = rows(evaluation.STUDENT, student), "student"
+    oracle = evaluation.array_batches(videos.ids, oracle_scores(data, videos.ids))
+    scored[ORACLE], kinds[ORACLE] = rows(ORACLE, oracle), "oracle"
+    return len(videos.ids), scored, kinds
 
 
 def _interval(values: np.ndarray) -> tuple[float, float]:
@@ -145,19 +151,19 @@ def _interval(values: np.ndarray) -> tuple[float, float]:
 
 
 def score_split(
-    split: str, labels: np.ndarray, scores: dict, kinds: dict, best_l1: str, resamples: int
+    split: str, videos: int, scores: dict, kinds: dict, best_l1: str, resamples: int
 ) -> dict[str, Any]:
     """Point GAPs, paired-bootstrap intervals and the target differences of one split."""
     from components.student_evaluator.executor import L1_MEAN, STACK, STUDENT
-    from trainer.metrics import bootstrap_gaps, gap_at_k
+    from trainer.metrics import bootstrap_gaps_of_rows, evaluate_rows
 
-    point = {name: gap_at_k(values, labels) for name, values in scores.items()}
-    gaps = bootstrap_gaps(scores, labels, resamples=resamples)
+    point = {name: evaluate_rows(rows)["gap"] for name, rows in scores.items()}
+    gaps = bootstrap_gaps_of_rows(scores, resamples=resamples)
     rows = [
         (name, kinds[name], point[name], "[{:.4f}, {:.4f}]".format(*_interval(gaps[name]))) for name in scores
     ]
     print_table(
-        f"{split}: {labels.shape[0]} videos, GAP@20, paired-bootstrap 95% intervals ({resamples} resamples)",
+        f"{split}: {videos} videos, GAP@20, paired-bootstrap 95% intervals ({resamples} resamples)",
         ("model", "kind", "GAP@20", "95% interval"),
         rows,
         lambda v: f"{v:.4f}",
@@ -182,7 +188,7 @@ def score_split(
     for label, ok in targets.items():
         print(f"   target {label}: {'ok' if ok else 'MISSED'}")
     return {
-        "videos": int(labels.shape[0]),
+        "videos": videos,
         "gap": point,
         "kinds": kinds,
         "differences": summary,
@@ -226,11 +232,11 @@ def main(argv: list[str] | None = None) -> None:
     holdout = split_scores(home, data, args.classes, "holdout")
     best_l1 = max(L1_CONFIGS, key=lambda name: _gap(holdout, name))
     print(f"best L1 model on the holdout: {best_l1}")
-    for split, (_, labels, scores, kinds) in (
+    for split, (videos, scores, kinds) in (
         ("holdout", holdout),
         ("test", split_scores(home, data, args.classes, "test")),
     ):
-        results[split] = score_split(split, labels, scores, kinds, best_l1, args.resamples)
+        results[split] = score_split(split, videos, scores, kinds, best_l1, args.resamples)
     if not args.skip_ablation:
         from benchmarks import student_bench
         from components.student_evaluator.executor import STACK
@@ -246,10 +252,9 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _gap(split_result: tuple, name: str) -> float:
-    from trainer.metrics import gap_at_k
+    from trainer.metrics import evaluate_rows
 
-    _, labels, scores, _ = split_result
-    return gap_at_k(scores[name], labels)
+    return evaluate_rows(split_result[1][name])["gap"]
 
 
 if __name__ == "__main__":

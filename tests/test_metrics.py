@@ -373,11 +373,17 @@ def _tied_case(seed: int, videos: int = 120, classes: int = 40) -> tuple[np.ndar
     return scores, labels
 
 
+def _batched_rows(scores: np.ndarray, labels: np.ndarray, cuts) -> list[metrics.TopRows]:
+    """TopRows at k=5 of the batches `np.split` makes at `cuts`."""
+    batches = zip(np.split(scores, cuts), np.split(labels, cuts), strict=True)
+    return [metrics.top_rows(batch_scores, batch_labels, k=5) for batch_scores, batch_labels in batches]
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_top_rows_streamed_in_batches_give_the_one_pass_metrics(seed):
     scores, labels = _tied_case(seed)
     cuts = np.sort(np.random.default_rng(seed).choice(np.arange(1, len(scores)), 6, replace=False))
-    parts = [metrics.top_rows(s, l, k=5) for s, l in zip(np.split(scores, cuts), np.split(labels, cuts))]
+    parts = _batched_rows(scores, labels, cuts)
     streamed = metrics.evaluate_rows(metrics.concatenate(parts))
     whole = metrics.evaluate(scores, labels, k=5)
     assert streamed == pytest.approx(whole, abs=1e-12)
@@ -409,7 +415,7 @@ def test_top_rows_hold_k_rows_a_video_whatever_the_number_of_classes():
 
 def test_bootstrap_of_streamed_rows_equals_the_dense_bootstrap():
     scores, labels = _tied_case(1, videos=60)
-    parts = [metrics.top_rows(s, l, k=5) for s, l in zip(np.split(scores, 4), np.split(labels, 4))]
+    parts = _batched_rows(scores, labels, 4)
     streamed = metrics.bootstrap_gaps_of_rows({"m": metrics.concatenate(parts)}, resamples=30, seed=4)["m"]
     dense = metrics.bootstrap_gaps({"m": scores}, labels, k=5, resamples=30, seed=4)["m"]
     assert np.allclose(streamed, dense, rtol=0, atol=1e-12) and len(set(dense)) > 20

@@ -5,20 +5,22 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pyarrow.compute as pc
 import tensorflow as tf
 from tfx.dsl.components.base import base_executor
-from tfx.types import artifact
+from tfx.types import artifact, standard_artifact_utils
 from tfx.utils import path_utils
 
 from components import uri_io
-from components.l2_lightgbm.executor import read_split
 from components.splits import HOLDOUT, check_split_counts, split_batches
 from trainer.l1_run import TRAINING_INFO
-from trainer.metrics import bootstrap_gaps, evaluate
+from trainer.metrics import TopRows, bootstrap_gaps_of_rows, concatenate, evaluate_rows, top_rows
 from trainer.predictions import decode_prediction
 from trainer.readers import parse_video_examples
 from trainer.student_run import REFIT
@@ -68,109 +70,132 @@ def served_tower_key(tower: int) -> str:
     return f"served_tower_{tower}"
 
 
-def _split_records(source: artifact.Artifact, split: str) -> Iterator[tf.Tensor]:
-    for batch in split_batches(source, split, _BATCH):
-        yield tf.constant(batch)
+@dataclass
+class SplitVideos:
+    """A split's videos, in the order of its files, and each one's true classes (none on an unlabelled
+    split): what every model's scores are aligned to."""
+
+    split: str
+    ids: list[str]
+    labels: list[np.ndarray]  # int class ids per video
+    num_classes: int
+
+    def __post_init__(self) -> None:
+        self.index = {video_id: position for position, video_id in enumerate(self.ids)}
+
+    def multi_hot(self, positions: np.ndarray) -> np.ndarray:
+        """Labels [len(positions), num_classes] of the videos at `positions`."""
+        dense = np.zeros((len(positions), self.num_classes), np.float32)
+        for row, position in enumerate(positions):
+            dense[row, self.labels[position]] = 1
+        return dense
 
 
-def split_labels(
-    examples: artifact.Artifact, num_classes: int, split: str = HOLDOUT
-) -> tuple[list[str], np.ndarray]:
-    """(video ids, multi-hot labels [N, num_classes]; all 0 on an unlabelled split) of a split, which must
-    hold every video of it the fold split recorded."""
+# Batches of one model's scores on a split: (video ids, scores [batch, num_classes]).
+ScoreBatches = Iterable[tuple[Sequence[str], np.ndarray]]
+
+
+def split_labels(examples: artifact.Artifact, num_classes: int, split: str = HOLDOUT) -> SplitVideos:
+    """The videos of a split with their labels; the split must hold every video the fold split recorded."""
     ids, labels = [], []
-    for records in _split_records(examples, split):
-        parsed = parse_video_examples(records, num_classes)
+    for records in split_batches(examples, split, _BATCH):
+        parsed = parse_video_examples(tf.constant(records), num_classes)
         ids += [video_id.decode() for video_id in parsed["id"].numpy()]
-        labels.append(parsed["labels"].numpy())
+        labels += [np.flatnonzero(row) for row in parsed["labels"].numpy()]
     check_split_counts(examples, {split: len(ids)})
     if not ids:
         raise EvaluationError(f"{examples.uri}: the {split} split has no videos to evaluate on")
-    return ids, np.concatenate(labels)
+    return SplitVideos(split, ids, labels, num_classes)
 
 
-def _aligned(
-    name: str, scores: dict[str, np.ndarray], ids: list[str], num_classes: int, split: str
-) -> np.ndarray:
-    missing = [video_id for video_id in ids if video_id not in scores]
-    if missing or len(scores) != len(ids):
+def scored_rows(
+    name: str, videos: SplitVideos, batches: ScoreBatches, k: int, total: np.ndarray | None = None
+) -> TopRows:
+    """A model's `TopRows` on the split, in the split's video order, read batch by batch: memory follows
+    the batch and k, not the split's videos x classes. Every video must be scored exactly once. `total`
+    ([videos, num_classes], e.g. a memory map) gets the scores added, for a mean over models."""
+    parts, order, seen, unknown = [], [], np.zeros(len(videos.ids), bool), []
+    for video_ids, scores in batches:
+        if scores.shape[1] != videos.num_classes:
+            raise EvaluationError(f"{name}: {scores.shape[1]} class scores, expected {videos.num_classes}")
+        positions = np.array([videos.index.get(video_id, -1) for video_id in video_ids], np.int64)
+        unknown += [video_id for video_id, p in zip(video_ids, positions, strict=True) if p < 0]
+        known = positions[positions >= 0]
+        if seen[known].any() or np.unique(known).size != known.size:
+            again = next(p for i, p in enumerate(known) if seen[p] or p in known[:i])
+            raise EvaluationError(f"{name}: video '{videos.ids[again]}' is scored more than once")
+        seen[known] = True
+        parts.append(top_rows(scores[positions >= 0], videos.multi_hot(known), k))
+        order.append(known)
+        if total is not None:
+            total[known] += scores[positions >= 0]
+    if unknown or not seen.all():
+        missing = [video_id for video_id, scored in zip(videos.ids, seen, strict=True) if not scored]
+        extra = f", first unknown: {unknown[:3]}" if unknown else ""
         raise EvaluationError(
-            f"{name}: {split} predictions cover {len(scores)} videos, the {split} has {len(ids)} "
-            f"(first missing: {missing[:3]})"
+            f"{name}: {videos.split} scores cover {int(seen.sum()) + len(set(unknown))} videos, the "
+            f"{videos.split} has {len(videos.ids)} (first missing: {missing[:3]}{extra})"
         )
-    dense = np.stack([scores[video_id] for video_id in ids])
-    if dense.shape[1] != num_classes:
-        raise EvaluationError(f"{name}: {dense.shape[1]} class scores, expected {num_classes}")
-    return dense
+    return concatenate(parts).take(np.argsort(np.concatenate(order), kind="stable"))
 
 
-def prediction_scores(
-    predictions: artifact.Artifact, ids: list[str], num_classes: int, split: str = HOLDOUT
-) -> np.ndarray:
-    """Scores [N, num_classes] of a split of an assembled Predictions artifact, in the order of `ids`."""
-    decoded = (
-        decode_prediction(record.numpy()) for batch in _split_records(predictions, split) for record in batch
-    )
-    scores = {video_id: values for video_id, _, values in decoded}
-    return _aligned(predictions.get_string_custom_property("config_name"), scores, ids, num_classes, split)
+def prediction_batches(predictions: artifact.Artifact, split: str = HOLDOUT) -> ScoreBatches:
+    """The scores of a split of an assembled Predictions artifact, batch by batch."""
+    for records in split_batches(predictions, split, _BATCH):
+        decoded = [decode_prediction(record) for record in records]
+        sizes = {scores.size for _, _, scores in decoded}
+        if len(sizes) > 1:
+            raise EvaluationError(f"{predictions.uri}: {split} predictions of {sorted(sizes)} classes")
+        yield [video_id for video_id, _, _ in decoded], np.stack([scores for _, _, scores in decoded])
 
 
-def stack_scores(
-    candidate_scores: artifact.Artifact, ids: list[str], num_classes: int, split: str = HOLDOUT
-) -> np.ndarray:
-    """Scores of the L2 stack on a split: its fold-averaged candidate probabilities, 0 for other classes."""
-    rows = read_split(candidate_scores, split)
-    index = {video_id: row for row, video_id in enumerate(ids)}
-    scored = set(rows["video_id"])
-    unknown = scored - set(index)
-    if unknown:
-        raise EvaluationError(f"{STACK}: {split} scores for unknown videos {sorted(unknown)[:3]}")
-    if len(scored) != len(ids):  # every video has candidates: a video without rows was lost, not scored 0
-        missing = [video_id for video_id in ids if video_id not in scored]
-        raise EvaluationError(
-            f"{STACK}: {split} scores cover {len(scored)} videos, the {split} has {len(ids)} "
-            f"(first missing: {missing[:3]})"
-        )
-    dense = np.zeros((len(ids), num_classes), np.float32)
-    dense[rows["video_id"].map(index).to_numpy(), rows["class_id"].to_numpy()] = rows["score"].to_numpy()
-    return dense
+def array_batches(ids: list[str], scores: np.ndarray, divisor: float = 1.0) -> ScoreBatches:
+    """Batches of the rows of an array [videos, classes] (divided by `divisor`)."""
+    for start in range(0, len(ids), _BATCH):
+        yield ids[start : start + _BATCH], np.asarray(scores[start : start + _BATCH]) / divisor
 
 
-def model_scores(
+def stack_batches(candidate_scores: artifact.Artifact, videos: SplitVideos) -> ScoreBatches:
+    """Scores of the L2 stack on a split, batch by batch: its fold-averaged candidate probabilities, 0 for
+    other classes. Memory: the split's candidate rows (a few dozen a video), never videos x classes."""
+    rows = uri_io.read_parquet_dir(standard_artifact_utils.get_split_uri([candidate_scores], videos.split))
+    encoded = pc.dictionary_encode(rows.column("video_id")).combine_chunks()
+    codes = encoded.indices.to_numpy()
+    scored_ids = encoded.dictionary.to_pylist()
+    order = np.argsort(codes, kind="stable")
+    codes, class_ids = codes[order], rows.column("class_id").to_numpy()[order]
+    scores = rows.column("score").to_numpy()[order].astype(np.float32)
+    starts = np.searchsorted(codes, np.arange(len(scored_ids) + 1))
+    for first in range(0, len(scored_ids), _BATCH):
+        last = min(first + _BATCH, len(scored_ids))
+        dense = np.zeros((last - first, videos.num_classes), np.float32)
+        span = slice(starts[first], starts[last])
+        dense[codes[span] - first, class_ids[span]] = scores[span]
+        yield scored_ids[first:last], dense
+
+
+def model_batches(
     model: artifact.Artifact,
     examples: artifact.Artifact,
-    ids: list[str],
-    num_classes: int,
-    name: str = STUDENT,
     signature_name: str = "scores",
     split: str = HOLDOUT,
-) -> np.ndarray:
+) -> ScoreBatches:
     """Scores on a split of a SavedModel run on the raw records through a signature that returns every
     class's `scores` (the exported student's `scores`, a student tower's `serving_default`)."""
     signature = tf.saved_model.load(path_utils.serving_model_path(model.uri)).signatures[signature_name]
-    scores = {}
-    for records in _split_records(examples, split):
-        outputs = signature(examples=records)
-        for video_id, values in zip(outputs["video_id"].numpy(), outputs["scores"].numpy(), strict=True):
-            scores[video_id.decode()] = values
-    return _aligned(name, scores, ids, num_classes, split)
+    for records in split_batches(examples, split, _BATCH):
+        outputs = signature(examples=tf.constant(records))
+        yield [video_id.decode() for video_id in outputs["video_id"].numpy()], outputs["scores"].numpy()
 
 
-def served_tower_scores(
-    tower: artifact.Artifact,
-    examples: artifact.Artifact,
-    ids: list[str],
-    num_classes: int,
-    split: str = HOLDOUT,
-) -> tuple[str, np.ndarray]:
-    """(row name, scores on a split) of a refit tower, as the export serves it: its own SavedModel."""
+def served_tower(tower: artifact.Artifact) -> str:
+    """The row name of a refit tower, as the export serves it (its own SavedModel); fails for a fold's."""
     info = uri_io.read_json(os.path.join(path_utils.serving_model_path(tower.uri), TRAINING_INFO))
     if info["fold"] != REFIT:
         raise EvaluationError(
             f"{tower.uri}: tower {info['config']} is the model of fold {info['fold']}, not refit"
         )
-    name = served_name(info["config"])
-    return name, model_scores(tower, examples, ids, num_classes, name, "serving_default", split)
+    return served_name(info["config"])
 
 
 def _interval(values: np.ndarray) -> list[float]:
@@ -226,32 +251,40 @@ class Executor(base_executor.BaseExecutor):
     ) -> None:
         num_classes, k = exec_properties["num_classes"], exec_properties["gap_k"]
         examples, model = input_dict["examples"][0], input_dict["model"][0]
-        ids, labels = split_labels(examples, num_classes)
-        scores: dict[str, np.ndarray] = {}
+        videos = split_labels(examples, num_classes)
+        rows: dict[str, TopRows] = {}
         roles: dict[str, str] = {}
-        for m in range(exec_properties["num_l1_models"]):
-            predictions = input_dict[l1_key(m)][0]
-            name = predictions.get_string_custom_property("config_name")
-            scores[name], roles[name] = prediction_scores(predictions, ids, num_classes), L1
-        if roles:
-            scores[L1_MEAN] = np.mean([scores[name] for name in roles], axis=0)
-            roles[L1_MEAN] = L1_MEAN_ROLE
-        scores[STACK] = stack_scores(input_dict["stack_scores"][0], ids, num_classes)
+        num_l1 = exec_properties["num_l1_models"]
+        with tempfile.TemporaryDirectory() as scratch:  # the L1 models' score sum, on disk, not in memory
+            total = np.lib.format.open_memmap(
+                os.path.join(scratch, "l1_sum.npy"), "w+", np.float32, (len(videos.ids), num_classes)
+            )
+            for m in range(num_l1):
+                predictions = input_dict[l1_key(m)][0]
+                name = predictions.get_string_custom_property("config_name")
+                rows[name] = scored_rows(name, videos, prediction_batches(predictions), k, total)
+                roles[name] = L1
+            if num_l1:
+                rows[L1_MEAN] = scored_rows(L1_MEAN, videos, array_batches(videos.ids, total, num_l1), k)
+                roles[L1_MEAN] = L1_MEAN_ROLE
+            del total
+        rows[STACK] = scored_rows(STACK, videos, stack_batches(input_dict["stack_scores"][0], videos), k)
         roles[STACK] = STACK_ROLE
         for t in range(exec_properties["num_towers"]):
             predictions = input_dict[tower_key(t)][0]
             name = predictions.get_string_custom_property("config_name")
-            scores[name] = prediction_scores(predictions, ids, num_classes)
+            rows[name] = scored_rows(name, videos, prediction_batches(predictions), k)
             roles[name] = tower_fold_mean_role(predictions.get_int_custom_property("num_folds"))
         for t in range(exec_properties["num_served_towers"]):
-            name, scores[name] = served_tower_scores(
-                input_dict[served_tower_key(t)][0], examples, ids, num_classes
-            )
+            tower = input_dict[served_tower_key(t)][0]
+            name = served_tower(tower)
+            rows[name] = scored_rows(name, videos, model_batches(tower, examples, "serving_default"), k)
             roles[name] = TOWER_SERVED
-        scores[STUDENT], roles[STUDENT] = model_scores(model, examples, ids, num_classes), STUDENT_ROLE
-        holdout = {name: evaluate(values, labels, k) for name, values in scores.items()}
+        rows[STUDENT] = scored_rows(STUDENT, videos, model_batches(model, examples), k)
+        roles[STUDENT] = STUDENT_ROLE
+        holdout = {name: evaluate_rows(model_rows) for name, model_rows in rows.items()}
         resamples, seed = exec_properties["bootstrap_resamples"], exec_properties["bootstrap_seed"]
-        gaps = bootstrap_gaps(scores, labels, k, resamples, seed)
+        gaps = bootstrap_gaps_of_rows(rows, resamples, seed)
         for name, metrics in holdout.items():
             metrics["gap_interval"] = _interval(gaps[name])
         differences = key_differences(holdout, roles, gaps)
@@ -266,7 +299,7 @@ class Executor(base_executor.BaseExecutor):
         report = {
             "k": k,
             "split": HOLDOUT,
-            "holdout_videos": len(ids),
+            "holdout_videos": len(videos.ids),
             "holdout": holdout,
             "roles": roles,
             "differences": differences,

@@ -14,21 +14,24 @@ import tensorflow as tf
 from tfx.types import standard_artifacts
 
 from components.artifacts import CandidateScores, Predictions, StageMetrics
+from components.splits import HOLDOUT
 from components.student_evaluator.executor import (
     L1_MEAN,
     STACK,
     STUDENT,
     EvaluationError,
     Executor,
+    SplitVideos,
     blessing_decision,
     l1_key,
+    scored_rows,
     served_tower_key,
     split_labels,
     tower_key,
 )
 from pipeline.synth import video_example
 from tests import builders
-from trainer.metrics import evaluate
+from trainer.metrics import evaluate, evaluate_rows, top_rows
 from trainer.predictions import AVERAGED, encode_prediction
 from trainer.readers import parse_video_examples
 from trainer.records import InputDataError
@@ -241,9 +244,7 @@ def test_the_blessing_follows_the_configured_stack_fraction(tmp_path, layer):
 
 
 def test_a_model_missing_holdout_videos_fails(tmp_path, layer):
-    with pytest.raises(
-        EvaluationError, match="perfect_l1: holdout predictions cover 2 videos, the holdout has 3"
-    ):
+    with pytest.raises(EvaluationError, match="perfect_l1: holdout scores cover 2 videos, the holdout has 3"):
         _run(tmp_path, layer, l1_ids=("h1", "h2"))
 
 
@@ -278,3 +279,25 @@ def test_a_holdout_file_cut_in_the_middle_fails_naming_it(tmp_path):
 )
 def test_blessing_rule(student, stack, floor, fraction, blessed):
     assert blessing_decision(student, stack, floor, fraction)[0] is blessed
+
+
+def test_scored_rows_align_shuffled_batches_to_the_split_order():
+    rng = np.random.default_rng(0)
+    ids = [f"v{i}" for i in range(50)]
+    labels = [rng.choice(CLASSES, size=rng.integers(0, 4), replace=False) for _ in ids]
+    videos = SplitVideos(HOLDOUT, ids, labels, CLASSES)
+    dense = np.round(rng.random((50, CLASSES)), 1)  # ties
+    order = rng.permutation(50)
+    batches = [([ids[i] for i in part], dense[part]) for part in np.array_split(order, 7)]
+    total = np.zeros((50, CLASSES), np.float32)
+    rows = scored_rows("m", videos, batches, 3, total)
+    aligned = top_rows(dense, videos.multi_hot(np.arange(50)), 3)  # video by video, in the split's order
+    for field in ("row_starts", "classes", "scores", "relevant", "label_starts", "label_classes"):
+        assert np.array_equal(getattr(rows, field), getattr(aligned, field)), field
+    assert evaluate_rows(rows) == pytest.approx(evaluate(dense, videos.multi_hot(np.arange(50)), 3))
+    assert np.array_equal(total, dense.astype(np.float32))
+    with pytest.raises(EvaluationError, match="m: video 'v3' is scored more than once"):
+        scored_rows("m", videos, [*batches, (["v3"], dense[:1])], 3)
+    unknown = r"m: holdout scores cover 43 videos, the holdout has 50 .* first unknown: \['x'\]"
+    with pytest.raises(EvaluationError, match=unknown):
+        scored_rows("m", videos, [*batches[1:], (["x"], dense[:1])], 3)
