@@ -8,8 +8,8 @@
    signal on the labels) under bench_out/l2/ (reused when the settings match); then the L2Merge and the
    L2Features executors (Beam DirectRunner in_memory, one worker, as the pipeline) each in a fresh
    subprocess: videos/s and peak RSS (ru_maxrss) per stage and size. Target: RSS flat across sizes.
-3. The same features in plain numpy (tf.data + decode_raw to read the merged records, vectorised
-   ranks/candidates/summaries, one Parquet file per split) in another subprocess on the same merged data,
+3. The same features in plain numpy (tf.data + np.frombuffer to read the sparse merged records, vectorised
+   summaries, one Parquet file per split) in another subprocess on the same merged data,
    its rows checked equal to the component's at the smallest size; ratio L2Features / numpy (target >= 0.5).
 
     python -m benchmarks.l2_bench [--home yt8m_home] [--videos 10000,100000] [--models 4] [--classes 1000]
@@ -290,6 +290,7 @@ def _artifacts(root: Path, spec: DataSpec):
     merged.set_json_value_custom_property("model_names", model_names(spec.models))
     merged.set_int_custom_property("num_classes", spec.classes)
     merged.set_int_custom_property("num_folds", NUM_FOLDS)
+    merged.set_int_custom_property("top_k", TOP_K)
     oof = sum(videos[f"fold_{k}"] for k in range(NUM_FOLDS))
     merged.set_json_value_custom_property(
         "split_counts", {"oof": oof, "holdout": videos["holdout"], "test": videos["test"]}
@@ -307,15 +308,18 @@ def _context():
 
 
 def _merged_batches(merged_dir: Path, split: str, classes: int, scores: bool = True) -> Iterator[dict]:
-    """Batches of merged records: fold, labels (bool [B, C]) and, with `scores`, id (str) and the raw
-    float16 score bits (uint16 [B, models * C])."""
+    """Batches of merged records: fold, labels (bool [B, C]) and, with `scores`, id (str), candidates per
+    video (int [B]) and the videos' candidates one after another: classes (int32 [rows]), scores (float32
+    [models, rows]) and ranks (int32 [models, rows])."""
     import tensorflow as tf
 
     from trainer.readers import read_records
 
     spec = {"fold": tf.io.FixedLenFeature([], tf.int64), "labels": tf.io.VarLenFeature(tf.int64)}
     if scores:
-        spec.update(id=tf.io.FixedLenFeature([], tf.string), scores=tf.io.FixedLenFeature([], tf.string))
+        spec.update(
+            {key: tf.io.FixedLenFeature([], tf.string) for key in ("id", "classes", "scores", "ranks")}
+        )
     files = sorted(str(p) for p in (merged_dir / f"Split-{split}").glob("*"))
     for serialized in read_records(files).batch(CHUNK):
         parsed = tf.io.parse_example(serialized, spec)
@@ -323,15 +327,15 @@ def _merged_batches(merged_dir: Path, split: str, classes: int, scores: bool = T
         batch["labels"][parsed["labels"].indices.numpy()[:, 0], parsed["labels"].values.numpy()] = True
         if scores:
             batch["id"] = np.array([v.decode() for v in parsed["id"].numpy()], dtype=object)
-            batch["bits"] = tf.io.decode_raw(parsed["scores"], tf.uint16, little_endian=True).numpy()
+            candidates = [np.frombuffer(v, "<i4") for v in parsed["classes"].numpy()]
+            batch["count"] = np.array([c.size for c in candidates])
+            batch["classes"] = np.concatenate(candidates)
+            for key, dtype in (("scores", "<f4"), ("ranks", "<i4")):
+                values = zip(parsed[key].numpy(), batch["count"], strict=True)
+                batch[key] = np.concatenate(
+                    [np.frombuffer(v, dtype).reshape(-1, k) for v, k in values], axis=1
+                )
         yield batch
-
-
-def descending_keys(bits: np.ndarray) -> np.ndarray:
-    """uint16 keys of float16 bit patterns whose ascending order is the values' descending order (-0.0 as
-    +0.0; no NaN), so that a stable argsort is a radix sort and ties keep the lower class first."""
-    bits = np.where(bits == 0x8000, 0, bits).astype(np.uint16)
-    return np.where(bits & 0x8000, bits, ~bits & 0x7FFF).astype(np.uint16)
 
 
 def numpy_features(merged_dir: Path, out_dir: Path, names: list[str], classes: int, top_k: int) -> int:
@@ -355,15 +359,8 @@ def numpy_features(merged_dir: Path, out_dir: Path, names: list[str], classes: i
     for split in ("oof", "holdout", "test"):
         with pq.ParquetWriter(out_dir / f"{split}.parquet", schema) as writer:
             for batch in _merged_batches(merged_dir, split, classes):
-                bits = batch["bits"].reshape(-1, models, classes)
-                order = np.argsort(descending_keys(bits), axis=2, kind="stable")
-                ranks = np.empty(bits.shape, np.int32)
-                np.put_along_axis(ranks, order, np.arange(1, classes + 1, dtype=np.int32)[None, None], axis=2)
-                in_top_k = ranks <= top_k
-                video, cls = np.nonzero(in_top_k.any(axis=1))  # ascending class within each video
-                # [models, rows] float32, laid out as the component's per-video [models, candidates]
-                picked = np.ascontiguousarray(bits[video, :, cls].T).view(np.float16).astype(np.float32)
-                picked_ranks = ranks[video, :, cls]
+                video, cls = np.repeat(np.arange(batch["count"].size), batch["count"]), batch["classes"]
+                picked, picked_ranks = batch["scores"], batch["ranks"]  # [models, rows]
                 columns = {
                     "video_id": pa.array(batch["id"][video], pa.string()),
                     "fold": batch["fold"][video].astype(np.int32),
@@ -373,12 +370,12 @@ def numpy_features(merged_dir: Path, out_dir: Path, names: list[str], classes: i
                 }
                 for m in range(models):
                     columns[schema.names[5 + 2 * m]] = picked[m]
-                    columns[schema.names[6 + 2 * m]] = picked_ranks[:, m]
+                    columns[schema.names[6 + 2 * m]] = picked_ranks[m]
                 columns.update(
                     score_mean=picked.mean(axis=0),
                     score_max=picked.max(axis=0),
                     score_std=picked.std(axis=0),
-                    topk_count=in_top_k[video, :, cls].sum(axis=1).astype(np.int32),
+                    topk_count=(picked_ranks <= top_k).sum(axis=0).astype(np.int32),
                     prior=priors[batch["fold"][video], cls],  # fold -1 (AVERAGED) -> the all-folds row
                 )
                 writer.write_table(pa.Table.from_pydict(columns, schema=schema))
@@ -397,14 +394,13 @@ def run_stage(stage: str, root: Path, join_shard_mb: float) -> dict[str, float]:
 
         shutil.rmtree(merged.uri, ignore_errors=True)
         inputs = {"examples": [examples], **{f"predictions_{m}": [p] for m, p in enumerate(models)}}
-        Executor(_context()).Do(
-            inputs, {"merged": [merged]}, {"num_models": spec.models, "shard_mb": join_shard_mb}
-        )
+        properties = {"num_models": spec.models, "top_k": TOP_K, "shard_mb": join_shard_mb}
+        Executor(_context()).Do(inputs, {"merged": [merged]}, properties)
     elif stage == "features":
         from components.l2_features.executor import Executor
 
         shutil.rmtree(features.uri, ignore_errors=True)
-        Executor(_context()).Do({"merged": [merged]}, {"features": [features]}, {"top_k": TOP_K})
+        Executor(_context()).Do({"merged": [merged]}, {"features": [features]}, {})
     else:
         shutil.rmtree(root / "work" / "numpy", ignore_errors=True)
         names = model_names(spec.models)

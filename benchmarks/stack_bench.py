@@ -31,15 +31,15 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from components.l2_features.executor import (  # noqa: E402
-    candidate_table,
-    class_ranks,
-    feature_columns,
-    parquet_schema,
-)
+from components.l2_features.executor import candidate_table, feature_columns, parquet_schema  # noqa: E402
 from components.l2_lightgbm.config import LightGBMConfig, parse_lightgbm_config  # noqa: E402
 from components.l2_lightgbm.executor import read_split, rows_gap, train_fold  # noqa: E402
-from components.l2_merge.executor import MergedRecord, decode_merged  # noqa: E402
+from components.l2_merge.executor import (  # noqa: E402
+    MergedRecord,
+    candidate_record,
+    class_ranks,
+    decode_merged,
+)
 from trainer.metrics import bootstrap_gaps, gap_at_k  # noqa: E402
 from trainer.predictions import decode_prediction  # noqa: E402
 from trainer.readers import read_records  # noqa: E402
@@ -82,20 +82,25 @@ def load_run(home: Path, pipeline: str):
     names = property_value(runs["L2Merge"].outputs["merged"][0], "model_names")
     classes = merged.get_int_custom_property("num_classes")
     folds = merged.get_int_custom_property("num_folds")
-    records = [decode_merged(r, classes) for r in _records(f"{merged.uri}/Split-holdout/*")]
+    records = [decode_merged(r) for r in _records(f"{merged.uri}/Split-holdout/*")]
     ids = [record.video_id for record in records]
     index = {video_id: row for row, video_id in enumerate(ids)}
     labels = np.zeros((len(ids), classes), bool)
     for row, record in enumerate(records):
         labels[row, list(record.labels)] = True
+
+    def holdout_scores(node: str, out: np.ndarray) -> None:
+        """Each holdout video's scores in `node`'s predictions, into its row of `out` [videos, classes]."""
+        for record in _records(f"{output(node, 'predictions').uri}/Split-holdout/*"):
+            video_id, _, scores = decode_prediction(record)
+            out[index[video_id]] = scores
+
     per_fold = np.zeros((folds, len(ids), len(names), classes), np.float32)
+    averaged = np.zeros((len(ids), len(names), classes), np.float32)  # not in the (sparse) merged records
     for m, name in enumerate(names):
+        holdout_scores(f"L1Assemble_{name}", averaged[:, m])
         for k in range(folds):
-            uri = output(f"L1Predict_{name}_fold{k}", "predictions").uri
-            for record in _records(f"{uri}/Split-holdout/*"):
-                video_id, _, scores = decode_prediction(record)
-                per_fold[k, index[video_id], m] = scores
-    averaged = np.stack([record.scores for record in records])
+            holdout_scores(f"L1Predict_{name}_fold{k}", per_fold[k, :, m])
     holdout = Holdout(ids, labels, averaged, per_fold, read_split(features, "holdout"))
     return names, read_split(features, "oof"), holdout
 
@@ -108,13 +113,21 @@ def dense(holdout: Holdout, rows: pd.DataFrame, scores: np.ndarray) -> np.ndarra
     return out
 
 
-def fold_rows(holdout: Holdout, names, fold: int, priors: np.ndarray, candidates) -> pd.DataFrame:
-    """Feature rows of the holdout from every L1 model's fold-`fold` predictions (like out-of-fold rows)."""
-    records = [
-        MergedRecord(video_id, fold, tuple(np.flatnonzero(holdout.labels[row])), holdout.per_fold[fold, row])
-        for row, video_id in enumerate(holdout.ids)
-    ]
-    table, _ = candidate_table(records, TOP_K, priors, parquet_schema(names), candidates)
+def fold_rows(
+    holdout: Holdout, names, fold: int, priors: np.ndarray, candidates: np.ndarray | None
+) -> pd.DataFrame:
+    """Feature rows of the holdout from every L1 model's fold-`fold` predictions (like out-of-fold rows);
+    candidates: bool [videos, classes], or None for each video's own (union of the models' top k)."""
+    records = []
+    for row, video_id in enumerate(holdout.ids):
+        labels, scores = tuple(np.flatnonzero(holdout.labels[row])), holdout.per_fold[fold, row]
+        if candidates is None:
+            records.append(candidate_record(video_id, fold, labels, scores, TOP_K))
+        else:
+            classes = np.flatnonzero(candidates[row]).astype(np.int32)
+            ranks = class_ranks(scores)[:, classes]
+            records.append(MergedRecord(video_id, fold, labels, classes, scores[:, classes], ranks))
+    table, _ = candidate_table(records, TOP_K, priors, parquet_schema(names))
     return table.to_pandas()
 
 

@@ -168,10 +168,12 @@ class Chain:
         merged = self.output(artifacts.MergedPredictions, "L2Merge/merged")
         inputs = {"examples": [folds], **{f"predictions_{m}": [p] for m, p in enumerate(models)}}
         # shard_mb below the input size (~0.27 MB): a join in 2 shards, its scratch directory on gs:// too
-        L2Merge(self.context).Do(inputs, {"merged": [merged]}, {"num_models": len(models), "shard_mb": 0.2})
+        L2Merge(self.context).Do(
+            inputs, {"merged": [merged]}, {"num_models": len(models), "top_k": 3, "shard_mb": 0.2}
+        )
         self.record("L2Merge", merged=merged)
         features = self.output(artifacts.CandidateFeatures, "L2Features/features")
-        L2Features(self.context).Do({"merged": [merged]}, {"features": [features]}, {"top_k": 3})
+        L2Features(self.context).Do({"merged": [merged]}, {"features": [features]}, {})
         self.record("L2Features", features=features)
         outputs = {
             "scores": self.output(artifacts.CandidateScores, "L2LightGBM/scores"),

@@ -13,7 +13,7 @@ import pyarrow as pa
 from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact, standard_artifact_utils
 
-from components.l2_merge.executor import MergedRecord, decode_merged
+from components.l2_merge.executor import MergedRecord, decode_fold_and_labels, decode_merged
 from components.splits import (
     HOLDOUT,
     OUT_OF_FOLD,
@@ -76,25 +76,9 @@ def feature_columns(model_names: list[str]) -> list[str]:
     return [name for name in parquet_schema(model_names).names if name not in NON_FEATURE_COLUMNS]
 
 
-def class_ranks(scores: np.ndarray) -> np.ndarray:
-    """1-based rank of each class along the last axis of float32 `scores` (the merged record format; other
-    values are rounded to float32). Ties: lower class index first; NaN ranks last. The same ranks as a stable
-    argsort of -scores, computed on uint32 keys of the float32 bits (one integer sort, no NaN handling)."""
-    bits = np.ascontiguousarray(scores, dtype=np.float32).view(np.uint32)
-    keys = np.where(bits & 0x80000000, bits, 0x7FFFFFFF - bits).astype(np.uint32)  # ascending = descending
-    keys[bits == 0x80000000] = 0x7FFFFFFF  # -0.0 ties with +0.0
-    keys[(bits & 0x7FFFFFFF) > 0x7F800000] = 0xFFFFFFFF  # every NaN last, ties among them by class
-    num_classes = keys.shape[-1]
-    order = np.argsort(keys.reshape(-1, num_classes), axis=-1, kind="stable")
-    order += np.arange(0, keys.size, num_classes)[:, None]  # flat positions: one scatter for all rows
-    ranks = np.empty(keys.size, np.int32)
-    ranks[order.ravel()] = np.tile(np.arange(1, num_classes + 1, dtype=np.int32), order.shape[0])
-    return ranks.reshape(keys.shape)
-
-
-def batch_size(num_models: int, num_classes: int) -> int:
-    """Videos per batch: about 2M scores (~40 MB of working arrays), 1 to 2048 videos."""
-    return max(1, min(2048, _BATCH_SCORES // (num_models * num_classes)))
+def batch_size(num_models: int, max_candidates: int) -> int:
+    """Videos per batch: at most about 2M scores (~40 MB of working arrays), 1 to 2048 videos."""
+    return max(1, min(2048, _BATCH_SCORES // (num_models * max_candidates)))
 
 
 class ClassCounts(beam.CombineFn):
@@ -106,11 +90,11 @@ class ClassCounts(beam.CombineFn):
     def create_accumulator(self) -> tuple[np.ndarray, np.ndarray]:
         return np.zeros(self._num_folds, np.int64), np.zeros((self._num_folds, self._num_classes), np.int64)
 
-    def add_input(self, accumulator, records: Sequence[MergedRecord]):
+    def add_input(self, accumulator, folds_and_labels: Sequence[tuple[int, tuple[int, ...]]]):
         videos, class_counts = accumulator
-        for record in records:
-            videos[record.fold] += 1
-            class_counts[record.fold, list(record.labels)] += 1
+        for fold, labels in folds_and_labels:
+            videos[fold] += 1
+            class_counts[fold, list(labels)] += 1
         return videos, class_counts
 
     def merge_accumulators(self, accumulators):
@@ -134,22 +118,15 @@ def prior_table(counts: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
 
 
 def candidate_table(
-    records: Sequence[MergedRecord],
-    top_k: int,
-    priors: np.ndarray,
-    schema: pa.Schema,
-    candidates: np.ndarray | None = None,
+    records: Sequence[MergedRecord], top_k: int, priors: np.ndarray, schema: pa.Schema
 ) -> tuple[pa.Table, list[tuple[str, int]]]:
-    """The rows of a batch of videos (per video: one per candidate class, i.e. in the top-k of some model,
-    in ascending class order; videos in batch order) and the batch's videos, rows, true labels among the
-    candidates and true labels."""
-    scores = np.stack([record.scores for record in records])  # float32 [videos, models, classes]
-    num_classes = scores.shape[2]
-    ranks = class_ranks(scores)
-    in_top_k = ranks <= top_k
-    video, candidate = np.nonzero(in_top_k.any(axis=1) if candidates is None else candidates)
-    picked = np.ascontiguousarray(scores[video, :, candidate].T)  # [models, rows], as one video's [M, K]
-    picked_ranks = ranks[video, :, candidate]  # [rows, models]
+    """The rows of a batch of videos (per video: one per candidate class in ascending class order; videos in
+    batch order) and the batch's videos, rows, true labels among the candidates and true labels."""
+    num_classes = priors.shape[1]
+    video = np.repeat(np.arange(len(records)), [record.classes.size for record in records])
+    candidate = np.concatenate([record.classes for record in records])
+    picked = np.concatenate([record.scores for record in records], axis=1)  # [models, rows]
+    picked_ranks = np.concatenate([record.ranks for record in records], axis=1)  # [models, rows]
     label_sets = [set(record.labels) for record in records]
     num_labels = np.array([len(labels) for labels in label_sets], np.int32)
     labels = np.fromiter((c for labels in label_sets for c in labels), np.int64, int(num_labels.sum()))
@@ -167,13 +144,13 @@ def candidate_table(
         num_labels[video],
     ]
     for model in range(picked.shape[0]):
-        values += [picked[model], picked_ranks[:, model]]
+        values += [picked[model], picked_ranks[model]]
     prior_rows = np.where(folds == AVERAGED, -1, folds)  # holdout/test: the all-folds row
     values += [
         picked.mean(axis=0),
         picked.max(axis=0),
         picked.std(axis=0),
-        in_top_k[video, :, candidate].sum(axis=1, dtype=np.int32),
+        (picked_ranks <= top_k).sum(axis=0, dtype=np.int32),
         priors[prior_rows[video], candidate],
     ]
     stats = [
@@ -207,34 +184,33 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     ) -> None:
         merged = input_dict["merged"][0]
         output = output_dict["features"][0]
-        top_k = exec_properties["top_k"]
+        top_k = merged.get_int_custom_property("top_k")
         model_names = list(merged.get_json_value_custom_property("model_names"))
         num_classes = merged.get_int_custom_property("num_classes")
         num_folds = merged.get_int_custom_property("num_folds")
         splits = standard_artifact_utils.decode_split_names(merged.split_names)
         schema = parquet_schema(model_names)
-        size = batch_size(len(model_names), num_classes)
+        size = batch_size(len(model_names), min(num_classes, len(model_names) * top_k))
 
-        def read(pipeline, split: str, label: str):
-            """Batches of `size` decoded videos of `split`."""
+        def read(pipeline, split: str, label: str, decode):
+            """Batches of `size` videos of `split`, each decoded by `decode`."""
             return (
                 pipeline
                 | f"Read[{label}]" >> ReadTFRecords(split_files(merged, split))
                 | f"Batch[{label}]" >> beam.BatchElements(min_batch_size=size, max_batch_size=size)
-                | f"Decode[{label}]"
-                >> beam.Map(lambda batch: [decode_merged(record, num_classes) for record in batch])
+                | f"Decode[{label}]" >> beam.Map(lambda batch: [decode(record) for record in batch])
             )
 
         summary_path = os.path.join(output.uri, _SUMMARY_FILE)
         with self._make_beam_pipeline() as pipeline:
             priors = (
-                read(pipeline, OUT_OF_FOLD, "FoldVideos")
+                read(pipeline, OUT_OF_FOLD, "FoldVideos", decode_fold_and_labels)
                 | "CountClasses" >> beam.CombineGlobally(ClassCounts(num_folds, num_classes))
                 | "Priors" >> beam.Map(prior_table)
             )
             stats = []
             for split in splits:
-                batches = read(pipeline, split, split) | f"Candidates[{split}]" >> beam.Map(
+                batches = read(pipeline, split, split, decode_merged) | f"Candidates[{split}]" >> beam.Map(
                     candidate_table, top_k, beam.pvalue.AsSingleton(priors), schema
                 )
                 _ = (

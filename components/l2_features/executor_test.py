@@ -10,18 +10,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import tensorflow as tf
-from tfx.types import channel, standard_artifact_utils
+from tfx.types import standard_artifact_utils
 
 from components.artifacts import CandidateFeatures, MergedPredictions
 from components.l2_features import executor
-from components.l2_features.component import L2Features
-from components.l2_features.executor import Executor, class_ranks, model_columns, parquet_schema
-from components.l2_merge.executor import encode_merged
+from components.l2_features.executor import Executor, model_columns, parquet_schema
+from components.l2_merge.executor import candidate_record, class_ranks, encode_merged
 from trainer.metrics import top_k
 from trainer.predictions import AVERAGED
 from trainer.records import InputDataError
 
 MODELS = ["resnet.a", "gru"]
+TOP_K = 2
 # Model "resnet.a" ties classes 1 and 3 at the top and (video b) every class; "gru" ties 1 and 5 at rank 2/3.
 SCORES_A = [[0.5, 0.75, 0.125, 0.75, 0.25, 0.0], [0.25, 0.5, 0.0, 0.125, 0.875, 0.5]]
 SCORES_B = [[0.0] * 6, [0.125, 0.25, 0.375, 0.5, 0.625, 0.75]]
@@ -68,20 +68,22 @@ EXPECTED_TEST = [(0, 0, 0, 0.5), (1, 0, 0, 1.0), (4, 0, 0, 0.5), (5, 0, 0, 0.5)]
 
 
 def _merged(root, lost=()) -> MergedPredictions:
-    """L2Merge's output, one file per video; the files of the `lost` videos are gone."""
+    """L2Merge's output at top_k = TOP_K, one file per video; the files of the `lost` videos are gone."""
     artifact = MergedPredictions()
     artifact.uri = str(root)
     artifact.split_names = standard_artifact_utils.encode_split_names(list(VIDEOS))
     artifact.set_json_value_custom_property("model_names", MODELS)
     artifact.set_int_custom_property("num_classes", 6)
     artifact.set_int_custom_property("num_folds", 2)
+    artifact.set_int_custom_property("top_k", TOP_K)
     artifact.set_json_value_custom_property("split_counts", {s: len(videos) for s, videos in VIDEOS.items()})
     for split, videos in VIDEOS.items():
         os.makedirs(root / f"Split-{split}")
         for video_id, fold, labels, scores in videos:
             if video_id not in lost:
                 with tf.io.TFRecordWriter(str(root / f"Split-{split}" / f"{video_id}.gz"), "GZIP") as writer:
-                    writer.write(encode_merged(video_id, fold, labels, np.array(scores, np.float32)))
+                    dense = np.array(scores, np.float32)
+                    writer.write(encode_merged(candidate_record(video_id, fold, labels, dense, TOP_K)))
     return artifact
 
 
@@ -90,7 +92,7 @@ def features(tmp_path_factory) -> CandidateFeatures:
     root = tmp_path_factory.mktemp("l2_features")
     output = CandidateFeatures()
     output.uri = str(root / "features")
-    Executor().Do({"merged": [_merged(root / "merged")]}, {"features": [output]}, {"top_k": 2})
+    Executor().Do({"merged": [_merged(root / "merged")]}, {"features": [output]}, {})
     return output
 
 
@@ -138,7 +140,7 @@ def test_merged_predictions_that_lost_a_file_fail_naming_the_artifact_split_and_
     output.uri = str(tmp_path / "features")
     message = f"{merged.uri}: split oof holds 1 videos, its producer recorded 2: files were lost"
     with pytest.raises(InputDataError, match=re.escape(message)):
-        Executor().Do({"merged": [merged]}, {"features": [output]}, {"top_k": 2})
+        Executor().Do({"merged": [merged]}, {"features": [output]}, {})
 
 
 def test_ranks_agree_with_the_metrics_top_k_on_ties():
@@ -157,11 +159,6 @@ def test_model_names_are_sanitized_and_must_not_clash():
         model_columns(["a-b", "a.b"])
     with pytest.raises(ValueError, match="score_mean"):
         model_columns(["mean"])
-
-
-def test_component_rejects_top_k_below_1():
-    with pytest.raises(ValueError, match="top_k"):
-        L2Features(channel.Channel(type=MergedPredictions), top_k=0)
 
 
 def _reference_ranks(scores: np.ndarray) -> np.ndarray:
@@ -186,7 +183,9 @@ def test_ranks_match_a_stable_argsort_on_special_float32_values():
 def _reference_rows(
     video_id: str, fold: int, labels: tuple[int, ...], scores: np.ndarray, k: int, priors: np.ndarray
 ) -> list[tuple]:
-    """A video's rows computed one candidate at a time in plain Python (float32 arithmetic as numpy's)."""
+    """A video's rows from its dense [models, classes] scores as L2Features built them before the merged
+    records became sparse: ranks over all classes, candidates = union of every model's top k, one candidate
+    at a time in plain Python (float32 arithmetic as numpy's)."""
     ranks = _reference_ranks(scores)
     candidates = sorted({c for row in ranks for c in np.flatnonzero(row <= k).tolist()})
     picked = scores[:, candidates]  # [models, candidates], as the executor lays them out
@@ -202,7 +201,7 @@ def _reference_rows(
     return rows
 
 
-def test_batched_rows_equal_a_per_row_reference_on_random_data(tmp_path, monkeypatch):
+def test_rows_from_sparse_records_equal_the_dense_reference_on_random_data(tmp_path, monkeypatch):
     num_models, num_classes, num_folds, k = 3, 30, 3, 4
     rng = np.random.default_rng(7)
     videos: dict[str, list] = {"oof": [], "holdout": [], "test": []}
@@ -220,12 +219,13 @@ def test_batched_rows_equal_a_per_row_reference_on_random_data(tmp_path, monkeyp
     merged.set_json_value_custom_property("model_names", ["m0", "m1", "m2"])
     merged.set_int_custom_property("num_classes", num_classes)
     merged.set_int_custom_property("num_folds", num_folds)
+    merged.set_int_custom_property("top_k", k)
     merged.set_json_value_custom_property("split_counts", {"oof": 40, "holdout": 10, "test": 10})
     for split, split_videos in videos.items():
         os.makedirs(root / f"Split-{split}")
         with tf.io.TFRecordWriter(str(root / f"Split-{split}" / "part.gz"), "GZIP") as writer:
             for video in split_videos:
-                writer.write(encode_merged(*video))
+                writer.write(encode_merged(candidate_record(*video, k)))
     # Priors: class frequency among the OOF videos of the other folds (all folds for holdout and test).
     counts = np.zeros((num_folds + 1, num_classes))
     totals = np.zeros(num_folds + 1)
@@ -235,10 +235,11 @@ def test_batched_rows_equal_a_per_row_reference_on_random_data(tmp_path, monkeyp
             counts[row, sorted(set(labels))] += 1
     priors = (counts / totals[:, None]).astype(np.float32)
 
-    monkeypatch.setattr(executor, "_BATCH_SCORES", 7 * num_models * num_classes)  # batches of 7 videos
+    # batches of 7 videos (at most num_models x k candidates each)
+    monkeypatch.setattr(executor, "_BATCH_SCORES", 7 * num_models * num_models * k)
     output = CandidateFeatures()
     output.uri = str(tmp_path / "features")
-    Executor().Do({"merged": [merged]}, {"features": [output]}, {"top_k": k})
+    Executor().Do({"merged": [merged]}, {"features": [output]}, {})
     for split, split_videos in videos.items():
         expected = [row for video in split_videos for row in _reference_rows(*video, k, priors)]
         table = _table(output, split)

@@ -1,8 +1,11 @@
 """Executor of L2Merge: every L1 model's predictions joined with the fold split by video id (Beam).
 
-The merged record format lives here (`encode_merged` / `decode_merged`): tf.train.Example {id, fold,
-labels, scores}, scores = float32 little-endian [num_models, num_classes] row-major, rows in `model_names`
-order.
+The merged record format lives here (`encode_merged` / `decode_merged`): per video only the candidate
+classes, i.e. the union over models of each model's top-k classes (ranks of `class_ranks`). A
+tf.train.Example {id, fold, labels, classes, scores, ranks}: classes = int32 little-endian [K] ascending,
+scores = float32 little-endian [num_models, K] and ranks = int32 little-endian [num_models, K] (1-based among
+all num_classes), both row-major with rows in `model_names` order. Its size depends on num_models and K
+(top_k <= K <= num_models x top_k), not on num_classes: about 8 x num_models x K + 4 x K bytes.
 """
 
 from __future__ import annotations
@@ -38,30 +41,72 @@ class MergedRecord(NamedTuple):
     video_id: str
     fold: int  # the video's fold for out-of-fold videos, AVERAGED otherwise
     labels: tuple[int, ...]  # empty when unlabelled
-    scores: np.ndarray  # float32 [num_models, num_classes]
+    classes: np.ndarray  # int32 [K]: the candidate classes, ascending
+    scores: np.ndarray  # float32 [num_models, K]: each model's scores at the candidates
+    ranks: np.ndarray  # int32 [num_models, K]: each model's 1-based ranks among all classes at the candidates
 
 
-def encode_merged(video_id: str, fold: int, labels: tuple[int, ...], scores: np.ndarray) -> bytes:
-    """Serialize one video's [num_models, num_classes] scores with its fold and true labels."""
+def class_ranks(scores: np.ndarray) -> np.ndarray:
+    """1-based rank of each class along the last axis of float32 `scores` (other values are rounded to
+    float32). Ties: lower class index first; NaN ranks last. The same ranks as a stable argsort of -scores,
+    computed on uint32 keys of the float32 bits (one integer sort, no NaN handling)."""
+    bits = np.ascontiguousarray(scores, dtype=np.float32).view(np.uint32)
+    keys = np.where(bits & 0x80000000, bits, 0x7FFFFFFF - bits).astype(np.uint32)  # ascending = descending
+    keys[bits == 0x80000000] = 0x7FFFFFFF  # -0.0 ties with +0.0
+    keys[(bits & 0x7FFFFFFF) > 0x7F800000] = 0xFFFFFFFF  # every NaN last, ties among them by class
+    num_classes = keys.shape[-1]
+    order = np.argsort(keys.reshape(-1, num_classes), axis=-1, kind="stable")
+    order += np.arange(0, keys.size, num_classes)[:, None]  # flat positions: one scatter for all rows
+    ranks = np.empty(keys.size, np.int32)
+    ranks[order.ravel()] = np.tile(np.arange(1, num_classes + 1, dtype=np.int32), order.shape[0])
+    return ranks.reshape(keys.shape)
+
+
+def candidate_record(
+    video_id: str, fold: int, labels: tuple[int, ...], scores: np.ndarray, top_k: int
+) -> MergedRecord:
+    """The merged record of dense float32 [num_models, num_classes] `scores`: candidates = the classes in
+    some model's top `top_k`."""
+    ranks = class_ranks(scores)
+    classes = np.flatnonzero((ranks <= top_k).any(axis=0)).astype(np.int32)
+    return MergedRecord(
+        video_id, fold, labels, classes, scores[:, classes].astype(np.float32), ranks[:, classes]
+    )
+
+
+def encode_merged(record: MergedRecord) -> bytes:
+    """Serialize one video's merged record (the module docstring's format)."""
     example = example_pb2.Example()
     features = example.features.feature
-    features[F.ID].bytes_list.value.append(video_id.encode())
-    features["fold"].int64_list.value.append(fold)
-    features[F.LABELS].int64_list.value.extend(labels)
-    features["scores"].bytes_list.value.append(np.ascontiguousarray(scores, dtype="<f4").tobytes())
+    features[F.ID].bytes_list.value.append(record.video_id.encode())
+    features["fold"].int64_list.value.append(record.fold)
+    features[F.LABELS].int64_list.value.extend(record.labels)
+    features["classes"].bytes_list.value.append(np.ascontiguousarray(record.classes, "<i4").tobytes())
+    features["scores"].bytes_list.value.append(np.ascontiguousarray(record.scores, "<f4").tobytes())
+    features["ranks"].bytes_list.value.append(np.ascontiguousarray(record.ranks, "<i4").tobytes())
     return example.SerializeToString()
 
 
-def decode_merged(serialized: bytes, num_classes: int) -> MergedRecord:
-    """The video id, fold, labels and float32 [num_models, num_classes] scores of a merged record."""
+def decode_merged(serialized: bytes) -> MergedRecord:
+    """The video id, fold, labels, candidate classes and per-model scores and ranks of a merged record."""
     features = example_pb2.Example.FromString(serialized).features.feature
-    scores = np.frombuffer(features["scores"].bytes_list.value[0], dtype="<f4")
+    classes = np.frombuffer(features["classes"].bytes_list.value[0], "<i4").astype(np.int32)
+    scores = np.frombuffer(features["scores"].bytes_list.value[0], "<f4").astype(np.float32)
+    ranks = np.frombuffer(features["ranks"].bytes_list.value[0], "<i4").astype(np.int32)
     return MergedRecord(
         features[F.ID].bytes_list.value[0].decode(),
         features["fold"].int64_list.value[0],
         tuple(features[F.LABELS].int64_list.value),
-        scores.reshape(-1, num_classes).astype(np.float32),
+        classes,
+        scores.reshape(-1, classes.size),
+        ranks.reshape(-1, classes.size),
     )
+
+
+def decode_fold_and_labels(serialized: bytes) -> tuple[int, tuple[int, ...]]:
+    """The fold and labels of a merged record, its scores and ranks left undecoded."""
+    features = example_pb2.Example.FromString(serialized).features.feature
+    return features["fold"].int64_list.value[0], tuple(features[F.LABELS].int64_list.value)
 
 
 def predictions_key(model: int) -> str:
@@ -80,9 +125,10 @@ def _keyed_example(serialized: bytes, fold: int) -> tuple[str, tuple[int, tuple[
 
 
 def merge_video(
-    joined: tuple[str, dict[str, Any]], model_names: list[str], num_classes: int, split: str
+    joined: tuple[str, dict[str, Any]], model_names: list[str], num_classes: int, top_k: int, split: str
 ) -> bytes:
-    """The merged record of a video: exactly one prediction per model, made for the video's fold."""
+    """The merged record of a video: exactly one prediction per model, made for the video's fold; its
+    candidates are every model's top `top_k` classes."""
     video_id, grouped = joined
     examples = list(grouped[_EXAMPLES])
     if not examples:
@@ -111,7 +157,7 @@ def merge_video(
                 f"{name}: prediction of video '{video_id}' has {scores.size} scores, expected {num_classes}"
             )
         rows.append(scores)
-    return encode_merged(video_id, fold, labels, np.stack(rows))
+    return encode_merged(candidate_record(video_id, fold, labels, np.stack(rows), top_k))
 
 
 def _check_models(models: list[artifact.Artifact], splits: list[str]) -> tuple[list[str], int]:
@@ -143,6 +189,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         if examples_utils.get_payload_format(examples) != example_gen_pb2.FORMAT_TF_EXAMPLE:
             raise MergeError(f"examples: {examples.uri} is not the video-level (tf.train.Example) fold split")
         num_folds = examples.get_int_custom_property("num_folds")
+        top_k = exec_properties["top_k"]
         available = standard_artifact_utils.decode_split_names(examples.split_names)
         splits = [OUT_OF_FOLD, *[split for split in AVERAGED_SPLITS if split in available]]
         model_names, num_classes = _check_models(models, splits)
@@ -178,8 +225,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                 merged = (
                     joined
                     | f"Join[{split}]" >> beam.CoGroupByKey()
-                    | f"Merge[{split}]"
-                    >> beam.Map(merge_video, model_names=model_names, num_classes=num_classes, split=split)
+                    | f"Merge[{split}]" >> beam.Map(merge_video, model_names, num_classes, top_k, split)
                 )
                 _ = merged | f"Write[{split}]" >> write_split(output, split, f"merged{suffix}")
                 written[split] = merged
@@ -193,5 +239,6 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         output.set_json_value_custom_property("model_names", model_names)
         output.set_int_custom_property("num_classes", num_classes)
         output.set_int_custom_property("num_folds", num_folds)
+        output.set_int_custom_property("top_k", top_k)
         output.set_int_custom_property("shards", shards)
         output.set_json_value_custom_property(SPLIT_COUNTS, split_counts)
