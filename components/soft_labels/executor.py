@@ -27,7 +27,7 @@ from trainer.soft_labels import encode_soft_labels, with_soft_labels
 SPLIT = "train"
 SCORE_COLUMNS = ["video_id", "class_id", "score", "scored_by"]
 _ROWS_PER_BATCH = 65_536
-# The id of a video-level example, and of a `_video_rows` record (an Example with the same `id` feature).
+# The id of a video-level example, and of a `score_records` record (an Example with the same `id` feature).
 _VIDEO_ID = functools.partial(video_id_of, level="video")
 
 
@@ -35,7 +35,9 @@ class SoftLabelError(ValueError):
     """Soft labels that do not cover the training videos exactly."""
 
 
-def _encode_rows(video_id: str, class_ids: np.ndarray, scores: np.ndarray, scored_by: np.ndarray) -> bytes:
+def encode_score_rows(
+    video_id: str, class_ids: np.ndarray, scores: np.ndarray, scored_by: np.ndarray
+) -> bytes:
     """Some of a video's rows of L2 scores as one record: class ids and scores as raw arrays, and the folds
     of the stackers that scored them."""
     example = example_pb2.Example()
@@ -47,18 +49,19 @@ def _encode_rows(video_id: str, class_ids: np.ndarray, scores: np.ndarray, score
     return example.SerializeToString()
 
 
-def _decode_rows(serialized: bytes) -> tuple[np.ndarray, np.ndarray, list[int]]:
-    """(class ids, scores, scored_by folds) of an `_encode_rows` record."""
+def decode_score_rows(serialized: bytes) -> tuple[str, np.ndarray, np.ndarray, list[int]]:
+    """(video id, class ids, scores, scored_by folds) of an `encode_score_rows` record."""
     features = example_pb2.Example.FromString(serialized).features.feature
     return (
+        features["id"].bytes_list.value[0].decode(),
         np.frombuffer(features["class_ids"].bytes_list.value[0], "<i8"),
         np.frombuffer(features["scores"].bytes_list.value[0], "<f4"),
         list(features["scored_by"].int64_list.value),
     )
 
 
-def _video_rows(path: str) -> Iterator[bytes]:
-    """One `_encode_rows` record per video and record batch of a Parquet file of L2 scores, grouped with
+def score_records(path: str) -> Iterator[bytes]:
+    """One `encode_score_rows` record per video and record batch of a Parquet file of L2 scores, grouped with
     numpy (no Python object per row). A video's rows may span batches and files: the join gathers them."""
     for batch in parquet_batches(path, SCORE_COLUMNS, _ROWS_PER_BATCH):
         for name in SCORE_COLUMNS:
@@ -72,13 +75,13 @@ def _video_rows(path: str) -> Iterator[bytes]:
         video_ids = videos.dictionary.take(pa.array(codes[starts])).to_pylist()
         class_ids, scores, scored_by = (batch.column(name).to_numpy()[order] for name in SCORE_COLUMNS[1:])
         for video_id, start, end in zip(video_ids, starts, ends, strict=True):
-            yield _encode_rows(video_id, class_ids[start:end], scores[start:end], scored_by[start:end])
+            yield encode_score_rows(video_id, class_ids[start:end], scores[start:end], scored_by[start:end])
 
 
 def _soft_labels(video_id: str, grouped: dict[str, list]) -> tuple[int, bytes, bytes]:
     """(fold index, index record, student record) of one video; fails unless it has exactly one fold record
     and at least one distinct candidate score, every one scored by the stacker of the video's own fold."""
-    in_folds, rows = list(grouped["fold_video"]), [_decode_rows(record) for record in grouped["rows"]]
+    in_folds, rows = list(grouped["fold_video"]), [decode_score_rows(record) for record in grouped["rows"]]
     if not in_folds:
         raise SoftLabelError(f"soft labels for video '{video_id}' which is in no fold split")
     if not rows:
@@ -86,15 +89,15 @@ def _soft_labels(video_id: str, grouped: dict[str, list]) -> tuple[int, bytes, b
     if len(in_folds) != 1:
         raise SoftLabelError(f"video '{video_id}' appears {len(in_folds)} times in the fold splits")
     fold, record = in_folds[0]
-    scored_by = sorted({row_fold for _, _, row_folds in rows for row_fold in row_folds})
+    scored_by = sorted({row_fold for _, _, _, row_folds in rows for row_fold in row_folds})
     if scored_by != [fold]:
         raise SoftLabelError(
             f"video '{video_id}' of fold_{fold} was scored by the stacker of folds {scored_by} "
             f"({AVERAGED} = the fold average), not out of fold"
         )
-    class_ids = np.concatenate([ids for ids, _, _ in rows])
+    class_ids = np.concatenate([ids for _, ids, _, _ in rows])
     order = np.argsort(class_ids, kind="stable")
-    class_ids, scores = class_ids[order], np.concatenate([scores for _, scores, _ in rows])[order]
+    class_ids, scores = class_ids[order], np.concatenate([scores for _, _, scores, _ in rows])[order]
     if np.unique(class_ids).size != class_ids.size:
         raise SoftLabelError(f"video '{video_id}' has repeated candidate classes")
     return fold, encode_soft_labels(video_id, class_ids, scores), with_soft_labels(record, class_ids, scores)
@@ -116,7 +119,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         inputs = [
             JoinInput(f"examples.{split}", examples, split, _VIDEO_ID, counted=True)
             for split in [*folds, *passed_through]
-        ] + [JoinInput("scores", scores, OUT_OF_FOLD, _VIDEO_ID, file_records=_video_rows)]
+        ] + [JoinInput("scores", scores, OUT_OF_FOLD, _VIDEO_ID, file_records=score_records)]
 
         def build(
             pipeline: beam.Pipeline, records: dict[str, beam.PCollection], suffix: str

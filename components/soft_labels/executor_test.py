@@ -12,7 +12,7 @@ import tensorflow as tf
 from tfx.types import standard_artifact_utils, standard_artifacts
 
 from components.artifacts import CandidateScores, SoftLabelIndex
-from components.soft_labels.executor import Executor, SoftLabelError
+from components.soft_labels.executor import Executor, SoftLabelError, decode_score_rows, score_records
 from tests import builders
 from trainer.readers import read_records
 from trainer.records import InputDataError
@@ -90,6 +90,20 @@ def test_student_examples_are_the_fold_records_with_soft_labels_and_holdout_unch
             row = [v.decode() for v in parsed["id"].numpy()].index("b")
             np.testing.assert_allclose(parsed["targets"].numpy()[row], [0, 0, 0.75, 0, 0, 0, 0, 0.25])
     assert _split_records(student.uri, "holdout") == _split_records(str(tmp_path / "examples"), "holdout")
+
+
+def test_a_scores_file_is_read_as_one_record_per_video_and_batch(tmp_path):
+    _scores(tmp_path / "scores", ROWS)
+    records = list(score_records(str(tmp_path / "scores" / "Split-oof" / "scores-0.parquet")))
+    decoded = {
+        video_id: (ids.tolist(), scores.tolist(), folds)
+        for video_id, ids, scores, folds in map(decode_score_rows, records)
+    }
+    assert len(records) == 3 and decoded == {
+        "a": ([3, 1], [0.875, 0.125], [0]),
+        "b": ([7, 2], [0.25, 0.75], [0]),
+        "c": ([1], [0.5], [1]),
+    }
 
 
 @BOTH_JOINS
