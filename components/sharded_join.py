@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import os
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import apache_beam as beam
@@ -21,11 +21,13 @@ from tfx.types import artifact
 
 from components.splits import (
     COUNTS_DIR,
+    ReadRecords,
     ReadTFRecords,
     check_split_counts,
     collect_counts,
     count_splits,
     split_files,
+    tfrecord_records,
 )
 
 PARTITION_DIR = "_partitioned"  # under the output's uri while the executor runs; removed when it succeeds
@@ -38,14 +40,17 @@ JoinBuilder = Callable[[beam.Pipeline, dict[str, beam.PCollection], str], dict[s
 
 @dataclass(frozen=True)
 class JoinInput:
-    """One side of a join: the TFRecord files of `split` of `source`, keyed by `video_id(record)`. A
-    `counted` input must hold the number of videos `source` recorded for the split (its `split_counts`)."""
+    """One side of a join: the records of the files of `split` of `source`, keyed by `video_id(record)`.
+    The records of a file are its TFRecords unless `file_records` reads them otherwise (as serialized records
+    made from another format's rows, say); its parts are TFRecord files either way. A `counted` input must
+    hold the number of videos `source` recorded for the split (its `split_counts`)."""
 
     tag: str  # unique among the inputs; names its Beam steps and its partition directory
     source: artifact.Artifact
     split: str
     video_id: Callable[[bytes], str]
     counted: bool = False
+    file_records: Callable[[str], Iterable[bytes]] = tfrecord_records
 
     @property
     def pattern(self) -> str:
@@ -78,7 +83,7 @@ def run_sharded(
     input_counts, output_counts = (os.path.join(scratch_dir, COUNTS_DIR, kind) for kind in ("in", "out"))
     if shards == 1:
         with make_pipeline() as pipeline:
-            records = _read(pipeline, inputs, lambda item: item.pattern)
+            records = _read_inputs(pipeline, inputs)
             count_splits(records, input_counts, "inputs")
             count_splits(build(pipeline, records, ""), output_counts, "outputs")
         _check_counts(inputs, collect_counts(input_counts))
@@ -87,9 +92,11 @@ def run_sharded(
         _check_counts(inputs, collect_counts(input_counts))
         for shard in range(shards):
             with make_pipeline() as pipeline:
-                records = _read(
-                    pipeline, inputs, lambda item, shard=shard: _part_files(scratch_dir, shard, item.tag)
-                )
+                records = {
+                    item.tag: pipeline
+                    | f"Read[{item.tag}]" >> ReadTFRecords(_part_files(scratch_dir, shard, item.tag))
+                    for item in inputs
+                }
                 count_splits(build(pipeline, records, f"-{shard:04d}"), output_counts, f"shard-{shard:04d}")
     written = collect_counts(output_counts)
     tf.io.gfile.rmtree(scratch_dir)
@@ -112,7 +119,7 @@ def _partition(
     """Every record of every input rewritten under `scratch_dir`/shard-<s>/<tag>/ for its video's shard;
     the records of each input counted under `counts_dir`."""
     with make_pipeline() as pipeline:
-        records = _read(pipeline, inputs, lambda item: item.pattern)
+        records = _read_inputs(pipeline, inputs)
         count_splits(records, counts_dir, "inputs")
         for item in inputs:
             parts = records[item.tag] | f"Shard[{item.tag}]" >> beam.Partition(
@@ -129,8 +136,9 @@ def _part_files(scratch_dir: str, shard: int, tag: str) -> str:
     return os.path.join(scratch_dir, f"shard-{shard}", tag, "*")
 
 
-def _read(
-    pipeline: beam.Pipeline, inputs: list[JoinInput], pattern: Callable[[JoinInput], str]
-) -> dict[str, beam.PCollection]:
-    """The records of every input (of the files matching `pattern(input)`), by tag."""
-    return {item.tag: pipeline | f"Read[{item.tag}]" >> ReadTFRecords(pattern(item)) for item in inputs}
+def _read_inputs(pipeline: beam.Pipeline, inputs: list[JoinInput]) -> dict[str, beam.PCollection]:
+    """The records of every input, by tag."""
+    return {
+        item.tag: pipeline | f"Read[{item.tag}]" >> ReadRecords(item.pattern, item.file_records)
+        for item in inputs
+    }

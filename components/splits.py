@@ -10,7 +10,7 @@ is left would be silently computed on a fraction of the videos.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import apache_beam as beam
 import numpy as np
@@ -52,26 +52,35 @@ def split_batches(
         yield from file_batches(path, batch_size)
 
 
-def _file_records(path: str) -> Iterator[bytes]:
+def tfrecord_records(path: str) -> Iterator[bytes]:
+    """The records of one TFRecord file (*.gz read as GZIP); a file cut in the middle fails naming it."""
     for batch in file_batches(path):
         yield from batch
 
 
-class ReadTFRecords(beam.PTransform):
-    """The records of every TFRecord file matching `pattern` (listed when the pipeline is built; none ->
-    no records). Unlike beam.io.ReadFromTFRecord, a file cut in the middle fails naming the file."""
+class ReadRecords(beam.PTransform):
+    """The records `file_records(path)` reads from every file matching `pattern` (listed when the pipeline
+    is built; none -> no records)."""
 
-    def __init__(self, pattern: str) -> None:
+    def __init__(self, pattern: str, file_records: Callable[[str], Iterable[bytes]]) -> None:
         super().__init__()
-        self._pattern = pattern
+        self._pattern, self._file_records = pattern, file_records
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
         files = sorted(tf.io.gfile.glob(self._pattern))
         return (
             pbegin
             | "Files" >> beam.Create(files).with_output_types(str)
-            | "Records" >> beam.FlatMap(_file_records).with_output_types(bytes)
+            | "Records" >> beam.FlatMap(self._file_records).with_output_types(bytes)
         )
+
+
+class ReadTFRecords(ReadRecords):
+    """The records of every TFRecord file matching `pattern`. Unlike beam.io.ReadFromTFRecord, a file cut in
+    the middle fails naming the file."""
+
+    def __init__(self, pattern: str) -> None:
+        super().__init__(pattern, tfrecord_records)
 
 
 def count_splits(counted: dict[str, beam.PCollection], directory: str, name: str) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
+from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -57,9 +59,51 @@ def read_parquet(path: str, columns: list[str] | None = None) -> pa.Table:
         data = handle.read()
     try:
         return pq.read_table(pa.BufferReader(data), columns=columns)
-    except pa.ArrowInvalid as error:  # a file cut in the middle has no footer
-        reason = str(error).splitlines()[0].removeprefix("Could not open Parquet input source '<Buffer>': ")
-        raise InputDataError(f"{path}: not a readable Parquet file: {reason}") from None
+    except pa.ArrowInvalid as error:
+        raise _unreadable(path, error) from None
+
+
+def parquet_batches(path: str, columns: list[str], batch_size: int) -> Iterator[pa.RecordBatch]:
+    """The rows of one Parquet file, `batch_size` at a time, streamed from the file (never all in memory);
+    a file that is not Parquet fails naming it, as in `read_parquet`."""
+    with tf.io.gfile.GFile(path, "rb") as handle:
+        try:
+            yield from pq.ParquetFile(_SeekableReader(handle)).iter_batches(batch_size, columns=columns)
+        except pa.ArrowInvalid as error:
+            raise _unreadable(path, error) from None
+
+
+class _SeekableReader(io.RawIOBase):
+    """A GFile as the Python file pyarrow reads parts of (GFile has no `closed` and returns no position
+    from `seek`)."""
+
+    def __init__(self, handle: tf.io.gfile.GFile) -> None:
+        super().__init__()
+        self._handle = handle
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self._handle.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self._handle.seek(offset, whence)
+        return self._handle.tell()
+
+    def tell(self) -> int:
+        return self._handle.tell()
+
+
+def _unreadable(path: str, error: pa.ArrowInvalid) -> InputDataError:
+    """A file cut in the middle has no footer: its error names the file, not pyarrow's buffer or handle."""
+    reason = re.sub(r"^Could not open Parquet input source '[^']*': ", "", str(error).splitlines()[0])
+    return InputDataError(f"{path}: not a readable Parquet file: {reason}")
 
 
 def read_parquet_dir(directory: str) -> pa.Table:

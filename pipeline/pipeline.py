@@ -329,14 +329,15 @@ def create_components(config: PipelineConfig) -> list:
 
 
 def l2_nodes(settings: L2Settings, video_folds, l1_predictions: list, shard_mb: float) -> list:
-    """Merge by video id -> candidate features -> per-fold LightGBM -> soft-label index."""
+    """Merge by video id -> candidate features -> per-fold LightGBM -> soft-label index (the joins by video id
+    in shards of `shard_mb`)."""
     merge = L2Merge(
         examples=video_folds, predictions=l1_predictions, top_k=settings.top_k, shard_mb=shard_mb
     ).with_id("L2Merge")
     features = L2Features(merged=merge.outputs["merged"]).with_id("L2Features")
     stacker = L2LightGBM(features=features.outputs["features"], config_path=settings.lightgbm_config)
-    soft_labels = SoftLabels(scores=stacker.outputs["scores"], examples=video_folds).with_id("SoftLabels")
-    return [merge, features, stacker.with_id("L2LightGBM"), soft_labels]
+    soft_labels = SoftLabels(scores=stacker.outputs["scores"], examples=video_folds, shard_mb=shard_mb)
+    return [merge, features, stacker.with_id("L2LightGBM"), soft_labels.with_id("SoftLabels")]
 
 
 def create_pipeline(config: PipelineConfig, metadata_connection_config=None) -> Pipeline:

@@ -242,7 +242,13 @@ def test_cli_compiles_the_kubeflow_config_as_pipeline_job_json(tmp_path):
         ("Pusher", "default"),
     ):
         _assert_resources(executors[task].container.resources, getattr(settings.resources, node_class), task)
-    for join in ("L1Assemble_logistic_full", "StudentAssemble_tower_a_full", "L2Merge", "HeadExamples"):
+    for join in (
+        "L1Assemble_logistic_full",
+        "StudentAssemble_tower_a_full",
+        "L2Merge",
+        "HeadExamples",
+        "SoftLabels",
+    ):
         shard_mb = spec.root.dag.tasks[join].inputs.parameters["shard_mb"].runtime_value.constant
         assert shard_mb.number_value == 0, join  # Dataflow: one shuffle per join, no local hash shards
     pusher = spec.root.dag.tasks["Pusher"]
