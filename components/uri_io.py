@@ -7,9 +7,11 @@ handle closes, so a failed write publishes no partial file.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -62,9 +64,79 @@ def read_parquet(path: str, columns: list[str] | None = None) -> pa.Table:
         raise InputDataError(f"{path}: not a readable Parquet file: {reason}") from None
 
 
-def read_parquet_dir(directory: str) -> pa.Table:
-    """Every `*.parquet` file of `directory`, in file-name order, as one table."""
+def parquet_files(directory: str) -> list[str]:
+    """Every `*.parquet` file of `directory`, in file-name order."""
     files = sorted(tf.io.gfile.glob(os.path.join(directory, f"*{PARQUET_SUFFIX}")))
     if not files:
         raise FileNotFoundError(f"{directory}: no {PARQUET_SUFFIX} files")
-    return pa.concat_tables([read_parquet(path) for path in files])
+    return files
+
+
+def read_parquet_dir(directory: str) -> pa.Table:
+    """Every `*.parquet` file of `directory`, in file-name order, as one table."""
+    return pa.concat_tables([read_parquet(path) for path in parquet_files(directory)])
+
+
+class _GFileStream(io.RawIOBase):
+    """A tf.io.gfile handle as the binary stream pyarrow reads with seeks or writes in order."""
+
+    def __init__(self, handle: tf.io.gfile.GFile, writable: bool) -> None:
+        super().__init__()
+        self._handle, self._writable = handle, writable
+
+    def readable(self) -> bool:
+        return not self._writable
+
+    def writable(self) -> bool:
+        return self._writable
+
+    def seekable(self) -> bool:
+        return not self._writable
+
+    def readinto(self, buffer) -> int:
+        data = self._handle.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def write(self, data) -> int:
+        self._handle.write(bytes(data))
+        return len(data)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self._handle.seek(offset, whence)
+        return self._handle.tell()
+
+    def tell(self) -> int:
+        return self._handle.tell()
+
+
+@contextlib.contextmanager
+def open_parquet(path: str) -> Iterator[pq.ParquetFile]:
+    """One Parquet file opened for reading row groups or batches of it; a file that is not Parquet fails
+    naming it."""
+    with tf.io.gfile.GFile(path, "rb") as handle:
+        try:
+            parquet = pq.ParquetFile(_GFileStream(handle, writable=False))
+        except pa.ArrowInvalid as error:
+            reason = str(error).splitlines()[0]
+            raise InputDataError(f"{path}: not a readable Parquet file: {reason}") from None
+        yield parquet
+
+
+def parquet_batches(
+    path: str, columns: list[str] | None = None, batch_rows: int = 65_536
+) -> Iterator[pa.RecordBatch]:
+    """The rows of one Parquet file in order, `batch_rows` at a time (`columns` of them, or all)."""
+    with open_parquet(path) as parquet:
+        yield from parquet.iter_batches(batch_size=batch_rows, columns=columns)
+
+
+@contextlib.contextmanager
+def parquet_writer(path: str, schema: pa.Schema) -> Iterator[pq.ParquetWriter]:
+    """A Parquet file at `path` written a table or batch at a time (each its own row groups)."""
+    tf.io.gfile.makedirs(os.path.dirname(path))
+    with (
+        tf.io.gfile.GFile(path, "wb") as handle,
+        pq.ParquetWriter(_GFileStream(handle, writable=True), schema) as writer,
+    ):
+        yield writer

@@ -15,8 +15,7 @@ from tfx.types import artifact
 from tfx.utils import path_utils
 
 from components import uri_io
-from components.l2_lightgbm.executor import read_split
-from components.splits import HOLDOUT, check_split_counts, split_batches
+from components.splits import HOLDOUT, check_split_counts, read_split, split_batches
 from trainer.l1_run import TRAINING_INFO
 from trainer.metrics import bootstrap_gaps, evaluate
 from trainer.predictions import decode_prediction
