@@ -48,6 +48,7 @@ BUCKET_BYTES = 256 << 20  # rows of one sort bucket in memory; sorting holds abo
 SCRATCH_DIR = "_sorted_rows"  # under the model output while the executor runs
 _HASH_BUCKETS = 10_000
 _BUCKET_HASH_KEY = "yt8m-l2-buckets0"
+_VIDEO_ID_BYTES = 32
 
 
 def in_validation_slice(video_ids, fraction: float, seed: int) -> np.ndarray:
@@ -82,13 +83,15 @@ def _bucket_of(video_ids: np.ndarray, buckets: int) -> np.ndarray:
     return pd.util.hash_array(video_ids.astype(object), hash_key=_BUCKET_HASH_KEY) % buckets
 
 
-def _uncompressed_bytes(files: list[str]) -> int:
-    total = 0
+def _bucket_count(files: list[str], columns: list[str], bucket_bytes: int) -> int:
+    """Buckets for rows of `columns` to fit `bucket_bytes` each, from the row count and a fixed width per
+    column (8 B; video_id 32 B), never from file sizes: the row order must not depend on the file layout."""
+    rows = 0
     for path in files:
         with open_parquet(path) as parquet:
-            metadata = parquet.metadata
-            total += sum(metadata.row_group(g).total_byte_size for g in range(metadata.num_row_groups))
-    return total
+            rows += parquet.metadata.num_rows
+    row_bytes = 8 * len(columns) + _VIDEO_ID_BYTES
+    return max(1, math.ceil(rows * row_bytes / bucket_bytes))
 
 
 def _write_buckets(
@@ -129,7 +132,7 @@ def sort_rows(
 ) -> SortedRows:
     """`columns` (video_id, fold and class_id among them) of the rows of `files` as SortedRows under
     `scratch`, with as many buckets as keep one bucket within `bucket_bytes`."""
-    buckets = max(1, math.ceil(_uncompressed_bytes(files) / bucket_bytes))
+    buckets = _bucket_count(files, columns, bucket_bytes)
     sorted_paths, videos, folds = [], 0, set()
     for unsorted in _write_buckets(files, columns, scratch, buckets, bucket_bytes):
         table = read_parquet(unsorted).sort_by([("video_id", "ascending"), ("class_id", "ascending")])
@@ -140,6 +143,7 @@ def sort_rows(
         sorted_paths.append(path)
         videos += pc.count_distinct(table.column("video_id")).as_py()  # a video lies in one bucket
         folds.update(pc.unique(table.column("fold")).to_pylist())
+    log.info("L2 sort: %d out-of-fold videos in %d buckets of <= %d bytes", videos, buckets, bucket_bytes)
     return SortedRows(sorted_paths, videos, sorted(int(f) for f in folds))
 
 
@@ -348,7 +352,7 @@ class Executor(base_executor.BaseExecutor):
         columns = list(dict.fromkeys(["video_id", "fold", "target", *feature_columns]))
         boosters, fold_models = {}, {}
         try:
-            rows = sort_rows(files[OUT_OF_FOLD], columns, scratch)
+            rows = sort_rows(files[OUT_OF_FOLD], columns, scratch, BUCKET_BYTES)
             videos = {split: _count_videos(paths) for split, paths in files.items() if split != OUT_OF_FOLD}
             check_split_counts(features, {OUT_OF_FOLD: rows.videos, **videos})
             for fold in rows.folds:
