@@ -140,3 +140,21 @@ def parquet_writer(path: str, schema: pa.Schema) -> Iterator[pq.ParquetWriter]:
         pq.ParquetWriter(_GFileStream(handle, writable=True), schema) as writer,
     ):
         yield writer
+
+
+@contextlib.contextmanager
+def arrow_stream_writer(path: str, schema: pa.Schema) -> Iterator[pa.ipc.RecordBatchStreamWriter]:
+    """An Arrow IPC stream at `path`, written a table or batch at a time with no buffering per column (many
+    can be open at once, unlike Parquet writers); for scratch files."""
+    tf.io.gfile.makedirs(os.path.dirname(path))
+    with (
+        tf.io.gfile.GFile(path, "wb") as handle,
+        pa.ipc.new_stream(_GFileStream(handle, writable=True), schema) as writer,
+    ):
+        yield writer
+
+
+def read_arrow_stream(path: str) -> pa.Table:
+    """The whole Arrow IPC stream at `path` as one table."""
+    with tf.io.gfile.GFile(path, "rb") as handle:
+        return pa.ipc.open_stream(_GFileStream(handle, writable=False)).read_all()

@@ -29,10 +29,12 @@ from tfx.types import artifact, standard_artifact_utils
 from components.l2_lightgbm.config import LightGBMConfig, parse_lightgbm_config
 from components.splits import HOLDOUT, OUT_OF_FOLD, TEST, check_split_counts
 from components.uri_io import (
+    arrow_stream_writer,
     open_parquet,
     parquet_batches,
     parquet_files,
     parquet_writer,
+    read_arrow_stream,
     read_parquet,
     write_json,
     write_text,
@@ -97,7 +99,8 @@ def _bucket_count(files: list[str], columns: list[str], bucket_bytes: int) -> in
 def _write_buckets(
     files: list[str], columns: list[str], scratch: str, buckets: int, flush_bytes: int
 ) -> list[str]:
-    """One streaming pass: `columns` of every row into the unsorted file of its bucket; their paths."""
+    """One streaming pass: `columns` of every row into the unsorted file (Arrow IPC) of its bucket; their
+    paths."""
     paths: dict[int, str] = {}
     with ExitStack() as stack:
         writers: dict[int, Any] = {}
@@ -110,8 +113,8 @@ def _write_buckets(
             bounds = np.searchsorted(bucket, np.arange(buckets + 1))
             for b in np.flatnonzero(np.diff(bounds)):
                 if b not in writers:
-                    paths[b] = os.path.join(scratch, f"unsorted-{b:05d}.parquet")
-                    writers[b] = stack.enter_context(parquet_writer(paths[b], table.schema))
+                    paths[b] = os.path.join(scratch, f"unsorted-{b:05d}.arrows")
+                    writers[b] = stack.enter_context(arrow_stream_writer(paths[b], table.schema))
                 writers[b].write_table(table.slice(bounds[b], bounds[b + 1] - bounds[b]))
 
         pending, pending_bytes = [], 0
@@ -135,9 +138,9 @@ def sort_rows(
     buckets = _bucket_count(files, columns, bucket_bytes)
     sorted_paths, videos, folds = [], 0, set()
     for unsorted in _write_buckets(files, columns, scratch, buckets, bucket_bytes):
-        table = read_parquet(unsorted).sort_by([("video_id", "ascending"), ("class_id", "ascending")])
+        table = read_arrow_stream(unsorted).sort_by([("video_id", "ascending"), ("class_id", "ascending")])
         tf.io.gfile.remove(unsorted)
-        path = unsorted.replace("unsorted-", "sorted-")
+        path = unsorted.replace("unsorted-", "sorted-").replace(".arrows", ".parquet")
         with parquet_writer(path, table.schema) as writer:
             writer.write_table(table, row_group_size=BATCH_ROWS)
         sorted_paths.append(path)
@@ -222,6 +225,7 @@ def train_fold(
 
     train_set = dataset(False)
     booster = fit_booster(train_set, dataset(True, reference=train_set), config)
+    booster.free_dataset()  # the binned rows go; the trees stay for scoring
     info = {
         "fold": fold,
         "train_folds": [f for f in rows.folds if f != fold],
