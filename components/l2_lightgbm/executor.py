@@ -277,6 +277,7 @@ class Candidates:
         num_labels = np.zeros(len(ids), np.int64)
         num_labels[rank] = np.concatenate(self._num_labels)
         column = {name: np.concatenate(parts) for name, parts in self._parts.items()}
+        self._parts = {name: [values] for name, values in column.items()}  # one copy from here on
         videos = rank[column["video"]]
 
         def gap(score: str, rows) -> float:
