@@ -28,6 +28,7 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
 CANDIDATES, FOLDS, CLASSES = 20, 5, 1000
+ROW_GROUP_ROWS = 50_000  # row groups of a bounded size, as Beam's Parquet sink writes them
 CONFIG = """
 num_boost_round: 30
 early_stopping_rounds: 10
@@ -80,9 +81,8 @@ def write_features(directory: Path, rows: int, models: int) -> dict:
         files = 8 if split == "oof" else 2
         step = -(-table.num_rows // files)
         for part in range(files):
-            pq.write_table(
-                table.slice(part * step, step), directory / f"Split-{split}" / f"part-{part}.parquet"
-            )
+            path = directory / f"Split-{split}" / f"part-{part}.parquet"
+            pq.write_table(table.slice(part * step, step), path, row_group_size=ROW_GROUP_ROWS)
     names = [f"m{m}" for m in range(models)]
     features = [
         name for name in table.column_names if name not in {"video_id", "fold", "target", "num_labels"}

@@ -130,9 +130,7 @@ def _write_buckets(
     return [paths[b] for b in sorted(paths)]
 
 
-def sort_rows(
-    files: list[str], columns: list[str], scratch: str, bucket_bytes: int = BUCKET_BYTES
-) -> SortedRows:
+def sort_rows(files: list[str], columns: list[str], scratch: str, bucket_bytes: int) -> SortedRows:
     """`columns` (video_id, fold and class_id among them) of the rows of `files` as SortedRows under
     `scratch`, with as many buckets as keep one bucket within `bucket_bytes`."""
     buckets = _bucket_count(files, columns, bucket_bytes)
