@@ -28,19 +28,21 @@ import argparse  # noqa: E402
 import dataclasses  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import lightgbm as lgb  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from components.l2_features.executor import candidate_table, feature_columns, parquet_schema  # noqa: E402
 from components.l2_lightgbm.config import LightGBMConfig, parse_lightgbm_config  # noqa: E402
-from components.l2_lightgbm.executor import read_split, rows_gap, train_fold  # noqa: E402
+from components.l2_lightgbm.executor import fit_booster, in_validation_slice  # noqa: E402
 from components.l2_merge.executor import (  # noqa: E402
     MergedRecord,
     candidate_record,
     class_ranks,
     decode_merged,
 )
-from trainer.metrics import bootstrap_gaps, gap_at_k  # noqa: E402
+from components.splits import read_split  # noqa: E402
+from trainer.metrics import bootstrap_gaps, gap_at_k, gap_from_candidates  # noqa: E402
 from trainer.predictions import decode_prediction  # noqa: E402
 from trainer.readers import read_records  # noqa: E402
 
@@ -140,8 +142,36 @@ def fold_priors(oof: pd.DataFrame, classes: int, folds: int) -> np.ndarray:
     return table
 
 
+def rows_gap(rows: pd.DataFrame, scores: np.ndarray, k: int) -> float:
+    """GAP@k of candidate rows scored `scores`; the denominator counts every true label of their videos."""
+    num_true_labels = int(rows.drop_duplicates("video_id")["num_labels"].sum())
+    return gap_from_candidates(
+        rows["video_id"].to_numpy(),
+        rows["class_id"].to_numpy(),
+        scores,
+        rows["target"].to_numpy(),
+        num_true_labels,
+        k,
+    )
+
+
+def train_fold(rows: pd.DataFrame, columns: list[str], config: LightGBMConfig, fold: int) -> lgb.Booster:
+    """L2LightGBM's booster for `fold` from rows in memory, sorted by (video_id, class_id): the executor's
+    row order whenever its sort holds every out-of-fold row in one bucket (small runs)."""
+    training = rows[rows["fold"] != fold].sort_values(["video_id", "class_id"], kind="stable")
+    validation = in_validation_slice(training["video_id"], config.validation_fraction, config.seed + fold)
+
+    def dataset(part: pd.DataFrame, reference=None):
+        return lgb.Dataset(
+            part[columns], label=part["target"], categorical_feature=["class_id"], reference=reference
+        )
+
+    train_set = dataset(training[~validation])
+    return fit_booster(train_set, dataset(training[validation], reference=train_set), config)
+
+
 def boosters(oof: pd.DataFrame, columns: list[str], config: LightGBMConfig, folds: int):
-    return [train_fold(oof, columns, config, k)[0] for k in range(folds)]
+    return [train_fold(oof, columns, config, k) for k in range(folds)]
 
 
 def _predict(booster, rows: pd.DataFrame, columns: list[str]) -> np.ndarray:

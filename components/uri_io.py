@@ -7,6 +7,7 @@ handle closes, so a failed write publishes no partial file.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -63,33 +64,48 @@ def read_parquet(path: str, columns: list[str] | None = None) -> pa.Table:
         raise _unreadable(path, error) from None
 
 
-def parquet_batches(path: str, columns: list[str], batch_size: int) -> Iterator[pa.RecordBatch]:
-    """The rows of one Parquet file, `batch_size` at a time, streamed from the file (never all in memory);
-    a file that is not Parquet fails naming it, as in `read_parquet`."""
-    with tf.io.gfile.GFile(path, "rb") as handle:
-        try:
-            yield from pq.ParquetFile(_SeekableReader(handle)).iter_batches(batch_size, columns=columns)
-        except pa.ArrowInvalid as error:
-            raise _unreadable(path, error) from None
+def _unreadable(path: str, error: pa.ArrowInvalid) -> InputDataError:
+    """A file cut in the middle has no footer: its error names the file, not pyarrow's buffer or handle."""
+    reason = re.sub(r"^Could not open Parquet input source '[^']*': ", "", str(error).splitlines()[0])
+    return InputDataError(f"{path}: not a readable Parquet file: {reason}")
 
 
-class _SeekableReader(io.RawIOBase):
-    """A GFile as the Python file pyarrow reads parts of (GFile has no `closed` and returns no position
-    from `seek`)."""
+def parquet_files(directory: str) -> list[str]:
+    """Every `*.parquet` file of `directory`, in file-name order."""
+    files = sorted(tf.io.gfile.glob(os.path.join(directory, f"*{PARQUET_SUFFIX}")))
+    if not files:
+        raise FileNotFoundError(f"{directory}: no {PARQUET_SUFFIX} files")
+    return files
 
-    def __init__(self, handle: tf.io.gfile.GFile) -> None:
+
+def read_parquet_dir(directory: str) -> pa.Table:
+    """Every `*.parquet` file of `directory`, in file-name order, as one table."""
+    return pa.concat_tables([read_parquet(path) for path in parquet_files(directory)])
+
+
+class _GFileStream(io.RawIOBase):
+    """A tf.io.gfile handle as the binary stream pyarrow reads with seeks or writes in order."""
+
+    def __init__(self, handle: tf.io.gfile.GFile, writable: bool) -> None:
         super().__init__()
-        self._handle = handle
+        self._handle, self._writable = handle, writable
 
     def readable(self) -> bool:
-        return True
+        return not self._writable
+
+    def writable(self) -> bool:
+        return self._writable
 
     def seekable(self) -> bool:
-        return True
+        return not self._writable
 
     def readinto(self, buffer) -> int:
         data = self._handle.read(len(buffer))
         buffer[: len(data)] = data
+        return len(data)
+
+    def write(self, data) -> int:
+        self._handle.write(bytes(data))
         return len(data)
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
@@ -100,15 +116,50 @@ class _SeekableReader(io.RawIOBase):
         return self._handle.tell()
 
 
-def _unreadable(path: str, error: pa.ArrowInvalid) -> InputDataError:
-    """A file cut in the middle has no footer: its error names the file, not pyarrow's buffer or handle."""
-    reason = re.sub(r"^Could not open Parquet input source '[^']*': ", "", str(error).splitlines()[0])
-    return InputDataError(f"{path}: not a readable Parquet file: {reason}")
+@contextlib.contextmanager
+def open_parquet(path: str) -> Iterator[pq.ParquetFile]:
+    """One Parquet file opened for reading row groups or batches of it; a file that is not Parquet fails
+    naming it."""
+    with tf.io.gfile.GFile(path, "rb") as handle:
+        try:
+            parquet = pq.ParquetFile(_GFileStream(handle, writable=False))
+        except pa.ArrowInvalid as error:
+            raise _unreadable(path, error) from None
+        yield parquet
 
 
-def read_parquet_dir(directory: str) -> pa.Table:
-    """Every `*.parquet` file of `directory`, in file-name order, as one table."""
-    files = sorted(tf.io.gfile.glob(os.path.join(directory, f"*{PARQUET_SUFFIX}")))
-    if not files:
-        raise FileNotFoundError(f"{directory}: no {PARQUET_SUFFIX} files")
-    return pa.concat_tables([read_parquet(path) for path in files])
+def parquet_batches(
+    path: str, columns: list[str] | None = None, batch_rows: int = 65_536
+) -> Iterator[pa.RecordBatch]:
+    """The rows of one Parquet file in order, `batch_rows` at a time (`columns` of them, or all)."""
+    with open_parquet(path) as parquet:
+        yield from parquet.iter_batches(batch_size=batch_rows, columns=columns)
+
+
+@contextlib.contextmanager
+def parquet_writer(path: str, schema: pa.Schema) -> Iterator[pq.ParquetWriter]:
+    """A Parquet file at `path` written a table or batch at a time (each its own row groups)."""
+    tf.io.gfile.makedirs(os.path.dirname(path))
+    with (
+        tf.io.gfile.GFile(path, "wb") as handle,
+        pq.ParquetWriter(_GFileStream(handle, writable=True), schema) as writer,
+    ):
+        yield writer
+
+
+@contextlib.contextmanager
+def arrow_stream_writer(path: str, schema: pa.Schema) -> Iterator[pa.ipc.RecordBatchStreamWriter]:
+    """An Arrow IPC stream at `path`, written a table or batch at a time with no buffering per column (many
+    can be open at once, unlike Parquet writers); for scratch files."""
+    tf.io.gfile.makedirs(os.path.dirname(path))
+    with (
+        tf.io.gfile.GFile(path, "wb") as handle,
+        pa.ipc.new_stream(_GFileStream(handle, writable=True), schema) as writer,
+    ):
+        yield writer
+
+
+def read_arrow_stream(path: str) -> pa.Table:
+    """The whole Arrow IPC stream at `path` as one table."""
+    with tf.io.gfile.GFile(path, "rb") as handle:
+        return pa.ipc.open_stream(_GFileStream(handle, writable=False)).read_all()

@@ -1,97 +1,335 @@
-"""Executor of L2LightGBM: per-fold LightGBM on the candidate features, OOF/holdout/test scores, metrics."""
+"""Executor of L2LightGBM: per-fold LightGBM on the candidate features, OOF/holdout/test scores, metrics.
+
+Memory is bounded apart from LightGBM's binned Datasets and a few small arrays per row (README "Sizing"):
+the out-of-fold rows are put in a fixed order by an external sort (hash buckets of video_id on scratch files,
+each sorted in memory), each fold's Datasets are read from those files a row group at a time
+(`lightgbm.Sequence`), and every split is scored and written a batch at a time."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import math
+import numbers
 import os
+from collections.abc import Callable
+from contextlib import ExitStack
 from typing import Any
 
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
+import tensorflow as tf
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact, standard_artifact_utils
 
 from components.l2_lightgbm.config import LightGBMConfig, parse_lightgbm_config
 from components.splits import HOLDOUT, OUT_OF_FOLD, TEST, check_split_counts
-from components.uri_io import read_parquet_dir, write_json, write_parquet, write_text
+from components.uri_io import (
+    arrow_stream_writer,
+    open_parquet,
+    parquet_batches,
+    parquet_files,
+    parquet_writer,
+    read_arrow_stream,
+    read_parquet,
+    write_json,
+    write_text,
+)
 from trainer.metrics import gap_from_candidates
 from trainer.predictions import AVERAGED
 
 log = logging.getLogger(__name__)
-SCORE_COLUMNS = ["video_id", "fold", "class_id", "target", "num_labels", "score", "scored_by"]
+KEY_COLUMNS = ["video_id", "fold", "class_id", "target", "num_labels"]
+SCORE_COLUMNS = [*KEY_COLUMNS, "score", "scored_by"]
+BATCH_ROWS = 65_536  # rows per batch read and per row group of the sorted scratch files
+BUCKET_BYTES = 256 << 20  # rows of one sort bucket in memory; sorting holds about 3x this
+SCRATCH_DIR = "_sorted_rows"  # under the model output while the executor runs
 _HASH_BUCKETS = 10_000
+_BUCKET_HASH_KEY = "yt8m-l2-buckets0"
+_VIDEO_ID_BYTES = 32
 
 
-def read_split(features: artifact.Artifact, split: str) -> pd.DataFrame:
-    """All Parquet rows of one split of an artifact."""
-    return read_parquet_dir(standard_artifact_utils.get_split_uri([features], split)).to_pandas()
-
-
-def in_validation_slice(video_ids: pd.Series, fraction: float, seed: int) -> np.ndarray:
+def in_validation_slice(video_ids, fraction: float, seed: int) -> np.ndarray:
     """A stable, seeded choice of whole videos (all their candidate rows) for early stopping."""
-    hashed = pd.util.hash_array(video_ids.to_numpy(dtype=object), hash_key=f"yt8m{seed:012d}"[:16])
+    hashed = pd.util.hash_array(np.asarray(video_ids, dtype=object), hash_key=f"yt8m{seed:012d}"[:16])
     return (hashed % _HASH_BUCKETS) < int(round(fraction * _HASH_BUCKETS))
 
 
-def rows_gap(rows: pd.DataFrame, scores: np.ndarray, k: int) -> float:
-    """GAP@k of candidate rows scored `scores`; the denominator counts every true label of their videos."""
-    num_true_labels = int(rows.drop_duplicates("video_id")["num_labels"].sum())
-    return gap_from_candidates(
-        rows["video_id"].to_numpy(),
-        rows["class_id"].to_numpy(),
-        scores,
-        rows["target"].to_numpy(),
-        num_true_labels,
-        k,
-    )
+def feature_matrix(rows: pa.Table | pa.RecordBatch, columns: list[str]) -> np.ndarray:
+    """`columns` of `rows` as a float64 matrix [rows, columns] (exact for int32 and float32 columns)."""
+    if not columns or rows.num_rows == 0:
+        return np.empty((rows.num_rows, len(columns)))
+    return np.stack([np.asarray(rows.column(name), dtype=np.float64) for name in columns], axis=1)
 
 
-def train_fold(
-    rows: pd.DataFrame, feature_columns: list[str], config: LightGBMConfig, fold: int
-) -> tuple[lgb.Booster, dict[str, Any]]:
-    """A LightGBM booster on the rows of every fold but `fold`, early-stopped on a slice of their videos.
-    Rows are sorted first: bagging draws rows by position, and Beam's joins fix no order."""
-    training = rows[rows["fold"] != fold].sort_values(["video_id", "class_id"], kind="stable")
-    validation = in_validation_slice(training["video_id"], config.validation_fraction, config.seed + fold)
-    params = config.lightgbm_params()
+def _video_ids(rows: pa.Table | pa.RecordBatch) -> np.ndarray:
+    return rows.column("video_id").to_numpy(zero_copy_only=False)
 
-    def dataset(part: pd.DataFrame, reference=None) -> lgb.Dataset:
-        return lgb.Dataset(
-            part[feature_columns],
-            label=part["target"],
-            categorical_feature=["class_id"],
-            reference=reference,
-            free_raw_data=True,
-        )
 
-    train_set = dataset(training[~validation])
-    valid_set = dataset(training[validation], reference=train_set)
-    booster = lgb.train(
-        params,
+@dataclasses.dataclass(frozen=True)
+class SortedRows:
+    """The out-of-fold rows on scratch files in an order that Beam's file and row order cannot change:
+    buckets by a fixed hash of video_id in bucket order, each sorted by (video_id, class_id); row groups of
+    BATCH_ROWS rows."""
+
+    paths: list[str]
+    videos: int
+    folds: list[int]
+
+
+def _bucket_of(video_ids: np.ndarray, buckets: int) -> np.ndarray:
+    return pd.util.hash_array(video_ids.astype(object), hash_key=_BUCKET_HASH_KEY) % buckets
+
+
+def _bucket_count(files: list[str], columns: list[str], bucket_bytes: int) -> int:
+    """Buckets for rows of `columns` to fit `bucket_bytes` each, from the row count and a fixed width per
+    column (8 B; video_id 32 B), never from file sizes: the row order must not depend on the file layout."""
+    rows = 0
+    for path in files:
+        with open_parquet(path) as parquet:
+            rows += parquet.metadata.num_rows
+    row_bytes = 8 * len(columns) + _VIDEO_ID_BYTES
+    return max(1, math.ceil(rows * row_bytes / bucket_bytes))
+
+
+def _write_buckets(
+    files: list[str], columns: list[str], scratch: str, buckets: int, flush_bytes: int
+) -> list[str]:
+    """One streaming pass: `columns` of every row into the unsorted file (Arrow IPC) of its bucket; their
+    paths."""
+    paths: dict[int, str] = {}
+    with ExitStack() as stack:
+        writers: dict[int, Any] = {}
+
+        def flush(pending: list[pa.RecordBatch]) -> None:
+            table = pa.Table.from_batches(pending)
+            bucket = _bucket_of(_video_ids(table), buckets)
+            order = np.argsort(bucket, kind="stable")
+            table, bucket = table.take(order), bucket[order]
+            bounds = np.searchsorted(bucket, np.arange(buckets + 1))
+            for b in np.flatnonzero(np.diff(bounds)):
+                if b not in writers:
+                    paths[b] = os.path.join(scratch, f"unsorted-{b:05d}.arrows")
+                    writers[b] = stack.enter_context(arrow_stream_writer(paths[b], table.schema))
+                writers[b].write_table(table.slice(bounds[b], bounds[b + 1] - bounds[b]))
+
+        pending, pending_bytes = [], 0
+        for path in files:
+            for batch in parquet_batches(path, columns, BATCH_ROWS):
+                pending.append(batch)
+                pending_bytes += batch.nbytes
+                if pending_bytes >= flush_bytes:
+                    flush(pending)
+                    pending, pending_bytes = [], 0
+        if pending:
+            flush(pending)
+    return [paths[b] for b in sorted(paths)]
+
+
+def sort_rows(files: list[str], columns: list[str], scratch: str, bucket_bytes: int) -> SortedRows:
+    """`columns` (video_id, fold and class_id among them) of the rows of `files` as SortedRows under
+    `scratch`, with as many buckets as keep one bucket within `bucket_bytes`."""
+    buckets = _bucket_count(files, columns, bucket_bytes)
+    sorted_paths, videos, folds = [], 0, set()
+    for unsorted in _write_buckets(files, columns, scratch, buckets, bucket_bytes):
+        table = read_arrow_stream(unsorted).sort_by([("video_id", "ascending"), ("class_id", "ascending")])
+        tf.io.gfile.remove(unsorted)
+        path = unsorted.replace("unsorted-", "sorted-").replace(".arrows", ".parquet")
+        with parquet_writer(path, table.schema) as writer:
+            writer.write_table(table, row_group_size=BATCH_ROWS)
+        sorted_paths.append(path)
+        videos += pc.count_distinct(table.column("video_id")).as_py()  # a video lies in one bucket
+        folds.update(pc.unique(table.column("fold")).to_pylist())
+    log.info("L2 sort: %d out-of-fold videos in %d buckets of <= %d bytes", videos, buckets, bucket_bytes)
+    return SortedRows(sorted_paths, videos, sorted(int(f) for f in folds))
+
+
+class BucketRows(lgb.Sequence):
+    """Feature rows at `positions` (ascending) of one sorted scratch file, read a row group at a time:
+    LightGBM samples rows by ascending index, then pushes them in slices of `batch_size`."""
+
+    batch_size = BATCH_ROWS
+
+    def __init__(self, path: str, positions: np.ndarray, columns: list[str]) -> None:
+        self._path, self._positions, self._columns = path, positions, columns
+        self._group, self._matrix = -1, np.empty((0, len(columns)))
+
+    def __len__(self) -> int:
+        return len(self._positions)
+
+    def __getitem__(self, index: int | slice) -> np.ndarray:
+        if isinstance(index, numbers.Integral):
+            group, offset = divmod(int(self._positions[index]), BATCH_ROWS)
+            return self._row_group(group)[offset]
+        if isinstance(index, slice):
+            positions = self._positions[index]
+            groups = positions // BATCH_ROWS
+            parts = [
+                self._row_group(group)[positions[groups == group] - group * BATCH_ROWS]
+                for group in np.unique(groups)
+            ]
+            return np.concatenate(parts) if parts else np.empty((0, len(self._columns)))
+        raise TypeError(f"BucketRows index must be an integer or a slice, got {type(index).__name__}")
+
+    def _row_group(self, group: int) -> np.ndarray:
+        if group != self._group:
+            with open_parquet(self._path) as parquet:
+                self._matrix = feature_matrix(parquet.read_row_group(group, self._columns), self._columns)
+            self._group = group
+        return self._matrix
+
+
+def fit_booster(train_set: lgb.Dataset, valid_set: lgb.Dataset, config: LightGBMConfig) -> lgb.Booster:
+    """LightGBM with the config's params, early-stopped on `valid_set`."""
+    return lgb.train(
+        config.lightgbm_params(),
         train_set,
         num_boost_round=config.num_boost_round,
         valid_sets=[valid_set],
         callbacks=[lgb.early_stopping(config.early_stopping_rounds, verbose=False)],
     )
+
+
+def train_fold(
+    rows: SortedRows, feature_columns: list[str], config: LightGBMConfig, fold: int
+) -> tuple[lgb.Booster, dict[str, Any]]:
+    """A LightGBM booster on the rows of every fold but `fold`, early-stopped on a slice of their videos.
+    Rows come in SortedRows' order: bagging draws rows by position, and Beam's joins fix no order. Holds
+    an int64 position and a float32 label per training row besides LightGBM's Datasets."""
+    parts: dict[bool, list[tuple[BucketRows, np.ndarray]]] = {False: [], True: []}
+    for path in rows.paths:
+        keys = read_parquet(path, ["video_id", "fold", "target"])
+        training = keys.column("fold").to_numpy() != fold
+        validation = in_validation_slice(_video_ids(keys), config.validation_fraction, config.seed + fold)
+        target = keys.column("target").to_numpy()
+        for part in (False, True):
+            positions = np.flatnonzero(training & (validation == part))
+            if positions.size:
+                parts[part].append((BucketRows(path, positions, feature_columns), target[positions]))
+
+    def dataset(part: bool, reference=None) -> lgb.Dataset:
+        return lgb.Dataset(
+            [sequence for sequence, _ in parts[part]],
+            label=np.concatenate([labels for _, labels in parts[part]]).astype(np.float32),
+            feature_name=feature_columns,
+            categorical_feature=["class_id"],
+            reference=reference,
+            free_raw_data=True,
+        )
+
+    train_set = dataset(False)
+    booster = fit_booster(train_set, dataset(True, reference=train_set), config)
+    booster.free_dataset()  # the binned rows go; the trees stay for scoring
     info = {
         "fold": fold,
-        "train_folds": sorted(int(f) for f in training["fold"].unique()),
-        "train_rows": int((~validation).sum()),
-        "validation_rows": int(validation.sum()),
+        "train_folds": [f for f in rows.folds if f != fold],
+        "train_rows": sum(len(sequence) for sequence, _ in parts[False]),
+        "validation_rows": sum(len(sequence) for sequence, _ in parts[True]),
         "best_iteration": int(booster.best_iteration),
     }
     return booster, info
 
 
-def _write_scores(output: artifact.Artifact, split: str, rows: pd.DataFrame, scores, scored_by) -> None:
-    table = rows[["video_id", "fold", "class_id", "target", "num_labels"]].assign(
-        score=np.asarray(scores, np.float32), scored_by=np.asarray(scored_by, np.int32)
+class Candidates:
+    """What the GAPs of a split need, as small arrays per row (video code, class, target, fold and each
+    named score) and the label count per video; GAP needs every row of a video, which a stream in Beam's
+    order does not group, so these are kept whole (README "Sizing")."""
+
+    def __init__(self) -> None:
+        self._codes: dict[str, int] = {}
+        self._num_labels: list[np.ndarray] = []
+        self._parts: dict[str, list[np.ndarray]] = {}
+
+    def add(self, batch: pa.RecordBatch, scores: dict[str, np.ndarray]) -> None:
+        """The rows of `batch` with their `scores` ({name: one score per row})."""
+        known = len(self._codes)
+        codes = np.fromiter(
+            (self._codes.setdefault(v, len(self._codes)) for v in _video_ids(batch)), np.int32, batch.num_rows
+        )
+        new = (
+            codes >= known
+        )  # codes are handed out in first-seen order: the first row of each is its label count
+        _, first = np.unique(codes[new], return_index=True)
+        self._num_labels.append(batch.column("num_labels").to_numpy()[new][first])
+        columns = {
+            "video": codes,
+            "class_id": batch.column("class_id").to_numpy(),
+            "target": batch.column("target").to_numpy().astype(bool),
+            "fold": batch.column("fold").to_numpy().astype(np.int16),
+            **scores,
+        }
+        for name, values in columns.items():
+            self._parts.setdefault(name, []).append(values)
+
+    def gaps(self, k: int, scores: list[str], by_fold: bool = False) -> dict[str, Any]:
+        """GAP@k of the rows scored by each column in `scores` ({score: GAP}), or with `by_fold` of the one
+        column `scores[0]` on each fold's rows ({fold: GAP}); every true label of their videos counts.
+        Videos are numbered in video_id order, as gap_from_candidates numbers string ids."""
+        ids = np.array(list(self._codes), dtype=object)
+        rank = np.empty(len(ids), np.int32)
+        rank[np.argsort(ids, kind="stable")] = np.arange(len(ids))
+        num_labels = np.zeros(len(ids), np.int64)
+        num_labels[rank] = np.concatenate(self._num_labels)
+        column = {name: np.concatenate(parts) for name, parts in self._parts.items()}
+        self._parts = {name: [values] for name, values in column.items()}  # one copy from here on
+        videos = rank[column["video"]]
+
+        def gap(score: str, rows) -> float:
+            chosen = videos[rows]
+            return gap_from_candidates(
+                chosen,
+                column["class_id"][rows],
+                column[score][rows],
+                column["target"][rows],
+                int(num_labels[np.unique(chosen)].sum()),
+                k,
+            )
+
+        if by_fold:
+            folds = np.unique(column["fold"])
+            return {str(fold): gap(scores[0], column["fold"] == fold) for fold in folds}
+        return {score: gap(score, slice(None)) for score in scores}
+
+
+def _score_split(
+    files: list[str],
+    path: str,
+    feature_columns: list[str],
+    score: Callable[[pa.RecordBatch, np.ndarray], tuple[np.ndarray, np.ndarray]],
+    keep: Callable[[pa.RecordBatch, np.ndarray], dict[str, np.ndarray]] | None,
+) -> Candidates:
+    """Writes the scores of every row of `files` (in file-name and row order) to one Parquet file at `path`,
+    a batch at a time; `score(batch, features)` gives (float64 scores, scored_by); `keep` the columns the
+    metrics need."""
+    with open_parquet(files[0]) as parquet:
+        schema = parquet.schema_arrow
+    schema = pa.schema(
+        [schema.field(name) for name in KEY_COLUMNS]
+        + [pa.field("score", pa.float32()), pa.field("scored_by", pa.int32())]
     )
-    path = os.path.join(output.uri, f"Split-{split}", "scores.parquet")
-    write_parquet(pa.Table.from_pandas(table[SCORE_COLUMNS], preserve_index=False), path)
+    candidates = Candidates()
+    with parquet_writer(path, schema) as writer:
+        for file in files:
+            for batch in parquet_batches(file, None, BATCH_ROWS):
+                scores, scored_by = score(batch, feature_matrix(batch, feature_columns))
+                columns = [batch.column(name) for name in KEY_COLUMNS]
+                columns += [pa.array(scores.astype(np.float32)), pa.array(scored_by.astype(np.int32))]
+                writer.write_batch(pa.RecordBatch.from_arrays(columns, schema=schema))
+                if keep is not None:
+                    candidates.add(batch, keep(batch, scores))
+    return candidates
+
+
+def _count_videos(files: list[str]) -> int:
+    videos: set[str] = set()
+    for path in files:
+        for batch in parquet_batches(path, ["video_id"], BATCH_ROWS):
+            videos.update(_video_ids(batch))
+    return len(videos)
 
 
 class Executor(base_executor.BaseExecutor):
@@ -108,56 +346,82 @@ class Executor(base_executor.BaseExecutor):
         feature_columns = features.get_json_value_custom_property("feature_columns")
         model_names = features.get_json_value_custom_property("model_names")
         available = standard_artifact_utils.decode_split_names(features.split_names)
-        oof = read_split(features, OUT_OF_FOLD)
-        averaged = {split: read_split(features, split) for split in (HOLDOUT, TEST) if split in available}
-        videos = {split: rows["video_id"].nunique() for split, rows in {OUT_OF_FOLD: oof, **averaged}.items()}
-        check_split_counts(features, videos)
-        folds = sorted(int(f) for f in oof["fold"].unique())
-
-        oof_scores = np.zeros(len(oof), np.float32)
-        oof_scored_by = np.full(len(oof), AVERAGED, np.int32)
-        averaged_scores = {split: np.zeros(len(rows)) for split, rows in averaged.items()}
-        fold_gap, fold_models = {}, {}
-        for fold in folds:
-            booster, info = train_fold(oof, feature_columns, config, fold)
-            held_out = (oof["fold"] == fold).to_numpy()
-            oof_scores[held_out] = booster.predict(
-                oof.loc[held_out, feature_columns], num_iteration=booster.best_iteration
-            )
-            oof_scored_by[held_out] = fold
-            for split, rows in averaged.items():
-                averaged_scores[split] += booster.predict(
-                    rows[feature_columns], num_iteration=booster.best_iteration
+        files = {
+            split: parquet_files(standard_artifact_utils.get_split_uri([features], split))
+            for split in (OUT_OF_FOLD, HOLDOUT, TEST)
+            if split == OUT_OF_FOLD or split in available
+        }
+        scratch = os.path.join(model_out.uri, SCRATCH_DIR)
+        columns = list(dict.fromkeys(["video_id", "fold", "target", *feature_columns]))
+        boosters, fold_models = {}, {}
+        try:
+            rows = sort_rows(files[OUT_OF_FOLD], columns, scratch, BUCKET_BYTES)
+            videos = {split: _count_videos(paths) for split, paths in files.items() if split != OUT_OF_FOLD}
+            check_split_counts(features, {OUT_OF_FOLD: rows.videos, **videos})
+            for fold in rows.folds:
+                boosters[fold], fold_models[str(fold)] = train_fold(rows, feature_columns, config, fold)
+                write_text(
+                    os.path.join(model_out.uri, f"fold_{fold}.txt"),
+                    boosters[fold].model_to_string(num_iteration=boosters[fold].best_iteration),
                 )
-            write_text(
-                os.path.join(model_out.uri, f"fold_{fold}.txt"),
-                booster.model_to_string(num_iteration=booster.best_iteration),
-            )
-            fold_gap[str(fold)] = rows_gap(oof[held_out], oof_scores[held_out], k)
-            fold_models[str(fold)] = info
-            log.info(
-                "L2 fold %d: best iteration %d, OOF GAP@%d %.4f",
-                fold,
-                info["best_iteration"],
-                k,
-                fold_gap[str(fold)],
-            )
+                log.info("L2 fold %d: best iteration %d", fold, fold_models[str(fold)]["best_iteration"])
+        finally:
+            if tf.io.gfile.exists(scratch):
+                tf.io.gfile.rmtree(scratch)
 
-        _write_scores(scores_out, OUT_OF_FOLD, oof, oof_scores, oof_scored_by)
-        for split, rows in averaged.items():
-            _write_scores(scores_out, split, rows, averaged_scores[split] / len(folds), AVERAGED)
-        scores_out.split_names = standard_artifact_utils.encode_split_names([OUT_OF_FOLD, *averaged])
+        def predict(booster: lgb.Booster, matrix: np.ndarray) -> np.ndarray:
+            return booster.predict(matrix, num_iteration=booster.best_iteration)
+
+        def out_of_fold(batch: pa.RecordBatch, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            folds = batch.column("fold").to_numpy()
+            scores = np.zeros(batch.num_rows, np.float32)  # as stored: the GAPs see float32 OOF scores
+            for fold, booster in boosters.items():
+                held_out = folds == fold
+                if held_out.any():
+                    scores[held_out] = predict(booster, matrix[held_out])
+            return scores, folds
+
+        def averaged(batch: pa.RecordBatch, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            total = np.zeros(batch.num_rows)
+            for booster in boosters.values():
+                total += predict(booster, matrix)
+            return total / len(boosters), np.full(batch.num_rows, AVERAGED)
+
+        l1_columns = _score_columns(feature_columns, model_names)
+        scored = {}
+        for split, paths in files.items():
+            path = os.path.join(scores_out.uri, f"Split-{split}", "scores.parquet")
+            if split == OUT_OF_FOLD:
+                scored[split] = _score_split(
+                    paths, path, feature_columns, out_of_fold, lambda batch, scores: {"score": scores}
+                )
+            elif split == HOLDOUT:
+                scored[split] = _score_split(
+                    paths,
+                    path,
+                    feature_columns,
+                    averaged,
+                    lambda batch, scores: {
+                        "score": scores,
+                        **{column: batch.column(column).to_numpy() for column in l1_columns},
+                    },
+                )
+            else:
+                _score_split(paths, path, feature_columns, averaged, None)
+        scores_out.split_names = standard_artifact_utils.encode_split_names(list(files))
         scores_out.set_json_value_custom_property("fold_models", fold_models)
 
-        report: dict[str, Any] = {"k": k, "fold_gap": fold_gap, "oof_gap": rows_gap(oof, oof_scores, k)}
-        if HOLDOUT in averaged:
-            holdout = averaged[HOLDOUT]
-            report["holdout_gap"] = rows_gap(holdout, averaged_scores[HOLDOUT] / len(folds), k)
+        oof = scored[OUT_OF_FOLD]
+        report: dict[str, Any] = {
+            "k": k,
+            "fold_gap": oof.gaps(k, ["score"], by_fold=True),
+            "oof_gap": oof.gaps(k, ["score"])["score"],
+        }
+        if HOLDOUT in scored:
+            holdout = scored[HOLDOUT].gaps(k, ["score", *l1_columns])
+            report["holdout_gap"] = holdout["score"]
             report["l1_holdout_gap"] = {
-                name: rows_gap(holdout, holdout[column].to_numpy(), k)
-                for name, column in zip(
-                    model_names, _score_columns(feature_columns, model_names), strict=True
-                )
+                name: holdout[column] for name, column in zip(model_names, l1_columns, strict=True)
             }
             report["best_l1_holdout_gap"] = max(report["l1_holdout_gap"].values())
         folds_info = {"feature_columns": feature_columns, "folds": fold_models}

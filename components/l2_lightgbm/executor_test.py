@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import shutil
 
 import lightgbm as lgb
 import numpy as np
@@ -13,10 +15,11 @@ import pytest
 from tfx.types import standard_artifact_utils, standard_artifacts
 
 from components.artifacts import CandidateFeatures, CandidateScores, StageMetrics
+from components.l2_lightgbm import executor
 from components.l2_lightgbm.config import parse_lightgbm_config
 from components.l2_lightgbm.executor import Executor, in_validation_slice
 from tests import builders
-from trainer.metrics import gap_at_k
+from trainer.metrics import gap_at_k, gap_from_candidates
 from trainer.records import InputDataError
 
 CONFIG = """
@@ -28,6 +31,7 @@ params: {learning_rate: 0.1, num_leaves: 7, min_data_in_leaf: 5, num_threads: 1}
 """
 MODELS = ["a", "b"]
 FOLDS = 3
+SPLITS = ["oof", "holdout", "test"]
 # One indicator column per fold (1.0 on its rows): a model never trained on fold k saw in_fold_k constant.
 FOLD_INDICATORS = [f"in_fold_{fold}" for fold in range(FOLDS)]
 FEATURES = [
@@ -233,3 +237,137 @@ def test_a_parameter_set_by_an_alias_replaces_its_default():
     assert (params["reg_lambda"], params["eta"]) == (5.0, 0.2)
     assert "lambda_l2" not in params and "learning_rate" not in params
     assert params["num_leaves"] == 63  # defaults the config does not set stay
+
+
+def _reference(tmp_path, name: str):
+    """The in-memory implementation this executor replaced: every split read whole with pandas, each fold's
+    training rows sorted by (video_id, class_id), boosters trained on DataFrames, GAPs on string video ids."""
+    config = parse_lightgbm_config(CONFIG, "inline.yaml")
+    read = {
+        split: pq.read_table(tmp_path / name / "features" / f"Split-{split}").to_pandas() for split in SPLITS
+    }
+    oof, holdout = read["oof"], read["holdout"]
+
+    def rows_gap(rows: pd.DataFrame, scores) -> float:
+        true_labels = int(rows.drop_duplicates("video_id")["num_labels"].sum())
+        return gap_from_candidates(
+            rows["video_id"].to_numpy(),
+            rows["class_id"].to_numpy(),
+            scores,
+            rows["target"].to_numpy(),
+            true_labels,
+            20,
+        )
+
+    models, oof_scores = {}, np.zeros(len(oof), np.float32)
+    averaged = {split: np.zeros(len(read[split])) for split in ("holdout", "test")}
+    for fold in range(FOLDS):
+        training = oof[oof["fold"] != fold].sort_values(["video_id", "class_id"], kind="stable")
+        validation = in_validation_slice(training["video_id"], config.validation_fraction, config.seed + fold)
+
+        def dataset(part, reference=None):
+            return lgb.Dataset(
+                part[FEATURES], label=part["target"], categorical_feature=["class_id"], reference=reference
+            )
+
+        train_set = dataset(training[~validation])
+        booster = lgb.train(
+            config.lightgbm_params(),
+            train_set,
+            num_boost_round=config.num_boost_round,
+            valid_sets=[dataset(training[validation], reference=train_set)],
+            callbacks=[lgb.early_stopping(config.early_stopping_rounds, verbose=False)],
+        )
+        models[fold] = booster.model_to_string(num_iteration=booster.best_iteration)
+        held_out = (oof["fold"] == fold).to_numpy()
+        oof_scores[held_out] = booster.predict(
+            oof.loc[held_out, FEATURES], num_iteration=booster.best_iteration
+        )
+        for split in averaged:
+            averaged[split] += booster.predict(read[split][FEATURES], num_iteration=booster.best_iteration)
+    holdout_scores = averaged["holdout"] / FOLDS
+    metrics = {
+        "fold_gap": {
+            str(f): rows_gap(oof[oof["fold"] == f], oof_scores[(oof["fold"] == f).to_numpy()])
+            for f in range(FOLDS)
+        },
+        "oof_gap": rows_gap(oof, oof_scores),
+        "holdout_gap": rows_gap(holdout, holdout_scores),
+        "l1_holdout_gap": {m: rows_gap(holdout, holdout[f"score_{m}"].to_numpy()) for m in MODELS},
+    }
+    scores = {
+        "oof": oof_scores,
+        "holdout": holdout_scores.astype(np.float32),
+        "test": (averaged["test"] / FOLDS).astype(np.float32),
+    }
+    return models, scores, metrics
+
+
+def test_boosters_scores_and_metrics_equal_the_in_memory_implementation(tmp_path):
+    outputs = _run(tmp_path, "run")
+    models, scores, metrics = _reference(tmp_path, "run")
+    for fold, text in models.items():
+        with open(os.path.join(outputs["model"].uri, f"fold_{fold}.txt")) as handle:
+            written = handle.read()
+        # Same trees, feature infos and parameters; the last line only records the input's type: pandas
+        # category levels ([] from a DataFrame without category columns, null from Sequences).
+        assert written.endswith("\npandas_categorical:null\n") and text.endswith("\npandas_categorical:[]\n")
+        assert written.rsplit("pandas_categorical", 1)[0] == text.rsplit("pandas_categorical", 1)[0]
+    for split, expected in scores.items():
+        np.testing.assert_array_equal(_scores(outputs["scores"], split)["score"].to_numpy(), expected)
+    for key, value in metrics.items():
+        assert outputs["metrics"].get_json_value_custom_property(key) == value
+
+
+def test_sorted_rows_fill_several_buckets_each_sorted_by_video_and_class(tmp_path):
+    _features(tmp_path)
+    files = sorted(str(path) for path in (tmp_path / "features" / "Split-oof").glob("*.parquet"))
+    rows = executor.sort_rows(
+        files, ["video_id", "fold", "class_id", "target"], str(tmp_path / "scratch"), 4096
+    )
+    buckets = [pq.read_table(path).to_pandas() for path in rows.paths]
+    assert len(buckets) > 3 and rows.videos == 90 and rows.folds == [0, 1, 2]
+    for bucket in buckets:
+        assert bucket.equals(bucket.sort_values(["video_id", "class_id"], ignore_index=True))
+    everything = pd.concat(buckets, ignore_index=True)
+    assert len(everything) == 720 and everything.groupby("video_id")["fold"].count().eq(8).all()
+    assert sum(bucket["video_id"].nunique() for bucket in buckets) == 90  # each video in one bucket
+
+
+def _shuffled(tmp_path, source: CandidateFeatures) -> CandidateFeatures:
+    """The same features with the out-of-fold rows shuffled into three files of other sizes and names."""
+    rows = pq.read_table(os.path.join(source.uri, "Split-oof")).to_pandas()
+    rows = rows.sample(frac=1.0, random_state=7).reset_index(drop=True)
+    shutil.copytree(source.uri, tmp_path / "features")
+    for path in (tmp_path / "features" / "Split-oof").glob("*.parquet"):
+        path.unlink()
+    for part, chunk in enumerate(np.array_split(np.arange(len(rows)), [100, 450])):
+        rows.iloc[chunk].to_parquet(
+            tmp_path / "features" / "Split-oof" / f"shard-{2 - part}.parquet", index=False
+        )
+    features = CandidateFeatures()
+    features.uri = str(tmp_path / "features")
+    features.split_names = source.split_names
+    for key in ("split_counts", "feature_columns", "model_names"):
+        features.set_json_value_custom_property(key, source.get_json_value_custom_property(key))
+    return features
+
+
+def test_boosters_do_not_depend_on_the_order_of_files_or_rows(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(executor, "BUCKET_BYTES", 8192)  # several sort buckets, each written in several parts
+    features = _features(tmp_path / "one")
+    with caplog.at_level(logging.INFO, logger=executor.__name__):
+        first = _run(tmp_path, "one", features)
+        second = _run(tmp_path, "two", _shuffled(tmp_path / "two", features))
+    buckets = [int(m) for m in re.findall(r"90 out-of-fold videos in (\d+) buckets", caplog.text)]
+    assert len(buckets) == 2 and buckets[0] == buckets[1] > 3
+    for fold in range(FOLDS):
+        with open(os.path.join(first["model"].uri, f"fold_{fold}.txt"), "rb") as one:
+            with open(os.path.join(second["model"].uri, f"fold_{fold}.txt"), "rb") as two:
+                assert one.read() == two.read()
+    keys = ["video_id", "class_id"]
+    one = _scores(first["scores"], "oof").sort_values(keys, ignore_index=True)
+    two = _scores(second["scores"], "oof").sort_values(keys, ignore_index=True)
+    pd.testing.assert_frame_equal(one, two)
+    assert os.listdir(first["model"].uri) == os.listdir(second["model"].uri)  # no scratch files left
+    assert sorted(os.listdir(first["model"].uri)) == ["fold_0.txt", "fold_1.txt", "fold_2.txt", "folds.json"]
