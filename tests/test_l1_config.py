@@ -112,6 +112,10 @@ def test_frame_config_reads_training_and_defaults_max_frames(tmp_path):
             "must be in \\(0, 1\\), got 1.5",
         ),
         (
+            "name: a\nmodel: rnn\ntraining: {max_validation_videos: -1}\n",
+            "training.max_validation_videos: must be >= 0",
+        ),
+        (
             "name: a\nmodel: logistic\ntraining: {max_frames: 20}\n",
             "training.max_frames: only for frame-level",
         ),

@@ -7,12 +7,21 @@ import json
 import os
 
 import numpy as np
+import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
 
 from trainer import features as F
 from trainer.l1_config import parse_l1_config
-from trainer.l1_run import TRAINING_INFO, export_model, in_validation_slice, train_model, training_datasets
+from trainer.l1_run import (
+    TRAINING_INFO,
+    ValidationGap,
+    export_model,
+    in_validation_slice,
+    train_model,
+    training_datasets,
+)
+from trainer.metrics import gap_at_k
 from trainer.readers import make_dataset
 from trainer.transform import STANDARDIZED, graph_transform, transform_layer
 
@@ -49,6 +58,29 @@ def test_train_and_validation_slices_are_disjoint_and_cover_training_data(tiny_d
     in_slice = in_validation_slice(tf.constant(all_ids), 0.2, 4).numpy()
     validation_count = sum(int(labels.shape[0]) for _, labels in validation)
     assert validation_count == in_slice.sum() > 0
+
+
+def test_validation_slice_capped_to_its_first_videos(tiny_data):
+    patterns = [str(tiny_data / "video" / "train*")]
+    whole = training_datasets(parse_l1_config(VIDEO_CONFIG, "inline.yaml"), patterns, 30)[1]
+    capped_config = VIDEO_CONFIG.replace("seed: 4,", "seed: 4, max_validation_videos: 7,")
+    capped = training_datasets(parse_l1_config(capped_config, "inline.yaml"), patterns, 30)[1]
+    first = [np.concatenate([labels.numpy() for _, labels in dataset])[:7] for dataset in (whole, capped)]
+    assert first[1].shape[0] == 7 and np.array_equal(first[0], first[1])
+    assert sum(int(labels.shape[0]) for _, labels in whole) > 7
+
+
+def test_validation_gap_is_gap_at_20_of_the_model_on_the_slice(tiny_data):
+    config = parse_l1_config(VIDEO_CONFIG.replace("standardize_inputs: true", ""), "inline.yaml")
+    _, validation = training_datasets(config, [str(tiny_data / "video" / "train*")], 30)
+    model = config.build_model(30)
+    callback = ValidationGap(validation)
+    callback.set_model(model)
+    logs = {}
+    callback.on_epoch_end(0, logs)
+    scores = np.concatenate([model(inputs, training=False).numpy() for inputs, _ in validation])
+    labels = np.concatenate([labels.numpy() for _, labels in validation])
+    assert logs["val_gap"] == pytest.approx(gap_at_k(scores, labels, 20), abs=1e-12) and logs["val_gap"] > 0
 
 
 def _train_export_and_compare(

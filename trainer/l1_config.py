@@ -32,6 +32,9 @@ class TrainingConfig:
     reduce_lr_patience: int = 1
     reduce_lr_factor: float = 0.5
     validation_fraction: float = 0.1
+    # At most this many videos of the validation slice (the first in file order); 0 = the whole slice. Caps
+    # the cached, parsed slice: 1.4 MB a frame-level video.
+    max_validation_videos: int = 0
     max_frames: int | None = None
     seed: int = 0
     mixed_precision: bool = False  # float16 compute, float32 weights and logits (for GPUs)
@@ -50,6 +53,7 @@ _TRAINING_RULES: Mapping[str, tuple[type, Callable[[Any], bool], str]] = {
     "reduce_lr_patience": (int, lambda value: value >= 0, ">= 0"),
     "reduce_lr_factor": (float, lambda value: 0 < value < 1, "in (0, 1)"),
     "validation_fraction": (float, lambda value: 0 < value < 1, "in (0, 1)"),
+    "max_validation_videos": (int, lambda value: value >= 0, ">= 0 (0 = the whole slice)"),
     "max_frames": (int, lambda value: value >= 1, ">= 1"),
     "seed": (int, lambda value: value >= 0, ">= 0"),
     "mixed_precision": (bool, lambda value: True, "true or false"),

@@ -19,13 +19,12 @@ from dataclasses import asdict
 from typing import Any
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from trainer import features as F
 from trainer.l1_config import L1Config, parse_l1_config
 from trainer.losses import get_loss, mixup
-from trainer.metrics import gap_at_k
+from trainer.metrics import concatenate, top_rows, top_rows_gap
 from trainer.readers import make_dataset, parse_frame_example, parse_video_examples
 from trainer.split_roles import check_training_splits
 from trainer.transform import FeatureTransform, graph_transform, transform_layer
@@ -33,6 +32,7 @@ from trainer.transform import FeatureTransform, graph_transform, transform_layer
 TRAINING_INFO = os.path.join("assets.extra", "training_info.json")
 EPOCH_LOG = "epochs.log"  # in the Trainer's model_run artifact, beside the TensorBoard logs
 _HASH_BUCKETS = 10_000
+GAP_K = 20  # val_gap is GAP@20, the competition metric
 
 
 def _model_inputs(level: str) -> tuple[str, ...]:
@@ -81,7 +81,10 @@ def training_datasets(
                 batch[0], batch[1], training.mixup_alpha, tf.stack([training.seed, step])
             )
         )
-    return train.prefetch(tf.data.AUTOTUNE), split(True, None).cache()
+    validation = split(True, None)
+    if training.max_validation_videos:
+        validation = validation.unbatch().take(training.max_validation_videos).batch(training.batch_size)
+    return train.prefetch(tf.data.AUTOTUNE), validation.cache()
 
 
 class ValidationGap(keras.callbacks.Callback):
@@ -95,11 +98,11 @@ class ValidationGap(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if self._predict is None:
             self._predict = tf.function(lambda x: self.model(x, training=False), reduce_retracing=True)
-        scores, labels = [], []
-        for inputs, batch_labels in self._validation:
-            scores.append(self._predict(inputs).numpy())
-            labels.append(batch_labels.numpy())
-        gap = gap_at_k(np.concatenate(scores), np.concatenate(labels)) if scores else 0.0
+        rows = [  # each batch cut to its videos' top rows: memory follows k, not the classes
+            top_rows(self._predict(inputs).numpy(), batch_labels.numpy(), GAP_K)
+            for inputs, batch_labels in self._validation
+        ]
+        gap = top_rows_gap(concatenate(rows)) if rows else 0.0
         if logs is not None:
             logs["val_gap"] = gap
 

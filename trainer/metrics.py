@@ -267,7 +267,8 @@ def _expected_hits_at_depth(rows: TopRows, hits: np.ndarray, depth: np.ndarray) 
     )
 
 
-def _gap(rows: TopRows) -> float:
+def top_rows_gap(rows: TopRows) -> float:
+    """GAP at the rows' k."""
     return _gap_of_rows(
         rows.row_videos(), rows.scores.astype(np.float64), rows.relevant, int(rows.num_labels.sum()), rows.k
     )
@@ -311,7 +312,7 @@ def _map(rows: TopRows) -> float:
 
 def evaluate_rows(rows: TopRows) -> dict[str, float]:
     """All metrics of `TopRows` at its k: {"gap", "hit_at_1", "perr", "map"} (see `evaluate`)."""
-    return {"gap": _gap(rows), "hit_at_1": _hit_at_one(rows), "perr": _perr(rows), "map": _map(rows)}
+    return {"gap": top_rows_gap(rows), "hit_at_1": _hit_at_one(rows), "perr": _perr(rows), "map": _map(rows)}
 
 
 def _top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -348,7 +349,7 @@ def gap_at_k(scores: np.ndarray, labels: np.ndarray, k: int = 20) -> float:
 
     Videos without labels add only false positives; with no true label at all GAP is 0.0.
     """
-    return _gap(top_rows(scores, labels, k))
+    return top_rows_gap(top_rows(scores, labels, k))
 
 
 def hit_at_one(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -417,4 +418,4 @@ def bootstrap_gaps_of_rows(
         raise ValueError(f"models scored on different numbers of videos: {sorted(sizes)}")
     num_videos = sizes.pop() if sizes else 0
     drawn = np.random.default_rng(seed).integers(0, num_videos, size=(resamples, num_videos))
-    return {name: np.array([_gap(part.take(r)) for r in drawn]) for name, part in rows.items()}
+    return {name: np.array([top_rows_gap(part.take(r)) for r in drawn]) for name, part in rows.items()}
