@@ -13,6 +13,7 @@ from trainer.records import (
     decode_video_level,
     decoder_for,
     extend_floats,
+    video_id_of,
 )
 
 
@@ -20,6 +21,18 @@ def test_good_records_decode():
     assert decode_video_level(builders.video_proto().SerializeToString(), 10).labels == (1, 4)
     record = decode_frame_level(builders.frame_proto(video_id="abc").SerializeToString(), 10)
     assert record.video_id == "abc" and record.labels == (1, 4)
+
+
+def test_frame_level_id_read_from_the_context_alone_in_any_wire_order():
+    example = builders.frame_proto(video_id="abc")
+    serialized = example.SerializeToString()
+    context = tf.train.SequenceExample(context=example.context).SerializeToString()
+    frames = tf.train.SequenceExample(feature_lists=example.feature_lists).SerializeToString()
+    unknown_fields = bytes([0x18, 0x96, 0x01, 0x25, 1, 2, 3, 4, 0x29, *range(8)])  # varint, fixed32, fixed64
+    for record in (serialized, frames + context, frames + unknown_fields + context):
+        assert tf.train.SequenceExample.FromString(record).context == example.context
+        assert video_id_of(record, "frame") == "abc"
+    assert video_id_of(builders.video_proto().SerializeToString(), "video") == "vid001"
 
 
 def test_unlabelled_records_may_lack_labels():

@@ -160,10 +160,42 @@ def extend_floats(float_list: feature_pb2.FloatList, values: np.ndarray) -> None
     float_list.MergeFromString(b"\x0a" + _varint(len(payload)) + payload)  # field 1 (value), packed
 
 
+def _read_varint(data: bytes, position: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[position]
+        value |= (byte & 0x7F) << shift
+        position += 1
+        if byte < 0x80:
+            return value, position
+        shift += 7
+
+
+def _sequence_context(serialized: bytes) -> feature_pb2.Features:
+    """The context of a serialized SequenceExample, its feature_lists (the frames) skipped unparsed: the
+    top-level fields are walked on the wire and only field 1 (context) is parsed."""
+    context = feature_pb2.Features()
+    position = 0
+    while position < len(serialized):
+        tag, position = _read_varint(serialized, position)
+        wire_type = tag & 0x7
+        if wire_type == 2:  # length-delimited: context (1), feature_lists (2)
+            length, position = _read_varint(serialized, position)
+            if tag >> 3 == 1:
+                context.MergeFromString(serialized[position : position + length])
+            position += length
+        elif wire_type == 0:
+            position = _read_varint(serialized, position)[1]
+        else:  # fixed64 (1) or fixed32 (5)
+            position += 8 if wire_type == 1 else 4
+    return context
+
+
 def video_id_of(serialized: bytes, level: str) -> str:
-    """Just the video id of an already validated record of `level` (ingestion checked it is UTF-8)."""
+    """Just the video id of an already validated record of `level` (ingestion checked it is UTF-8); of a
+    frame-level record only the context is parsed, never its frames."""
     if level == "video":
         features = example_pb2.Example.FromString(serialized).features
     else:
-        features = example_pb2.SequenceExample.FromString(serialized).context
+        features = _sequence_context(serialized)
     return features.feature[F.ID].bytes_list.value[0].decode("utf-8")

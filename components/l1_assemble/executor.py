@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import apache_beam as beam
@@ -13,7 +14,15 @@ from tfx.types import artifact, standard_artifact_utils
 
 from components.fold_split.executor import fold_names
 from components.sharded_join import PARTITION_DIR, JoinInput, run_sharded, shard_count
-from components.splits import HOLDOUT, OUT_OF_FOLD, SPLIT_COUNTS, TEST, examples_level, write_split
+from components.splits import (
+    HOLDOUT,
+    OUT_OF_FOLD,
+    SPLIT_COUNTS,
+    TEST,
+    examples_level,
+    tfrecord_records,
+    write_split,
+)
 from trainer.predictions import (
     AVERAGED,
     count_problem,
@@ -22,6 +31,13 @@ from trainer.predictions import (
     prediction_video_id,
 )
 from trainer.records import video_id_of
+
+
+def example_ids(path: str, level: str) -> Iterator[bytes]:
+    """The video id of every record of one example file, UTF-8: all the join needs of the examples, so
+    neither the join nor its shard files carry frames."""
+    for record in tfrecord_records(path):
+        yield video_id_of(record, level).encode()
 
 
 class AssemblyError(ValueError):
@@ -76,13 +92,20 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         available = standard_artifact_utils.decode_split_names(examples.split_names)
         averaged_splits = [split for split in (HOLDOUT, TEST) if split in available]
 
-        example_id = functools.partial(video_id_of, level=level)
+        ids_of_file = functools.partial(example_ids, level=level)
         # Per output split: the examples' splits that define its videos, and each fold model's split
         # holding its predictions of them.
         plan = {OUT_OF_FOLD: (fold_names(num_folds), fold_names(num_folds))}
         plan.update({split: ([split], [split] * num_folds) for split in averaged_splits})
         inputs = [
-            JoinInput(f"{label}.examples.{split}", examples, split, example_id, counted=True)
+            JoinInput(
+                f"{label}.examples.{split}",
+                examples,
+                split,
+                video_id=bytes.decode,
+                counted=True,
+                file_records=ids_of_file,
+            )
             for label, (example_splits, _) in plan.items()
             for split in example_splits
         ] + [
@@ -99,7 +122,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                 ids = [
                     records[f"{label}.examples.{split}"]
                     | f"Ids[{label}.{split}]"
-                    >> beam.Map(lambda record, split=split: (example_id(record), split))
+                    >> beam.Map(lambda video_id, split=split: (video_id.decode(), split))
                     for split in example_splits
                 ]
                 predictions = [records[f"{label}.predictions.{fold}"] for fold in range(num_folds)]

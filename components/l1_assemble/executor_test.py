@@ -14,7 +14,7 @@ from tfx.types import standard_artifact_utils, standard_artifacts
 
 from components.artifacts import Predictions
 from components.l1_assemble.executor import AssemblyError, Executor
-from pipeline.synth import video_example
+from pipeline.synth import frame_example, video_example
 from tests import builders
 from trainer.predictions import AVERAGED, decode_prediction, encode_prediction
 from trainer.readers import read_records
@@ -30,17 +30,20 @@ def _write(directory, records: list[bytes]) -> None:
             writer.write(record)
 
 
-def _examples(root) -> standard_artifacts.Examples:
+def _examples(root, level: str = "video") -> standard_artifacts.Examples:
+    """The fold split, one file per video, of video-level Examples or frame-level SequenceExamples."""
+    example, payload_format = {
+        "video": (video_example, example_gen_pb2.FORMAT_TF_EXAMPLE),
+        "frame": (frame_example, example_gen_pb2.FORMAT_TF_SEQUENCE_EXAMPLE),
+    }[level]
     artifact = standard_artifacts.Examples()
     artifact.uri = str(root)
     artifact.split_names = standard_artifact_utils.encode_split_names(list(FOLD_VIDEOS))
     artifact.set_json_value_custom_property("split_counts", {s: len(ids) for s, ids in FOLD_VIDEOS.items()})
-    examples_utils.set_payload_format(artifact, example_gen_pb2.FORMAT_TF_EXAMPLE)
+    examples_utils.set_payload_format(artifact, payload_format)
     for split, ids in FOLD_VIDEOS.items():
         for video_id in ids:  # one file per video: part0.gz, part1.gz, ...
-            _write(
-                root / f"Split-{split}", [video_example(builders.video(video_id=video_id), split != "test")]
-            )
+            _write(root / f"Split-{split}", [example(builders.video(video_id=video_id), split != "test")])
     return artifact
 
 
@@ -90,9 +93,12 @@ def _read(artifact, split: str) -> dict[str, tuple[int, np.ndarray]]:
     return {video_id: (fold, scores) for video_id, fold, scores in decoded}
 
 
+@pytest.mark.parametrize("level", ["video", "frame"])
 @pytest.mark.parametrize("shard_mb", [ONE_JOIN, TINY_SHARDS])
-def test_assembles_oof_once_per_video_and_averages_holdout_and_test(tmp_path, shard_mb):
-    output = _assemble(tmp_path, [_fold_predictions(tmp_path, 0), _fold_predictions(tmp_path, 1)], shard_mb)
+def test_assembles_oof_once_per_video_and_averages_holdout_and_test(tmp_path, shard_mb, level):
+    predictions = [_fold_predictions(tmp_path, 0), _fold_predictions(tmp_path, 1)]
+    output = _assemble(tmp_path, predictions, shard_mb, _examples(tmp_path / "examples", level))
+    assert output.get_string_custom_property("level") == level
     assert (output.get_int_custom_property("shards") > 1) == (shard_mb == TINY_SHARDS)
     assert sorted(os.listdir(output.uri)) == ["Split-holdout", "Split-oof", "Split-test"]  # nothing temporary
     oof = _read(output, "oof")
