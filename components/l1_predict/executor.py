@@ -28,7 +28,13 @@ from components.splits import (
 from trainer.l1_run import TRAINING_INFO
 from trainer.predictions import encode_prediction
 
-_BATCH = {"min_batch_size": 32, "max_batch_size": 512}
+MAX_BATCH_BYTES = 16 << 20  # serialized, a batch: ~3,500 video-level or ~45 frame-level (300 frames) records
+
+
+def record_batches() -> beam.PTransform:
+    """Batches of serialized records bounded in bytes, not count: a frame-level record is ~75x a video-level
+    one, and parsed to float32 it is 4x its serialized size again."""
+    return beam.BatchElements(min_batch_size=1, max_batch_size=MAX_BATCH_BYTES, element_size_fn=len)
 
 
 class PredictDoFn(beam.DoFn):
@@ -85,7 +91,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                 written[split] = (
                     pipeline
                     | f"Read[{split}]" >> ReadTFRecords(split_files(examples, split))
-                    | f"Batch[{split}]" >> beam.BatchElements(**_BATCH)
+                    | f"Batch[{split}]" >> record_batches()
                     | f"Predict[{split}]" >> beam.ParDo(PredictDoFn(model_path, fold))
                 )
                 _ = written[split] | f"Write[{split}]" >> write_split(output, split, "predictions")

@@ -7,11 +7,13 @@ import json
 import os
 import re
 
+import apache_beam as beam
+import apache_beam.testing.util
 import pytest
 from tfx.types import standard_artifact_utils, standard_artifacts
 
 from components.artifacts import Predictions
-from components.l1_predict.executor import Executor
+from components.l1_predict.executor import MAX_BATCH_BYTES, Executor, record_batches
 from pipeline.synth import video_example
 from tests import builders
 from trainer.l1_config import parse_l1_config
@@ -108,3 +110,23 @@ def test_examples_that_lost_a_file_fail_naming_the_artifact_split_and_counts(tmp
     )
     with pytest.raises(InputDataError, match=re.escape(message)):
         _predict(tmp_path, logistic, lost=["b"])
+
+
+def test_record_batches_are_bounded_in_bytes_not_count():
+    records = [bytes(MAX_BATCH_BYTES // 40)] * 200 + [bytes(100)] * 2000  # frame-sized, then video-sized
+    with beam.Pipeline() as pipeline:
+        sizes = (
+            pipeline
+            | beam.Create(records, reshuffle=False)
+            | record_batches()
+            | beam.Map(lambda batch: (len(batch), sum(map(len, batch))))
+            | beam.combiners.ToList()
+        )
+        beam.testing.util.assert_that(sizes, _bounded)
+
+
+def _bounded(sizes: list[list[tuple[int, int]]]) -> None:
+    ((batches),) = sizes
+    assert sum(count for count, _ in batches) == 2200
+    assert all(total <= MAX_BATCH_BYTES for _, total in batches)
+    assert max(count for count, _ in batches) > 512  # small records are not cut at a count
