@@ -49,7 +49,7 @@ class PredictDoFn(beam.DoFn):
         self._serve = tf.saved_model.load(self._model_path).signatures["serving_default"]
 
     def process(self, batch: list[bytes]) -> Iterator[bytes]:
-        outputs = self._serve(examples=tf.constant(batch))
+        outputs = self._serve(examples=tf.constant(batch, dtype=tf.string))  # a batch may be empty
         for video_id, scores in zip(outputs["video_id"].numpy(), outputs["scores"].numpy(), strict=True):
             yield encode_prediction(video_id, scores, self._fold)
 
