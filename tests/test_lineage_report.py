@@ -40,7 +40,8 @@ def test_lineage_walks_back_to_the_input_files(tiny_run, soft_labels_lineage):
         for name in L1_CONFIGS
         for fold in range(FOLDS)
     }
-    base = {"VideoExampleGen", "FrameExampleGen", "VideoFoldSplit", "FrameFoldSplit"}
+    inputs = {"VideoExampleGen", "FrameExampleGen", "VideoFoldSplit", "FrameFoldSplit"}
+    base = inputs | {"VideoSchema", "Transform"}
     assert set(producers) == {"SoftLabels", "L2LightGBM", "L2Features", "L2Merge"} | l1_nodes | base
     assert soft_labels_lineage.artifacts[soft_labels_lineage.root_id].producer.node_id == "SoftLabels"
     for name, (level, config_file) in L1_CONFIGS.items():
@@ -58,6 +59,9 @@ def test_lineage_walks_back_to_the_input_files(tiny_run, soft_labels_lineage):
             )
             (examples_id,) = predict.inputs["examples"]
             assert soft_labels_lineage.artifacts[examples_id].producer.node_id == f"{level}FoldSplit"
+            # Video-level trainers read the Transform graph, analysed on the video fold split
+            expected_inputs = {"examples", "transform_graph"} if level == "Video" else {"examples"}
+            assert set(trainer.inputs) == expected_inputs
     for layout, directory in (("Video", tiny_run.data.video_dir), ("Frame", tiny_run.data.frame_dir)):
         example_gen = producers[f"{layout}ExampleGen"]
         assert example_gen.inputs == {}
@@ -69,6 +73,11 @@ def test_lineage_walks_back_to_the_input_files(tiny_run, soft_labels_lineage):
         n for n in soft_labels_lineage.artifacts.values() if n.producer.node_id == "VideoFoldSplit"
     )
     assert set(fold_split.properties["split_counts"]) == {"fold_0", "fold_1", "fold_2", "holdout", "test"}
+    transform_inputs = {
+        key: {soft_labels_lineage.artifacts[i].producer.node_id for i in ids}
+        for key, ids in producers["Transform"].inputs.items()
+    }
+    assert transform_inputs == {"examples": {"VideoFoldSplit"}, "schema": {"VideoSchema"}}
     merge = producers["L2Merge"]
     assert len([key for key in merge.inputs if key.startswith("predictions")]) == len(L1_CONFIGS)
     for producer in producers.values():
