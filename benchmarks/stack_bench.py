@@ -41,7 +41,7 @@ from components.l2_merge.executor import (  # noqa: E402
     class_ranks,
     decode_merged,
 )
-from components.splits import read_split  # noqa: E402
+from components.uri_io import read_parquet_dir  # noqa: E402
 from trainer.metrics import bootstrap_gaps, gap_at_k, gap_from_candidates  # noqa: E402
 from trainer.predictions import decode_prediction  # noqa: E402
 from trainer.readers import read_records  # noqa: E402
@@ -58,6 +58,11 @@ class Holdout:
     averaged: np.ndarray  # [videos, models, classes]
     per_fold: np.ndarray  # [folds, videos, models, classes]
     rows: pd.DataFrame  # L2Features' holdout rows
+
+
+def read_split(features, split: str) -> pd.DataFrame:
+    """All candidate rows of one split of an L2Features artifact, read whole (a benchmark's sizes)."""
+    return read_parquet_dir(f"{features.uri}/Split-{split}").to_pandas()
 
 
 def _records(pattern: str):

@@ -14,13 +14,12 @@ from collections.abc import Callable, Iterable, Iterator
 
 import apache_beam as beam
 import numpy as np
-import pandas as pd
 import tensorflow as tf
 from tfx.components.util import examples_utils
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact, standard_artifact_utils
 
-from components.uri_io import read_json, read_parquet_dir, write_json
+from components.uri_io import read_json, write_json
 from trainer.readers import file_batches
 from trainer.records import InputDataError
 
@@ -43,11 +42,6 @@ def split_files(source: artifact.Artifact, split: str) -> str:
 def split_output(output: artifact.Artifact, split: str, name: str) -> str:
     """File path prefix for writing `split` of an output artifact (`<uri>/Split-<split>/<name>`)."""
     return os.path.join(output.uri, f"Split-{split}", name)
-
-
-def read_split(source: artifact.Artifact, split: str) -> pd.DataFrame:
-    """All Parquet rows of one split of an artifact (small splits only: it is read whole)."""
-    return read_parquet_dir(standard_artifact_utils.get_split_uri([source], split)).to_pandas()
 
 
 def split_batches(
