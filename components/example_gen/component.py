@@ -43,11 +43,13 @@ class LiteralInputBaseDriver(driver.FileBasedDriver):
 
 
 class YT8MExampleGen(ImportExampleGen):
-    """Imports video-level (tf.Example) or frame-level (tf.SequenceExample) TFRecords unchanged.
+    """Imports video-level (tf.Example) or frame-level (tf.SequenceExample) TFRecords unchanged: each input
+    file becomes one uncompressed TFRecord file of its split, records in input order (no reshuffle, no gzip).
 
     Every record is checked (ids, feature names, sizes and dtypes, label ids < num_classes, frame byte
     sizes); the first bad record fails the component with an error naming its file and record index, and
-    nothing is published. Splits come from `input_config` (e.g. train*/validate*/test* patterns).
+    nothing is published. Splits come from `input_config` (e.g. train*/validate*/test* patterns). Output
+    property `split_counts`: {split: videos}.
     """
 
     SPEC_CLASS = YT8MExampleGenSpec
@@ -67,7 +69,8 @@ class YT8MExampleGen(ImportExampleGen):
             input_config=input_config,
             output_config=utils.make_default_output_config(input_config),
             output_data_format=payload_format,
-            output_file_format=example_gen_pb2.FORMAT_TFRECORDS_GZIP,
+            # Uncompressed TFRecords, which TFX's enum has no name for; readers pick the codec by file name.
+            output_file_format=example_gen_pb2.FILE_FORMAT_UNSPECIFIED,
             num_classes=num_classes,
             unlabelled_splits=",".join(unlabelled_splits),
             examples=channel.Channel(type=standard_artifacts.Examples),

@@ -7,16 +7,21 @@ from pathlib import Path
 
 import pytest
 import tensorflow as tf
+from tfx.components.util import examples_utils
 from tfx.proto import example_gen_pb2
-from tfx.types import standard_artifacts
+from tfx.types import standard_artifact_utils, standard_artifacts
 from tfx.utils import proto_utils
 
 from components.example_gen.component import LiteralInputBaseDriver, split_input_config
-from components.example_gen.executor import Executor, read_validated_records
+from components.example_gen.executor import Executor, validated_batches
 from pipeline.synth import frame_example, video_example
 from tests import builders
 from trainer.readers import read_records
 from trainer.records import InputDataError
+
+
+def _records(batches) -> list[bytes]:
+    return [record for batch in batches for record in batch]
 
 
 def _write(path, count: int = 3, layout: str = "video", **kwargs) -> list[bytes]:
@@ -28,8 +33,9 @@ def _write(path, count: int = 3, layout: str = "video", **kwargs) -> list[bytes]
 
 def _import(
     data: Path, out: Path, splits: dict[str, str], data_format: int, unlabelled_splits: str
-) -> dict[str, list[bytes]]:
-    """Run the executor on `data` with one file pattern per split; the records it wrote, by split."""
+) -> tuple[dict[str, list[bytes]], standard_artifacts.Examples]:
+    """Run the executor on `data` with one file pattern per split; the records it wrote, by split (files
+    in name order), and its output artifact."""
     examples = standard_artifacts.Examples()
     examples.uri = str(out)
     exec_properties = {
@@ -37,20 +43,24 @@ def _import(
         "input_config": proto_utils.proto_to_json(split_input_config(splits)),
         "output_config": proto_utils.proto_to_json(example_gen_pb2.Output()),
         "output_data_format": data_format,
-        "output_file_format": example_gen_pb2.FORMAT_TFRECORDS_GZIP,
+        "output_file_format": example_gen_pb2.FILE_FORMAT_UNSPECIFIED,
         "num_classes": 10,
         "unlabelled_splits": unlabelled_splits,
     }
     Executor().Do({}, {"examples": [examples]}, exec_properties)
-    return {
-        split: [r.numpy() for r in read_records(tf.io.gfile.glob(os.path.join(out, f"Split-{split}", "*")))]
+    written = {
+        split: [
+            r.numpy()
+            for r in read_records(sorted(tf.io.gfile.glob(os.path.join(out, f"Split-{split}", "*"))))
+        ]
         for split in splits
     }
+    return written, examples
 
 
 def test_valid_file_yields_its_records(tmp_path):
     records = _write(tmp_path / "train0000.tfrecord")
-    assert list(read_validated_records(str(tmp_path / "train0000.tfrecord"), "video", 10, True)) == records
+    assert _records(validated_batches(str(tmp_path / "train0000.tfrecord"), "video", 10, True)) == records
 
 
 def test_truncated_file_names_file_and_record(tmp_path):
@@ -61,7 +71,7 @@ def test_truncated_file_names_file_and_record(tmp_path):
     with pytest.raises(
         InputDataError, match=r"train0001.tfrecord: corrupted or truncated TFRecord after record 0"
     ) as raised:
-        list(read_validated_records(str(path), "video", 10, True))
+        _records(validated_batches(str(path), "video", 10, True))
     assert "{{function_node" not in str(raised.value) and "[Op:" not in str(raised.value)  # TF's wrapping
 
 
@@ -72,14 +82,14 @@ def test_bad_crc_names_file(tmp_path):
     data[100] ^= 0xFF  # inside the payload: its CRC no longer matches
     path.write_bytes(bytes(data))
     with pytest.raises(InputDataError, match=r"validate0003.tfrecord: corrupted or truncated TFRecord"):
-        list(read_validated_records(str(path), "video", 10, True))
+        _records(validated_batches(str(path), "video", 10, True))
 
 
 def test_empty_file_is_an_error(tmp_path):
     path = tmp_path / "train0002.tfrecord"
     path.write_bytes(b"")
     with pytest.raises(InputDataError, match="train0002.tfrecord: file holds no records"):
-        list(read_validated_records(str(path), "video", 10, True))
+        _records(validated_batches(str(path), "video", 10, True))
 
 
 def test_bad_record_names_file_record_and_video(tmp_path):
@@ -88,7 +98,7 @@ def test_bad_record_names_file_record_and_video(tmp_path):
     broken = builders.video_proto(video_id="badvid", labels=(3, 12))
     builders.write_tfrecord(path, [*good, broken.SerializeToString()])
     with pytest.raises(InputDataError, match=r"train0004.tfrecord: record 2: video 'badvid': .*class id 12"):
-        list(read_validated_records(str(path), "video", 10, True))
+        _records(validated_batches(str(path), "video", 10, True))
 
 
 def test_frame_record_with_wrong_frame_size(tmp_path):
@@ -97,7 +107,7 @@ def test_frame_record_with_wrong_frame_size(tmp_path):
     broken.feature_lists.feature_list["audio"].feature[0].bytes_list.value[0] = b"\x01" * 64
     builders.write_tfrecord(path, [broken.SerializeToString()])
     with pytest.raises(InputDataError, match=r"record 0: video 'short': feature_list 'audio' frame 0"):
-        list(read_validated_records(str(path), "frame", 10, True))
+        _records(validated_batches(str(path), "frame", 10, True))
 
 
 def test_executor_imports_every_split(tmp_path):
@@ -108,9 +118,16 @@ def test_executor_imports_every_split(tmp_path):
     )
     test = _write(data / "test0000.tfrecord", count=3, layout="frame")
     splits = {"train": "train*.tfrecord", "test": "test*.tfrecord"}
-    imported = _import(data, tmp_path / "out", splits, example_gen_pb2.FORMAT_TF_SEQUENCE_EXAMPLE, "test")
-    assert sorted(imported["train"]) == sorted(train)
-    assert sorted(imported["test"]) == sorted(test)
+    out = tmp_path / "out"
+    imported, examples = _import(data, out, splits, example_gen_pb2.FORMAT_TF_SEQUENCE_EXAMPLE, "test")
+    assert imported == {"train": train, "test": test}  # in input order, file by file
+    assert sorted(os.listdir(out / "Split-train")) == [
+        "data-00000-of-00002.tfrecord",
+        "data-00001-of-00002.tfrecord",
+    ]
+    assert examples.get_json_value_custom_property("split_counts") == {"train": 6, "test": 3}
+    assert examples_utils.get_payload_format(examples) == example_gen_pb2.FORMAT_TF_SEQUENCE_EXAMPLE
+    assert standard_artifact_utils.decode_split_names(examples.split_names) == ["train", "test"]
 
 
 def test_a_directory_named_with_glob_characters_is_matched_literally(tmp_path):
@@ -122,8 +139,8 @@ def test_a_directory_named_with_glob_characters_is_matched_literally(tmp_path):
     train = _write(data / "train0000.tfrecord", count=3)
     _write(decoy / "train0000.tfrecord", count=5, labels=(1,))
     splits = {"train": "train*.tfrecord"}
-    imported = _import(data, tmp_path / "out", splits, example_gen_pb2.FORMAT_TF_EXAMPLE, "")
-    assert sorted(imported["train"]) == sorted(train)
+    imported, _ = _import(data, tmp_path / "out", splits, example_gen_pb2.FORMAT_TF_EXAMPLE, "")
+    assert imported["train"] == train
     input_config = split_input_config(splits)
     processor = LiteralInputBaseDriver(None).get_input_processor(input_config.splits, None, str(data))
     span, version = processor.resolve_span_and_version()
@@ -140,5 +157,5 @@ def test_id_that_is_not_utf8_names_file_and_record(tmp_path, layout):
     good = _write(tmp_path / "ok.tfrecord", count=2, layout=layout)
     builders.write_tfrecord(path, [*good, broken.SerializeToString()])
     with pytest.raises(InputDataError) as raised:
-        list(read_validated_records(str(path), layout, 10, True))
+        _records(validated_batches(str(path), layout, 10, True))
     assert str(raised.value) == f"{path}: record 2: feature 'id': b'\\xff\\xfe' is not valid UTF-8"
