@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import logging
 import os
-from collections.abc import Iterator
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
@@ -15,14 +18,15 @@ from tfx.components.util import examples_utils
 from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact, standard_artifact_utils
 
-from components.splits import HOLDOUT, examples_level, split_files, write_split
+from components.splits import HOLDOUT, check_split_counts, examples_level, split_files, split_output
 from components.uri_io import read_json, write_json
-from trainer.readers import read_records
-from trainer.records import InputDataError, VideoRecord, decoder_for
+from trainer.readers import file_batches
+from trainer.records import InputDataError, record_of
 
 log = logging.getLogger(__name__)
 _SUMMARY_FILE = "fold_summary.json"
 _FINGERPRINT_MODULUS = 2**64
+_ID_BUCKETS = 64  # the duplicate check groups ids by crc32 % 64: at 6.1M videos ~95k ids a group
 
 
 def fold_names(num_folds: int) -> list[str]:
@@ -42,30 +46,92 @@ def assign_split(video_id: str, seed: int, num_folds: int, holdout_fraction: flo
     return f"fold_{min(fold, num_folds - 1)}"
 
 
-class _SplitStats(beam.CombineFn):
-    """Per output split: number of videos, of labels, and of videos per class."""
+@dataclass(frozen=True)
+class FileJob:
+    """One input file, the input split it belongs to, and the name of its output file in every split."""
 
-    def __init__(self, num_classes: int) -> None:
-        self._num_classes = num_classes
+    split: str
+    path: str
+    output_name: str
 
-    def create_accumulator(self) -> tuple[int, np.ndarray]:
-        return 0, np.zeros(self._num_classes, np.int64)
 
-    def add_input(self, accumulator: tuple[int, np.ndarray], labels: tuple[int, ...] | None):
-        videos, class_counts = accumulator
-        if labels:
-            class_counts[list(labels)] += 1
-        return videos + 1, class_counts
+@dataclass(frozen=True)
+class Routing:
+    """Where a record goes: its unlabelled input split, or the fold/holdout of its video id."""
+
+    seed: int
+    num_folds: int
+    holdout_fraction: float
+    unlabelled: frozenset[str]
+
+    def split_of(self, input_split: str, video_id: str) -> str:
+        if input_split in self.unlabelled:
+            return input_split
+        return assign_split(video_id, self.seed, self.num_folds, self.holdout_fraction)
+
+
+@dataclass
+class FileSummary:
+    """What one input file contributed: videos read, per output split its videos and labels, the file's
+    part of the fold-map fingerprint, and its video ids by hash bucket (for the duplicate check)."""
+
+    split: str
+    videos: int
+    stats: dict[str, tuple[int, np.ndarray]]
+    fingerprint: int
+    ids_by_bucket: dict[int, list[str]]
+
+
+def split_file(job: FileJob, level: str, routing: Routing, num_classes: int, output_uri: str) -> FileSummary:
+    """Deals the records of one input file, in file order, to one output file per split it feeds
+    (`Split-<split>/<job.output_name>`). Records were validated by the ExampleGen: only ids and labels are
+    read here, and of frame-level records never the frames."""
+    writers: dict[str, tf.io.TFRecordWriter] = {}
+    labels: dict[str, list[int]] = {}
+    videos: dict[str, int] = {}
+    fingerprint, ids_by_bucket = 0, {}
+    try:
+        for batch in file_batches(job.path):
+            for serialized in batch:
+                video = record_of(serialized, level)
+                split = routing.split_of(job.split, video.video_id)
+                if split not in writers:
+                    path = os.path.join(output_uri, f"Split-{split}", job.output_name)
+                    writers[split], labels[split], videos[split] = tf.io.TFRecordWriter(path), [], 0
+                writers[split].write(serialized)
+                videos[split] += 1
+                labels[split].extend(video.labels or ())
+                fingerprint += _unit_hash(f"{video.video_id}|{split}")
+                bucket = zlib.crc32(video.video_id.encode()) % _ID_BUCKETS
+                ids_by_bucket.setdefault(bucket, []).append(video.video_id)
+    finally:
+        for writer in writers.values():
+            writer.close()
+    stats = {
+        split: (videos[split], np.bincount(np.asarray(labels[split], np.int64), minlength=num_classes))
+        for split in writers
+    }
+    return FileSummary(job.split, sum(videos.values()), stats, fingerprint, ids_by_bucket)
+
+
+class _SumStats(beam.CombineFn):
+    """Per output split: number of videos, of labels, and of classes with a positive video."""
+
+    def create_accumulator(self) -> tuple[int, np.ndarray | int]:
+        return 0, 0
+
+    def add_input(self, accumulator, stats: tuple[int, np.ndarray]):
+        return accumulator[0] + stats[0], accumulator[1] + stats[1]
 
     def merge_accumulators(self, accumulators):
         videos, class_counts = self.create_accumulator()
         for count, counts in accumulators:
-            videos += count
-            class_counts += counts
+            videos, class_counts = videos + count, class_counts + counts
         return videos, class_counts
 
     def extract_output(self, accumulator) -> dict[str, Any]:
         videos, class_counts = accumulator
+        class_counts = np.asarray(class_counts)
         return {
             "videos": int(videos),
             "labels": int(class_counts.sum()),
@@ -73,32 +139,29 @@ class _SplitStats(beam.CombineFn):
         }
 
 
-def _raise_on_duplicates(video_id: str, input_splits: list[str]) -> None:
-    if len(input_splits) > 1:
+def _raise_on_duplicates(bucket: int, files: Iterable[tuple[str, list[str]]]) -> None:
+    """Fails on the first (smallest) video id that more than one input record holds."""
+    files = list(files)
+    counts = collections.Counter(video_id for _, ids in files for video_id in ids)
+    repeated = sorted(video_id for video_id, count in counts.items() if count > 1)
+    if repeated:
+        splits = sorted(split for split, ids in files for video_id in ids if video_id == repeated[0])
         raise InputDataError(
-            f"video id '{video_id}' appears {len(input_splits)} times in the input "
-            f"(splits: {', '.join(sorted(input_splits))})"
+            f"video id '{repeated[0]}' appears {len(splits)} times in the input (splits: {', '.join(splits)})"
         )
 
 
-def _decode(serialized: bytes, path: str, decode, num_classes: int, labelled: bool) -> VideoRecord:
-    try:
-        return decode(serialized, num_classes, labelled)
-    except InputDataError as error:
-        raise InputDataError(f"{path}: {error}") from None
-
-
-def _read_split_file(
-    split_and_path: tuple[str, str], decode, num_classes: int, unlabelled: set[str]
-) -> Iterator[tuple[str, VideoRecord, bytes]]:
-    """(input split, decoded record, serialized record) for every record of one input file, in file order."""
-    split, path = split_and_path
-    for serialized in read_records([path]).as_numpy_iterator():
-        yield split, _decode(serialized, path, decode, num_classes, split not in unlabelled), serialized
-
-
-def _write_summary(stats: list[tuple[str, dict]], fingerprint: int, path: str) -> None:
-    write_json(path, {"splits": dict(sorted(stats)), "fold_map_fingerprint": f"{fingerprint:016x}"})
+def _write_summary(
+    stats: list[tuple[str, dict]], fingerprint: int, input_counts: list[tuple[str, int]], path: str
+) -> None:
+    write_json(
+        path,
+        {
+            "splits": dict(sorted(stats)),
+            "fold_map_fingerprint": f"{fingerprint:016x}",
+            "input_counts": dict(sorted(input_counts)),
+        },
+    )
 
 
 def _check_split_sizes(
@@ -145,66 +208,64 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         num_classes = exec_properties["num_classes"]
         unlabelled = set(filter(None, exec_properties["unlabelled_splits"].split(",")))
         payload_format = examples_utils.get_payload_format(examples)
-        decode = decoder_for(examples_level(examples))
         input_splits = standard_artifact_utils.decode_split_names(examples.split_names)
         labelled_splits = [split for split in input_splits if split not in unlabelled]
         if not labelled_splits:
             raise InputDataError(f"{examples.uri}: no labelled split among {input_splits}")
         output_splits = [*fold_names(num_folds), HOLDOUT, *[s for s in input_splits if s in unlabelled]]
-
-        def route(record: tuple[str, VideoRecord, bytes]) -> str:
-            split, video, _ = record
-            if split in unlabelled:
-                return split
-            return assign_split(video.video_id, seed, num_folds, holdout_fraction)
+        routing = Routing(seed, num_folds, holdout_fraction, frozenset(unlabelled))
+        # One job per input file, spread over the workers. Each writes one file per output split it feeds,
+        # named after its input file, so every split's content and order (files in name order, records in
+        # input order) are the same on every run and runner: a seeded L1 model sees the same data.
+        jobs = []
+        for split in input_splits:
+            files = sorted(tf.io.gfile.glob(split_files(examples, split)))
+            jobs += [
+                FileJob(split, path, f"{split}-{index:05d}.tfrecord") for index, path in enumerate(files)
+            ]
+        for split in output_splits:
+            tf.io.gfile.makedirs(os.path.dirname(split_output(output, split, "")))
 
         summary_path = os.path.join(output.uri, _SUMMARY_FILE)
         with self._make_beam_pipeline() as pipeline:
-            # One ordered read of every input file (no Flatten, no reshuffle): the record order of each
-            # output split, and so what a seeded L1 model trains on, does not change from run to run.
-            input_files = [
-                (split, path)
-                for split in input_splits
-                for path in sorted(tf.io.gfile.glob(split_files(examples, split)))
-            ]
-            records = (
+            summaries = (
                 pipeline
-                | "ListFiles" >> beam.Create(input_files, reshuffle=False)
-                | "ReadInOrder" >> beam.FlatMap(_read_split_file, decode, num_classes, unlabelled)
+                | "ListFiles" >> beam.Create(jobs)
+                | "SplitFiles"
+                >> beam.Map(split_file, examples_level(examples), routing, num_classes, output.uri)
             )
             _ = (
-                records
-                | "KeyById" >> beam.Map(lambda r: (r[1].video_id, r[0]))
-                | "GroupById" >> beam.GroupByKey()
-                | "CheckDuplicates"
-                >> beam.MapTuple(lambda vid, splits: _raise_on_duplicates(vid, list(splits)))
+                summaries
+                | "IdsByBucket"
+                >> beam.FlatMap(lambda s: [(b, (s.split, ids)) for b, ids in s.ids_by_bucket.items()])
+                | "GroupByBucket" >> beam.GroupByKey()
+                | "CheckDuplicates" >> beam.MapTuple(_raise_on_duplicates)
             )
-            routed = records | "Route" >> beam.Map(lambda r: (route(r), r))
             stats = (
-                routed
-                | "LabelsBySplit" >> beam.MapTuple(lambda split, r: (split, r[1].labels))
-                | "Stats" >> beam.CombinePerKey(_SplitStats(num_classes))
+                summaries
+                | "StatsBySplit" >> beam.FlatMap(lambda s: s.stats.items())
+                | "Stats" >> beam.CombinePerKey(_SumStats())
                 | "CollectStats" >> beam.combiners.ToList()
             )
             fingerprint = (
-                routed
-                | "HashAssignment" >> beam.MapTuple(lambda split, r: _unit_hash(f"{r[1].video_id}|{split}"))
+                summaries
+                | "Fingerprints" >> beam.Map(lambda s: s.fingerprint)
                 | "SumHashes" >> beam.CombineGlobally(lambda hashes: sum(hashes) % _FINGERPRINT_MODULUS)
             )
+            input_counts = (
+                summaries
+                | "InputVideos" >> beam.Map(lambda s: (s.split, s.videos))
+                | "InputCounts" >> beam.CombinePerKey(sum)
+            )
             _ = stats | "WriteSummary" >> beam.Map(
-                _write_summary, beam.pvalue.AsSingleton(fingerprint), summary_path
+                _write_summary,
+                beam.pvalue.AsSingleton(fingerprint),
+                beam.pvalue.AsList(input_counts),
+                summary_path,
             )
-            by_split = routed | "Partition" >> beam.Partition(
-                lambda item, _: output_splits.index(item[0]), len(output_splits)
-            )
-            for split, part in zip(output_splits, by_split, strict=True):
-                _ = (
-                    part
-                    | f"Serialize[{split}]" >> beam.MapTuple(lambda _, r: r[2])
-                    | f"Write[{split}]" >> write_split(output, split, "data")
-                )
 
         summary = read_json(summary_path)
+        check_split_counts(examples, summary["input_counts"])
         if reference is not None:
             expected = reference.get_string_custom_property("fold_map_fingerprint")
             if summary["fold_map_fingerprint"] != expected:

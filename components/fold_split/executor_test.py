@@ -15,7 +15,7 @@ from components.fold_split.executor import Executor, assign_split
 from pipeline.synth import frame_example, video_example
 from tests import builders
 from trainer.readers import read_records
-from trainer.records import InputDataError
+from trainer.records import InputDataError, video_id_of
 
 PARAMS = {"num_folds": 3, "holdout_fraction": 0.2, "seed": 11, "num_classes": 10, "unlabelled_splits": "test"}
 
@@ -25,6 +25,7 @@ def _examples(root, splits: dict[str, list[bytes]], payload_format) -> standard_
     artifact.uri = str(root)
     artifact.split_names = standard_artifact_utils.encode_split_names(list(splits))
     examples_utils.set_payload_format(artifact, payload_format)
+    artifact.set_json_value_custom_property("split_counts", {split: len(r) for split, r in splits.items()})
     for split, records in splits.items():
         os.makedirs(root / f"Split-{split}")
         with tf.io.TFRecordWriter(str(root / f"Split-{split}" / "data.gz"), "GZIP") as writer:
@@ -144,3 +145,52 @@ def test_assignment_is_deterministic_balanced_and_seeded():
     assert all(abs(shares[f"fold_{k}"] - 0.19) < 0.015 for k in range(5))
     other_seed = [assign_split(i, 2, 5, 0.05) for i in ids]
     assert sum(a != b for a, b in zip(first, other_seed, strict=True)) > 0.7 * len(ids)
+
+
+def _records_of(artifact, split: str) -> list[bytes]:
+    files = sorted(tf.io.gfile.glob(os.path.join(artifact.uri, f"Split-{split}", "*")))
+    return [record.numpy() for record in read_records(files)]
+
+
+def test_each_split_keeps_input_order_and_is_identical_across_runs(tmp_path):
+    """Files are split in parallel, yet every output split holds its records in input order (files in name
+    order, records in file order), byte for byte the same on every run."""
+    train = _videos("t", 40, "video")
+    root = tmp_path / "two_files_in"
+    examples = _examples(
+        root, {"train": train[:25], "validate": _videos("v", 15, "video")}, example_gen_pb2.FORMAT_TF_EXAMPLE
+    )
+    with tf.io.TFRecordWriter(str(root / "Split-train" / "data2.gz"), "GZIP") as writer:
+        for record in train[25:]:
+            writer.write(record)
+    examples.set_json_value_custom_property("split_counts", {"train": 40, "validate": 15})
+    outputs = []
+    for run in range(2):
+        output = standard_artifacts.Examples()
+        output.uri = str(tmp_path / f"run{run}")
+        Executor().Do({"examples": [examples]}, {"split_examples": [output]}, PARAMS)
+        outputs.append(output)
+    inputs = [*train, *_videos("v", 15, "video")]
+    for split in ["fold_0", "fold_1", "fold_2", "holdout"]:
+        expected = [r for r in inputs if assign_split(video_id_of(r, "video"), 11, 3, 0.2) == split]
+        assert _records_of(outputs[0], split) == expected
+        assert _records_of(outputs[1], split) == expected
+
+
+def test_a_lost_input_file_is_an_error(tmp_path):
+    examples = _examples(
+        tmp_path / "in", {"train": _videos("t", 20, "video")}, example_gen_pb2.FORMAT_TF_EXAMPLE
+    )
+    examples.set_json_value_custom_property("split_counts", {"train": 21})
+    output = standard_artifacts.Examples()
+    output.uri = str(tmp_path / "out")
+    with pytest.raises(InputDataError, match="split train holds 20 videos, its producer recorded 21"):
+        Executor().Do({"examples": [examples]}, {"split_examples": [output]}, PARAMS)
+
+
+def test_duplicate_video_id_within_one_file_is_an_error(tmp_path):
+    videos = _videos("t", 6, "video")
+    with pytest.raises(
+        Exception, match=r"video id 't2' appears 3 times in the input \(splits: train, train, train\)"
+    ):
+        _run(tmp_path, "dup", {"train": [*videos, videos[2], videos[2]]})
