@@ -107,7 +107,7 @@ def run_ingest(data_dir: Path, layout: str, classes: int, work: Path) -> tuple[f
             "input_config": proto_utils.proto_to_json(input_config),
             "output_config": proto_utils.proto_to_json(example_gen_pb2.Output()),
             "output_data_format": PAYLOAD[layout],
-            "output_file_format": example_gen_pb2.FORMAT_TFRECORDS_GZIP,
+            "output_file_format": example_gen_pb2.FILE_FORMAT_UNSPECIFIED,
             "num_classes": classes,
             "unlabelled_splits": "test",
         },

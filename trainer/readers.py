@@ -65,6 +65,19 @@ def parse_frame_example(serialized: tf.Tensor, num_classes: int, max_frames: int
     return parsed
 
 
+def ids_and_labels(batch: np.ndarray, level: str) -> tuple[list[str], list[np.ndarray]]:
+    """Video ids and class ids of a batch of validated records of `level`, parsed in one op (frame-level
+    records: the context only, never the frames)."""
+    if level == "video":
+        spec = {F.ID: VIDEO_FEATURE_SPEC[F.ID], F.LABELS: VIDEO_FEATURE_SPEC[F.LABELS]}
+        parsed = tf.io.parse_example(batch, spec)
+    else:
+        parsed = tf.io.parse_sequence_example(batch, FRAME_CONTEXT_SPEC)[0]
+    labels = tf.RaggedTensor.from_sparse(parsed[F.LABELS])
+    ids = [raw.decode("utf-8") for raw in parsed[F.ID].numpy()]
+    return ids, np.split(labels.values.numpy(), labels.row_splits.numpy()[1:-1])
+
+
 def _compression_of(path: tf.Tensor) -> tf.Tensor:
     return tf.where(tf.strings.regex_full_match(path, r".*\.gz"), "GZIP", "")
 

@@ -191,23 +191,11 @@ def _sequence_context(serialized: bytes) -> feature_pb2.Features:
     return context
 
 
-def _features_of(serialized: bytes, level: str) -> feature_pb2.Features:
-    if level == "video":
-        return example_pb2.Example.FromString(serialized).features
-    return _sequence_context(serialized)
-
-
-def record_of(serialized: bytes, level: str) -> VideoRecord:
-    """Id and labels (None without a labels feature) of an already validated record of `level`; of a
-    frame-level record only the context is parsed, never its frames."""
-    features = _features_of(serialized, level)
-    labels = features.feature.get(F.LABELS)
-    return VideoRecord(
-        features.feature[F.ID].bytes_list.value[0].decode("utf-8"),
-        None if labels is None else tuple(labels.int64_list.value),
-    )
-
-
 def video_id_of(serialized: bytes, level: str) -> str:
-    """Just the video id of an already validated record of `level` (ingestion checked it is UTF-8)."""
-    return _features_of(serialized, level).feature[F.ID].bytes_list.value[0].decode("utf-8")
+    """Just the video id of an already validated record of `level` (ingestion checked it is UTF-8); of a
+    frame-level record only the context is parsed, never its frames."""
+    if level == "video":
+        features = example_pb2.Example.FromString(serialized).features
+    else:
+        features = _sequence_context(serialized)
+    return features.feature[F.ID].bytes_list.value[0].decode("utf-8")

@@ -20,8 +20,8 @@ from tfx.types import artifact, standard_artifact_utils
 
 from components.splits import HOLDOUT, check_split_counts, examples_level, split_files, split_output
 from components.uri_io import read_json, write_json
-from trainer.readers import file_batches
-from trainer.records import InputDataError, record_of
+from trainer.readers import file_batches, ids_and_labels
+from trainer.records import InputDataError
 
 log = logging.getLogger(__name__)
 _SUMMARY_FILE = "fold_summary.json"
@@ -87,28 +87,26 @@ def split_file(job: FileJob, level: str, routing: Routing, num_classes: int, out
     (`Split-<split>/<job.output_name>`). Records were validated by the ExampleGen: only ids and labels are
     read here, and of frame-level records never the frames."""
     writers: dict[str, tf.io.TFRecordWriter] = {}
-    labels: dict[str, list[int]] = {}
+    labels: dict[str, list[np.ndarray]] = {}
     videos: dict[str, int] = {}
     fingerprint, ids_by_bucket = 0, {}
     try:
         for batch in file_batches(job.path):
-            for serialized in batch:
-                video = record_of(serialized, level)
-                split = routing.split_of(job.split, video.video_id)
+            for serialized, video_id, video_labels in zip(batch, *ids_and_labels(batch, level), strict=True):
+                split = routing.split_of(job.split, video_id)
                 if split not in writers:
                     path = os.path.join(output_uri, f"Split-{split}", job.output_name)
                     writers[split], labels[split], videos[split] = tf.io.TFRecordWriter(path), [], 0
                 writers[split].write(serialized)
                 videos[split] += 1
-                labels[split].extend(video.labels or ())
-                fingerprint += _unit_hash(f"{video.video_id}|{split}")
-                bucket = zlib.crc32(video.video_id.encode()) % _ID_BUCKETS
-                ids_by_bucket.setdefault(bucket, []).append(video.video_id)
+                labels[split].append(video_labels)
+                fingerprint += _unit_hash(f"{video_id}|{split}")
+                ids_by_bucket.setdefault(zlib.crc32(video_id.encode()) % _ID_BUCKETS, []).append(video_id)
     finally:
         for writer in writers.values():
             writer.close()
     stats = {
-        split: (videos[split], np.bincount(np.asarray(labels[split], np.int64), minlength=num_classes))
+        split: (videos[split], np.bincount(np.concatenate(labels[split]), minlength=num_classes))
         for split in writers
     }
     return FileSummary(job.split, sum(videos.values()), stats, fingerprint, ids_by_bucket)
