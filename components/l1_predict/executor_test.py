@@ -130,3 +130,14 @@ def _bounded(sizes: list[list[tuple[int, int]]]) -> None:
     assert sum(count for count, _ in batches) == 2200
     assert all(total <= MAX_BATCH_BYTES for _, total in batches)
     assert max(count for count, _ in batches) > 512  # small records are not cut at a count
+    # Filled greedily up to the bound, never sized by Beam's timing: the same batches on every run.
+    assert sorted(count for count, _ in batches) == sorted(_greedy_batch_counts())
+
+
+def _greedy_batch_counts() -> list[int]:
+    counts, count, total = [], 0, 0
+    for size in [MAX_BATCH_BYTES // 40] * 200 + [100] * 2000:
+        if total + size > MAX_BATCH_BYTES:
+            counts, count, total = [*counts, count], 0, 0
+        count, total = count + 1, total + size
+    return [*counts, count]
