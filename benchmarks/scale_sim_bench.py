@@ -90,6 +90,18 @@ def check_disk(directory: Path, sizes: list[int], models: int, classes: int, tow
     return needed
 
 
+def mean_candidates(models: int, classes: int, videos: int = 200, seed: int = 1) -> float:
+    """Mean candidates per video (K of L2Merge's `candidate_record`, top_k TOP_K) on `videos` videos of
+    `l2_bench.write_data`'s generator at `models` models: K at a model count too large to run."""
+    from components.l2_merge.executor import candidate_record
+
+    rng = np.random.default_rng(seed)
+    labels = l2_bench.chunk_labels(rng, videos, classes)
+    scores = l2_bench._chunk_scores(rng, labels, DataSpec(videos, models, classes))
+    sizes = [candidate_record("", 0, (), scores[:, v], TOP_K).classes.size for v in range(videos)]
+    return float(np.mean(sizes))
+
+
 # --------------------------------------------------------------------------------- stages (subprocesses)
 
 
@@ -340,6 +352,10 @@ def run_sizes(args: argparse.Namespace) -> None:
         results_file.write_text(json.dumps(record, indent=1))
     if len(sizes) > 1:
         print_ratios(results, args.models)
+    for models in (args.models, args.probe_models):
+        record.setdefault("mean_candidates", {})[models] = k = mean_candidates(models, args.classes)
+        print(f"   K on the generator at {models} models (200 videos, top_k {TOP_K}): {k:.1f}")
+    results_file.write_text(json.dumps(record, indent=1))
     print(f"\nraw results: {results_file}")
 
 
@@ -351,6 +367,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--towers", type=int, default=6, help="L1 Predictions reused as tower predictions")
     parser.add_argument("--rounds", type=int, default=30, help="L2LightGBM boosting rounds")
     parser.add_argument("--shard-mb", type=float, default=PipelineConfig.join_shard_mb, help="join shards")
+    parser.add_argument("--probe-models", type=int, default=113, help="models of the K probe (no stages)")
     parser.add_argument("--out", type=Path, default=Path("bench_out/scale_sim"))
     parser.add_argument("--keep", action="store_true", help="keep each size's data (default: deleted)")
     parser.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)  # internal: one stage, then exit
