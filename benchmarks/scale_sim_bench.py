@@ -17,7 +17,7 @@ pipeline's local runs), in pipeline order:
   their mean (memory-mapped sum) and the stack, GAP/Hit@1/PERR/MAP and 1000 bootstrap resamples; the
   SavedModel rows (served towers, EnsembleModel) are left out (there is no trained student)
 
-Per stage: wall and CPU seconds, peak RSS of the child (ru_maxrss) and its RSS after imports, bytes written
+Per stage: wall and CPU seconds, peak RSS of the child (VmHWM) and its RSS after imports, bytes written
 (`components.splits.directory_bytes` of its outputs). Then, smallest -> largest size, the targets of issue
 #15: peak RSS x <= 1.25 (L2LightGBM's binned Datasets are reported separately, with README "Sizing"'s formula)
 and time <= 1.1x of linear. Each size's data is deleted after its run; a size whose estimated bytes exceed the
@@ -90,6 +90,14 @@ def check_disk(directory: Path, sizes: list[int], models: int, classes: int, tow
     return needed
 
 
+def peak_rss_mb() -> float:
+    """This process's peak RSS (VmHWM). Not ru_maxrss: Linux carries that over fork and exec, so a child's
+    would start at the RSS of the parent that generated the data."""
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
+
+
 def mean_candidates(models: int, classes: int, videos: int = 200, seed: int = 1) -> float:
     """Mean candidates per video (K of L2Merge's `candidate_record`, top_k TOP_K) on `videos` videos of
     `l2_bench.write_data`'s generator at `models` models: K at a model count too large to run."""
@@ -160,7 +168,7 @@ def run_stage(stage: str, root: Path, rounds: int, towers: int, shard_mb: float)
 
     spec = DataSpec(**json.loads((root / "spec.json").read_text()))
     examples, models, _, _ = l2_bench._artifacts(root, spec)
-    import_rss = l2_bench.peak_rss_mb()
+    import_rss = peak_rss_mb()
     start, cpu = time.perf_counter(), time.process_time()
     extra: dict = {}
     if stage == "merge":
@@ -227,7 +235,7 @@ def run_stage(stage: str, root: Path, rounds: int, towers: int, shard_mb: float)
         "seconds": seconds,
         "cpu_s": cpu_s,
         "import_rss_mb": import_rss,
-        "peak_rss_mb": l2_bench.peak_rss_mb(),
+        "peak_rss_mb": peak_rss_mb(),
         "bytes_written": sum(directory_bytes(uri) for uri in written),
         **extra,
     }
