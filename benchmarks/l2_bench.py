@@ -186,6 +186,13 @@ def model_names(models: int) -> list[str]:
     return [f"l1.model-{m}" for m in range(models)]
 
 
+def chunk_labels(rng: np.random.Generator, videos: int, classes: int) -> list[np.ndarray]:
+    """Each video's 1 to 5 label classes (int, ascending), drawn with Zipf class frequencies."""
+    zipf = 1.0 / np.arange(1, classes + 1)
+    drawn = rng.choice(classes, size=(videos, 5), p=zipf / zipf.sum())
+    return [np.unique(row[: 1 + n]) for row, n in zip(drawn, rng.binomial(4, 0.4, videos), strict=True)]
+
+
 def _chunk_scores(rng: np.random.Generator, labels: list[np.ndarray], spec: DataSpec) -> np.ndarray:
     """float32 [models, videos, classes] in [0, 1]: a shared per-video component (correlated models),
     per-model noise, and a per-model amount of signal on the video's labels."""
@@ -222,14 +229,9 @@ def write_data(spec: DataSpec, root: Path) -> None:
         for m in range(spec.models)
     ]
     rng = np.random.default_rng(spec.seed)
-    zipf = 1.0 / np.arange(1, spec.classes + 1)
-    zipf /= zipf.sum()
     for start in range(0, spec.videos, CHUNK):
         indexes = range(start, min(start + CHUNK, spec.videos))
-        drawn = rng.choice(spec.classes, size=(len(indexes), 5), p=zipf)
-        labels = [
-            np.unique(row[: 1 + n]) for row, n in zip(drawn, rng.binomial(4, 0.4, len(indexes)), strict=True)
-        ]
+        labels = chunk_labels(rng, len(indexes), spec.classes)
         scores = _chunk_scores(rng, labels, spec)
         frames = rng.integers(0, 256, size=(len(indexes), 1, 1152), dtype=np.uint8)
         for row, index in enumerate(indexes):
