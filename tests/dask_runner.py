@@ -13,6 +13,7 @@ Defects of apache_beam/runners/dask (2.77) fixed here:
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import dask.bag as db
@@ -24,6 +25,8 @@ from apache_beam.runners.dask import dask_runner, transform_evaluator
 from apache_beam.transforms.sideinputs import SideInputMap
 from apache_beam.transforms.window import WindowFn
 from apache_beam.utils.windowed_value import WindowedValue
+from dask._task_spec import List, Task, TaskRef
+from dask.highlevelgraph import HighLevelGraph
 
 
 def _run_bundle(
@@ -76,18 +79,36 @@ def _unwindowed(output: Any) -> Any:
 
 class _ParDo(transform_evaluator.ParDo):
     def apply(self, input_bag: db.Bag, side_inputs=None) -> db.Bag:
-        """`side_inputs`: (view type, view options, window mapping fn, bag) per side input."""
+        """`side_inputs`: (view type, view options, window mapping fn, bag) per side input. Each side input's
+        partitions are the bundle tasks' own dependencies (Beam's iterates the bag inside every task, running
+        its stages again; dask.delayed would compute a renamed copy of it per consumer)."""
         transform = self.transform
         args, kwargs = transform.raw_side_inputs
         main_input = next(iter(self.applied.main_inputs.values()))
         window_fn = main_input.windowing.windowfn if hasattr(main_input, "windowing") else None
-        side_views = [side[:3] for side in side_inputs or []]
-        # The side input's own partitions, not the bag: dask.delayed would compute a renamed copy of the bag
-        # per consumer (dask/delayed.py unpack_collections: ProhibitReuse), running its stages again.
-        side_parts = [side[3].to_delayed(optimize_graph=False) for side in side_inputs or []]
-        return input_bag.map(transform_evaluator.get_windowed_value, window_fn).map_partitions(
-            _run_bundle, transform.fn, transform.label, window_fn, side_views, side_parts, list(args), kwargs
-        )
+        windowed = input_bag.map(transform_evaluator.get_windowed_value, window_fn)
+        side_inputs = side_inputs or []
+        side_views = [side[:3] for side in side_inputs]
+        side_parts = List(*(List(*map(TaskRef, side[3].__dask_keys__())) for side in side_inputs))
+        name = f"{transform.label}-{uuid.uuid4().hex}"
+        tasks = {
+            (name, n): Task(
+                (name, n),
+                _run_bundle,
+                TaskRef((windowed.name, n)),
+                transform.fn,
+                transform.label,
+                window_fn,
+                side_views,
+                side_parts,
+                list(args),
+                kwargs,
+            )
+            for n in range(windowed.npartitions)
+        }
+        dependencies = [windowed, *(side[3] for side in side_inputs)]
+        graph = HighLevelGraph.from_collections(name, tasks, dependencies=dependencies)
+        return db.Bag(graph, name, windowed.npartitions)
 
 
 _TRANSLATIONS = {
