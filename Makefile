@@ -5,7 +5,7 @@ DEMO_DATA := data/demo
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONHASHSEED ?= 0
 
-.PHONY: venv demo test format bench bench-scale bench-quality clean
+.PHONY: venv demo test format bench bench-scale bench-quality bench-dask clean
 
 venv:
 	@bash scripts/bootstrap.sh
@@ -34,6 +34,9 @@ bench: venv  # the L1/L2/student quality tables read the latest `make demo` run 
 
 bench-scale: venv  # the whole pipeline at 10k/30k/100k videos x 3862 classes + 10k frame-level (about 1.5 h on 2 cores)
 	$(PY) -m benchmarks.scale_bench
+
+bench-dask: venv  # every Beam executor under the DaskRunner (2 worker processes) vs the DirectRunner (~6 min on 2 cores)
+	$(PY) -m benchmarks.dask_bench
 
 bench-quality: venv  # stack, student and soft labels vs best L1 and the oracle, 17k generated videos (~2.5 h on 2 cores)
 	$(PY) -m benchmarks.quality_bench
