@@ -92,7 +92,13 @@ def _file_items(path: str) -> list:
     if path.endswith(".json"):
         with tf.io.gfile.GFile(path) as handle:
             return [json.dumps(json.load(handle), sort_keys=True)]
-    return [record.numpy() for record in read_records([path])]
+    return [_canonical(record.numpy()) for record in read_records([path])]
+
+
+def _canonical(record: bytes) -> bytes:
+    """A tf.train.Example's bytes with its feature map in key order: protobuf serializes a map in an order
+    that differs between processes."""
+    return tf.train.Example.FromString(record).SerializeToString(deterministic=True)
 
 
 def _contents(uri: str) -> dict[str, list]:
