@@ -5,7 +5,7 @@ DEMO_DATA := data/demo
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONHASHSEED ?= 0
 
-.PHONY: venv demo test format bench bench-scale bench-scale-sim bench-quality clean
+.PHONY: venv demo test format bench bench-scale bench-scale-sim bench-quality bench-dask clean
 
 venv:
 	@bash scripts/bootstrap.sh
@@ -37,6 +37,9 @@ bench-scale: venv  # the whole pipeline at 10k/30k/100k videos x 3862 classes + 
 
 bench-scale-sim: venv  # L2Merge..evaluation on synthetic L1 predictions, 100k/200k/400k videos x 20 models x 3862
 	$(PY) -m benchmarks.scale_sim_bench  # classes; refused when the disk cannot hold a size (BENCHMARKS.md)
+
+bench-dask: venv  # every Beam executor under the DaskRunner (2 worker processes) vs the DirectRunner (~6 min on 2 cores)
+	$(PY) -m benchmarks.dask_bench
 
 bench-quality: venv  # stack, student and soft labels vs best L1 and the oracle, 17k generated videos (~2.5 h on 2 cores)
 	$(PY) -m benchmarks.quality_bench

@@ -87,13 +87,17 @@ def _merged(root, lost=()) -> MergedPredictions:
     return artifact
 
 
-@pytest.fixture(scope="module")
-def features(tmp_path_factory) -> CandidateFeatures:
-    root = tmp_path_factory.mktemp("l2_features")
+def _features(root) -> CandidateFeatures:
+    """L2Features on `_merged`'s records, under `root`."""
     output = CandidateFeatures()
     output.uri = str(root / "features")
     Executor().Do({"merged": [_merged(root / "merged")]}, {"features": [output]}, {})
     return output
+
+
+@pytest.fixture(scope="module")
+def features(tmp_path_factory) -> CandidateFeatures:
+    return _features(tmp_path_factory.mktemp("l2_features"))
 
 
 def _table(features: CandidateFeatures, split: str) -> pa.Table:
