@@ -37,6 +37,7 @@ from components.l2_lightgbm.executor import Executor as L2LightGBM
 from components.l2_merge.executor import Executor as L2Merge
 from components.model_pusher.executor import Executor as Pusher
 from components.soft_labels.executor import Executor as SoftLabels
+from components.splits import SPLIT_COUNTS
 from components.student_evaluator import executor as evaluator
 from components.student_export.executor import Executor as StudentExport
 from components.video_schema.executor import Executor as VideoSchema
@@ -109,6 +110,7 @@ class Chain:
         self.write_split(examples, "train", [video_example(video, True) for video in videos])
         tests = [builders.video(video_id=f"t{i}", labels=(), frames=2) for i in range(TEST_VIDEOS)]
         self.write_split(examples, "test", [video_example(video, False) for video in tests])
+        examples.set_json_value_custom_property(SPLIT_COUNTS, {"train": LABELLED, "test": TEST_VIDEOS})
         folds = self.output(standard_artifacts.Examples, "FoldSplit/split_examples")
         FoldSplit(self.context).Do(
             {"examples": [examples]},
