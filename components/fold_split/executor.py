@@ -1,4 +1,5 @@
-"""Executor of FoldSplit (Beam): validate, assign, check duplicates, write splits and their statistics."""
+"""Executor of FoldSplit (Beam): deals the input files to the folds in parallel, checks duplicates and
+counts, records statistics."""
 
 from __future__ import annotations
 
