@@ -20,6 +20,7 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact, standard_artifact_utils
 
 from components.uri_io import read_json, write_json
+from trainer.predictions import AVERAGED
 from trainer.readers import file_batches
 from trainer.records import InputDataError
 
@@ -32,6 +33,12 @@ LEVEL_OF_PAYLOAD_FORMAT = {
     example_gen_pb2.FORMAT_TF_EXAMPLE: "video",
     example_gen_pb2.FORMAT_TF_SEQUENCE_EXAMPLE: "frame",
 }
+
+
+def split_fold(split: str) -> int:
+    """The fold whose model must have predicted the videos of `split`: k for fold_k, AVERAGED (the mean of
+    every fold's model) for holdout and test."""
+    return int(split.removeprefix("fold_")) if split.startswith("fold_") else AVERAGED
 
 
 def split_files(source: artifact.Artifact, split: str) -> str:
@@ -92,10 +99,16 @@ def count_splits(counted: dict[str, beam.PCollection], directory: str, name: str
         | f"Key[{name}.{key}]" >> beam.Map(lambda count, key=key: (key, count))
         for key, records in counted.items()
     ]
+    sum_counts(counts | f"Flatten[{name}]" >> beam.Flatten(), directory, name)
+
+
+def sum_counts(counts: beam.PCollection, directory: str, name: str) -> None:
+    """Writes {key: sum of the counts of key} of (key, count) pairs to `directory`/`name`.json when the
+    pipeline runs (a key without pairs is absent)."""
     path = os.path.join(directory, f"{name}.json")
     _ = (
         counts
-        | f"Flatten[{name}]" >> beam.Flatten()
+        | f"Sum[{name}]" >> beam.CombinePerKey(sum)
         | f"Collect[{name}]" >> beam.combiners.ToList()
         | f"Write[{name}]" >> beam.Map(lambda items: write_json(path, dict(items)))
     )

@@ -13,13 +13,14 @@ from tfx.components.util import examples_utils
 from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact, standard_artifact_utils
 
-from components.sharded_join import PARTITION_DIR, JoinInput, run_sharded, shard_count
-from components.splits import HOLDOUT, OUT_OF_FOLD, SPLIT_COUNTS, TEST, write_splits
-from trainer.predictions import AVERAGED, count_problem, decode_prediction, prediction_video_id
+from components.sharded_join import PARTITION_DIR, GroupByVideo, Grouped, JoinInput, run_sharded, shard_count
+from components.splits import HOLDOUT, OUT_OF_FOLD, SPLIT_COUNTS, TEST, split_fold, write_splits
+from trainer.predictions import count_problem, decode_prediction, prediction_video_id
 from trainer.records import extend_floats, video_id_of
 from trainer.students import TOWER_OUTPUTS
 
 _EXAMPLE_VIDEO_ID = functools.partial(video_id_of, level="video")
+_RECORD = "record"  # the join's role of the student example
 
 
 class HeadExamplesError(ValueError):
@@ -35,31 +36,26 @@ def prediction_split(split: str) -> str:
     return split if split in (HOLDOUT, TEST) else OUT_OF_FOLD
 
 
-def expected_fold(split: str) -> int:
-    """fold_k videos need the prediction of the model of fold k; holdout/test ones the fold average."""
-    return int(split.removeprefix("fold_")) if split.startswith("fold_") else AVERAGED
-
-
 def with_tower_outputs(
-    video_id: str, grouped: dict[str, list], tower_names: list[str], splits: list[str]
+    video_id: str, grouped: Grouped, tower_names: list[str], splits: list[str]
 ) -> tuple[int, bytes]:
     """(split index, the record with `tower_outputs` = the towers' scores concatenated in tower order)."""
-    records = list(grouped["record"])
+    records = grouped[_RECORD]
     if len(records) != 1:
         state = "is in no split" if not records else f"appears {len(records)} times"
         raise HeadExamplesError(f"video '{video_id}' with tower predictions {state} of the student examples")
     split, record = records[0]
     outputs = []
     for tower, name in enumerate(tower_names):
-        predictions = list(grouped[towers_key(tower)])
+        predictions = [record for _, record in grouped[towers_key(tower)]]
         problem = count_problem(predictions)
         if problem:
             raise HeadExamplesError(f"{name}: prediction of video '{video_id}' ({split}) is {problem}")
         _, fold, scores = decode_prediction(predictions[0])
-        if fold != expected_fold(split):
+        if fold != split_fold(split):
             raise HeadExamplesError(
                 f"{name}: video '{video_id}' of {split} was predicted by the model of fold {fold}, "
-                f"expected {expected_fold(split)}"
+                f"expected {split_fold(split)}"
             )
         outputs.append(scores)
     example = example_pb2.Example.FromString(record)
@@ -80,34 +76,21 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         splits = standard_artifact_utils.decode_split_names(examples.split_names)
         sources = sorted({prediction_split(split) for split in splits})
         inputs = [
-            JoinInput(f"examples.{split}", examples, split, _EXAMPLE_VIDEO_ID, counted=True)
+            JoinInput(f"examples.{split}", examples, split, _EXAMPLE_VIDEO_ID, role=_RECORD, counted=True)
             for split in splits
         ] + [
-            JoinInput(f"{name}.{source}", predictions, source, prediction_video_id)
-            for name, predictions in zip(tower_names, towers, strict=True)
+            JoinInput(f"{name}.{source}", predictions, source, prediction_video_id, role=towers_key(tower))
+            for tower, (name, predictions) in enumerate(zip(tower_names, towers, strict=True))
             for source in sources
         ]
 
         def build(
-            pipeline: beam.Pipeline, records: dict[str, beam.PCollection], suffix: str
+            pipeline: beam.Pipeline, tagged: beam.PCollection, suffix: str
         ) -> dict[str, beam.PCollection]:
-            keyed = [
-                records[f"examples.{split}"]
-                | f"Key[{split}]"
-                >> beam.Map(lambda record, split: (_EXAMPLE_VIDEO_ID(record), (split, record)), split)
-                for split in splits
-            ]
-            grouped = {"record": keyed | "FlattenRecords" >> beam.Flatten()}
-            for tower, name in enumerate(tower_names):
-                grouped[towers_key(tower)] = (
-                    [records[f"{name}.{source}"] for source in sources]
-                    | f"FlattenTower[{name}]" >> beam.Flatten()
-                    | f"KeyTower[{name}]" >> beam.Map(lambda record: (prediction_video_id(record), record))
-                )
             indexed = (
-                grouped
-                | "Join" >> beam.CoGroupByKey()
-                | "TowerOutputs" >> beam.Map(lambda item: with_tower_outputs(*item, tower_names, splits))
+                tagged
+                | "Join" >> GroupByVideo(inputs)
+                | "TowerOutputs" >> beam.Map(lambda item: with_tower_outputs(*item[1:], tower_names, splits))
             )
             return write_splits(indexed, output, splits, f"examples{suffix}")
 

@@ -13,7 +13,7 @@ from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact, standard_artifact_utils
 
 from components.fold_split.executor import fold_names
-from components.sharded_join import PARTITION_DIR, JoinInput, run_sharded, shard_count
+from components.sharded_join import PARTITION_DIR, GroupByVideo, Grouped, JoinInput, run_sharded, shard_count
 from components.splits import (
     HOLDOUT,
     OUT_OF_FOLD,
@@ -21,7 +21,7 @@ from components.splits import (
     TEST,
     examples_level,
     tfrecord_records,
-    write_split,
+    write_splits,
 )
 from trainer.predictions import (
     AVERAGED,
@@ -40,13 +40,17 @@ def example_ids(path: str, level: str) -> Iterator[bytes]:
         yield video_id_of(record, level).encode()
 
 
+_SPLIT, _PREDICTIONS = "split", "predictions"  # the join's roles: a video's example ids, its predictions
+
+
 class AssemblyError(ValueError):
     """Predictions that do not cover the examples exactly as required."""
 
 
-def check_out_of_fold(video_id: str, grouped: dict[str, list], config_name: str) -> bytes:
+def check_out_of_fold(video_id: str, grouped: Grouped, config_name: str) -> bytes:
     """The single OOF prediction of a fold video, made by the model of the video's own fold."""
-    expected, predictions = list(grouped["split"]), list(grouped["predictions"])
+    expected = [split for split, _ in grouped[_SPLIT]]
+    predictions = [record for _, record in grouped[_PREDICTIONS]]
     if len(expected) != 1:
         raise AssemblyError(f"{config_name}: prediction for video '{video_id}' which is in no fold split")
     problem = count_problem(predictions)
@@ -60,12 +64,13 @@ def check_out_of_fold(video_id: str, grouped: dict[str, list], config_name: str)
     return predictions[0]
 
 
-def average_folds(video_id: str, grouped: dict[str, list], config_name: str, num_folds: int) -> bytes:
-    """The mean of the fold models' predictions of a holdout/test video; exactly one per fold model."""
-    if len(list(grouped["split"])) != 1:
+def average_folds(video_id: str, grouped: Grouped, config_name: str, num_folds: int) -> bytes:
+    """The mean of the fold models' predictions of a holdout/test video; exactly one per fold model, summed
+    in fold order (the same float32 mean whatever order the join hands them over in)."""
+    if len(grouped[_SPLIT]) != 1:
         raise AssemblyError(f"{config_name}: prediction for unknown video '{video_id}'")
-    decoded = [decode_prediction(p) for p in grouped["predictions"]]
-    folds = sorted(fold for _, fold, _ in decoded)
+    decoded = sorted((decode_prediction(record) for _, record in grouped[_PREDICTIONS]), key=lambda d: d[1])
+    folds = [fold for _, fold, _ in decoded]
     if folds != list(range(num_folds)):
         raise AssemblyError(
             f"{config_name}: video '{video_id}' has predictions from folds {folds}, expected one per fold "
@@ -103,50 +108,44 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                 examples,
                 split,
                 video_id=bytes.decode,
+                join=label,
+                role=_SPLIT,
                 counted=True,
                 file_records=ids_of_file,
             )
             for label, (example_splits, _) in plan.items()
             for split in example_splits
         ] + [
-            JoinInput(f"{label}.predictions.{fold}", artifact_, split, prediction_video_id)
+            JoinInput(
+                f"{label}.predictions.{fold}",
+                artifact_,
+                split,
+                prediction_video_id,
+                join=label,
+                role=_PREDICTIONS,
+            )
             for label, (_, prediction_splits) in plan.items()
             for fold, (artifact_, split) in enumerate(zip(fold_predictions, prediction_splits, strict=True))
         ]
+        labels = list(plan)
+
+        def assemble(label: str, video_id: str, grouped: Grouped) -> tuple[int, bytes]:
+            if label == OUT_OF_FOLD:
+                return labels.index(label), check_out_of_fold(video_id, grouped, config_name)
+            return labels.index(label), average_folds(video_id, grouped, config_name, num_folds)
 
         def build(
-            pipeline: beam.Pipeline, records: dict[str, beam.PCollection], suffix: str
+            pipeline: beam.Pipeline, tagged: beam.PCollection, suffix: str
         ) -> dict[str, beam.PCollection]:
-            written = {}
-            for label, (example_splits, _) in plan.items():
-                ids = [
-                    records[f"{label}.examples.{split}"]
-                    | f"Ids[{label}.{split}]"
-                    >> beam.Map(lambda video_id, split=split: (video_id.decode(), split))
-                    for split in example_splits
-                ]
-                predictions = [records[f"{label}.predictions.{fold}"] for fold in range(num_folds)]
-                joined = {
-                    "split": ids | f"FlattenIds[{label}]" >> beam.Flatten(),
-                    "predictions": predictions
-                    | f"FlattenPredictions[{label}]" >> beam.Flatten()
-                    | f"KeyPredictions[{label}]"
-                    >> beam.Map(lambda record: (prediction_video_id(record), record)),
-                }
-                if label == OUT_OF_FOLD:
-                    check = beam.Map(lambda item: check_out_of_fold(*item, config_name))
-                else:
-                    check = beam.Map(lambda item: average_folds(*item, config_name, num_folds))
-                written[label] = (
-                    joined | f"Join[{label}]" >> beam.CoGroupByKey() | f"Assemble[{label}]" >> check
-                )
-                _ = written[label] | f"Write[{label}]" >> write_split(output, label, f"predictions{suffix}")
-            return written
+            assembled = (
+                tagged | "Join" >> GroupByVideo(inputs) | "Assemble" >> beam.Map(lambda item: assemble(*item))
+            )
+            return write_splits(assembled, output, labels, f"predictions{suffix}")
 
         shards = shard_count(inputs, exec_properties.get("shard_mb") or 0)
         scratch = os.path.join(output.uri, PARTITION_DIR)
         split_counts = run_sharded(self._make_beam_pipeline, inputs, shards, scratch, build)
-        output.split_names = standard_artifact_utils.encode_split_names([OUT_OF_FOLD, *averaged_splits])
+        output.split_names = standard_artifact_utils.encode_split_names(labels)
         output.set_string_custom_property("config_name", config_name)
         output.set_string_custom_property("level", level)
         output.set_int_custom_property("num_folds", num_folds)

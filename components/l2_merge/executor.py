@@ -22,10 +22,11 @@ from tfx.dsl.components.base import base_beam_executor
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact, standard_artifact_utils
 
-from components.sharded_join import PARTITION_DIR, JoinInput, run_sharded, shard_count
-from components.splits import HOLDOUT, OUT_OF_FOLD, SPLIT_COUNTS, TEST, write_split
+from components.fold_split.executor import fold_names
+from components.sharded_join import PARTITION_DIR, GroupByVideo, Grouped, JoinInput, run_sharded, shard_count
+from components.splits import HOLDOUT, OUT_OF_FOLD, SPLIT_COUNTS, TEST, split_fold, write_splits
 from trainer import features as F
-from trainer.predictions import AVERAGED, count_problem, decode_prediction, prediction_video_id
+from trainer.predictions import count_problem, decode_prediction, prediction_video_id
 from trainer.records import video_id_of
 
 AVERAGED_SPLITS = (HOLDOUT, TEST)  # fold-averaged by L1Assemble; present when the examples have them
@@ -117,22 +118,21 @@ def _model_tag(model: int) -> str:
     return f"model_{model}"
 
 
-def _keyed_example(serialized: bytes, fold: int) -> tuple[str, tuple[int, tuple[int, ...]]]:
-    """(video id, (fold, true labels)) of an already validated video-level record; no labels -> ()."""
+def _fold_and_labels(source: str, serialized: bytes) -> tuple[int, tuple[int, ...]]:
+    """(fold, true labels) of an already validated video-level record of split `source`; no labels -> ()."""
     features = example_pb2.Example.FromString(serialized).features.feature
     labels = tuple(features[F.LABELS].int64_list.value) if F.LABELS in features else ()
-    return features[F.ID].bytes_list.value[0].decode(), (fold, labels)
+    return split_fold(source), labels
 
 
 def merge_video(
-    joined: tuple[str, dict[str, Any]], model_names: list[str], num_classes: int, top_k: int, split: str
+    split: str, video_id: str, grouped: Grouped, model_names: list[str], num_classes: int, top_k: int
 ) -> bytes:
-    """The merged record of a video: exactly one prediction per model, made for the video's fold; its
-    candidates are every model's top `top_k` classes."""
-    video_id, grouped = joined
-    examples = list(grouped[_EXAMPLES])
+    """The merged record of a video of `split`: exactly one prediction per model, made for the video's fold;
+    its candidates are every model's top `top_k` classes."""
+    examples = [_fold_and_labels(source, record) for source, record in grouped[_EXAMPLES]]
     if not examples:
-        predicted_by = next(name for i, name in enumerate(model_names) if list(grouped[_model_tag(i)]))
+        predicted_by = next(name for i, name in enumerate(model_names) if grouped[_model_tag(i)])
         raise MergeError(
             f"{predicted_by}: prediction for video '{video_id}' which is not in the {split} examples"
         )
@@ -143,7 +143,7 @@ def merge_video(
     ((fold, labels),) = examples
     rows = []
     for model, name in enumerate(model_names):
-        predictions = list(grouped[_model_tag(model)])
+        predictions = [record for _, record in grouped[_model_tag(model)]]
         problem = count_problem(predictions)
         if problem:
             raise MergeError(f"{name}: {split} prediction of video '{video_id}' is {problem}")
@@ -193,43 +193,48 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         available = standard_artifact_utils.decode_split_names(examples.split_names)
         splits = [OUT_OF_FOLD, *[split for split in AVERAGED_SPLITS if split in available]]
         model_names, num_classes = _check_models(models, splits)
-        # The examples' splits feeding each output split, and the fold every video of them must carry.
-        sources = {OUT_OF_FOLD: [(f"fold_{k}", k) for k in range(num_folds)]}
-        sources.update({split: [(split, AVERAGED)] for split in splits[1:]})
+        # The examples' splits feeding each output split (each video's fold is its split's).
+        sources = {OUT_OF_FOLD: fold_names(num_folds), **{split: [split] for split in splits[1:]}}
         inputs = [
-            JoinInput(f"{split}.examples.{source}", examples, source, _EXAMPLE_VIDEO_ID, counted=True)
+            JoinInput(
+                f"{split}.examples.{source}",
+                examples,
+                source,
+                _EXAMPLE_VIDEO_ID,
+                join=split,
+                role=_EXAMPLES,
+                counted=True,
+            )
             for split in splits
-            for source, _ in sources[split]
+            for source in sources[split]
         ] + [
-            JoinInput(f"{split}.{_model_tag(m)}", models[m], split, prediction_video_id)
+            JoinInput(
+                f"{split}.{_model_tag(m)}",
+                models[m],
+                split,
+                prediction_video_id,
+                join=split,
+                role=_model_tag(m),
+            )
             for split in splits
             for m in range(len(models))
         ]
 
         def build(
-            pipeline: beam.Pipeline, records: dict[str, beam.PCollection], suffix: str
+            pipeline: beam.Pipeline, tagged: beam.PCollection, suffix: str
         ) -> dict[str, beam.PCollection]:
-            written = {}
-            for split in splits:
-                examples_of_split = [
-                    records[f"{split}.examples.{source}"]
-                    | f"Key[{split}.{source}]" >> beam.Map(_keyed_example, fold=fold)
-                    for source, fold in sources[split]
-                ]
-                joined = {_EXAMPLES: examples_of_split | f"FlattenExamples[{split}]" >> beam.Flatten()}
-                for m in range(len(models)):
-                    predictions = records[f"{split}.{_model_tag(m)}"]
-                    joined[_model_tag(m)] = predictions | f"Key[{split}.{m}]" >> beam.Map(
-                        lambda record: (prediction_video_id(record), record)
+            merged = (
+                tagged
+                | "Join" >> GroupByVideo(inputs)
+                | "Merge"
+                >> beam.MapTuple(
+                    lambda split, video_id, grouped: (
+                        splits.index(split),
+                        merge_video(split, video_id, grouped, model_names, num_classes, top_k),
                     )
-                merged = (
-                    joined
-                    | f"Join[{split}]" >> beam.CoGroupByKey()
-                    | f"Merge[{split}]" >> beam.Map(merge_video, model_names, num_classes, top_k, split)
                 )
-                _ = merged | f"Write[{split}]" >> write_split(output, split, f"merged{suffix}")
-                written[split] = merged
-            return written
+            )
+            return write_splits(merged, output, splits, f"merged{suffix}")
 
         shards = shard_count(inputs, exec_properties.get("shard_mb") or 0)
         scratch = os.path.join(output.uri, PARTITION_DIR)

@@ -250,13 +250,19 @@ def test_executor_fails_on_uncovered_videos_and_model_mismatches(tmp_path, chang
         _merge(tmp_path, [_model(tmp_path, 0), _model(tmp_path, 1, **changes)])
 
 
+def _example_of(video_id: str, fold: int, labels: tuple[int, ...]) -> tuple[str, bytes]:
+    """(source split, record) of a video's example, as the join groups it."""
+    split = f"fold_{fold}" if fold != AVERAGED else "holdout"
+    return split, video_example(builders.video(video_id=video_id, labels=labels), with_labels=True)
+
+
 def _joined(video_id: str, fold: int, model_1: list[tuple[int, np.ndarray]], examples=1) -> tuple:
-    """What CoGroupByKey hands `merge_video`: the video's (fold, labels) and each model's predictions."""
+    """What the join hands `merge_video`: the video's example and each model's predictions."""
     grouped = {
-        "examples": [(fold, LABELS[video_id])] * examples,
-        "model_0": [encode_prediction(video_id, _scores(0, video_id), fold)],
+        "examples": [_example_of(video_id, fold, LABELS[video_id])] * examples,
+        "model_0": [("oof", encode_prediction(video_id, _scores(0, video_id), fold))],
         "model_1": [
-            encode_prediction(video_id, scores, predicted_fold) for predicted_fold, scores in model_1
+            ("oof", encode_prediction(video_id, scores, predicted_fold)) for predicted_fold, scores in model_1
         ],
     }
     return video_id, grouped
@@ -295,7 +301,7 @@ def _joined(video_id: str, fold: int, model_1: list[tuple[int, np.ndarray]], exa
 )
 def test_merge_video_errors_name_model_and_video(joined, split, message):
     with pytest.raises(MergeError, match=message):
-        merge_video(joined, ["m0", "m1"], NUM_CLASSES, 2, split)
+        merge_video(split, *joined, ["m0", "m1"], NUM_CLASSES, 2)
 
 
 def test_record_format_is_int32_classes_and_float32_scores_and_int32_ranks_models_by_candidates():
@@ -316,9 +322,11 @@ def test_record_format_is_int32_classes_and_float32_scores_and_int32_ranks_model
 
 
 def _predictions_of(video_id: str, fold: int, scores: np.ndarray) -> tuple:
-    """What CoGroupByKey hands `merge_video` for a video with one prediction per row of `scores`."""
-    grouped = {"examples": [(fold, (0, 7, 42))]}
-    grouped.update({f"model_{m}": [encode_prediction(video_id, row, fold)] for m, row in enumerate(scores)})
+    """What the join hands `merge_video` for a video with one prediction per row of `scores`."""
+    grouped = {"examples": [_example_of(video_id, fold, (0, 7, 42))]}
+    grouped.update(
+        {f"model_{m}": [("oof", encode_prediction(video_id, row, fold))] for m, row in enumerate(scores)}
+    )
     return video_id, grouped
 
 
@@ -329,15 +337,15 @@ def test_record_size_depends_on_models_and_top_k_not_on_num_classes():
     few = rng.random((num_models, 50), dtype=np.float32)
     # The same 50 scores among 3862 classes, every other class below them: the same candidates and ranks.
     many = np.concatenate([few, rng.random((num_models, 3812), dtype=np.float32) - 2], axis=1)
-    small = merge_video(_predictions_of("v", 1, few), names, 50, k, "oof")
-    large = merge_video(_predictions_of("v", 1, many), names, 3862, k, "oof")
+    small = merge_video("oof", *_predictions_of("v", 1, few), names, 50, k)
+    large = merge_video("oof", *_predictions_of("v", 1, many), names, 3862, k)
     assert len(small) == len(large)
     assert small == large
     # Random scores over all 3862 classes: K between k and models x k; 8 x M x K + 4 x K bytes + ~100
     # (the id, fold, labels, feature names and framing).
     for seed in range(5):
         scores = np.random.default_rng(seed).random((num_models, 3862), dtype=np.float32)
-        record = merge_video(_predictions_of("v", 1, scores), names, 3862, k, "oof")
+        record = merge_video("oof", *_predictions_of("v", 1, scores), names, 3862, k)
         candidates = decode_merged(record).classes.size
         assert k <= candidates <= num_models * k
         assert 8 * num_models * candidates + 4 * candidates < len(record)

@@ -17,8 +17,16 @@ from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact, standard_artifact_utils
 
 from components.fold_split.executor import fold_names
-from components.sharded_join import PARTITION_DIR, JoinInput, run_sharded, shard_count
-from components.splits import HOLDOUT, OUT_OF_FOLD, SPLIT_COUNTS, TEST, write_split, write_splits
+from components.sharded_join import (
+    PARTITION_DIR,
+    GroupByVideo,
+    Grouped,
+    JoinInput,
+    records_of,
+    run_sharded,
+    shard_count,
+)
+from components.splits import HOLDOUT, OUT_OF_FOLD, SPLIT_COUNTS, TEST, split_fold, write_split, write_splits
 from components.uri_io import parquet_batches
 from trainer.predictions import AVERAGED
 from trainer.records import InputDataError, video_id_of
@@ -29,6 +37,7 @@ SCORE_COLUMNS = ["video_id", "class_id", "score", "scored_by"]
 _ROWS_PER_BATCH = 65_536
 # The id of a video-level example, and of a `score_records` record (an Example with the same `id` feature).
 _VIDEO_ID = functools.partial(video_id_of, level="video")
+_FOLD_VIDEO, _ROWS = "fold_video", "rows"  # the join's roles: a fold video's example, its L2 score rows
 
 
 class SoftLabelError(ValueError):
@@ -78,10 +87,11 @@ def score_records(path: str) -> Iterator[bytes]:
             yield encode_score_rows(video_id, class_ids[start:end], scores[start:end], scored_by[start:end])
 
 
-def _soft_labels(video_id: str, grouped: dict[str, list]) -> tuple[int, bytes, bytes]:
+def _soft_labels(video_id: str, grouped: Grouped) -> tuple[int, bytes, bytes]:
     """(fold index, index record, student record) of one video; fails unless it has exactly one fold record
     and at least one distinct candidate score, every one scored by the stacker of the video's own fold."""
-    in_folds, rows = list(grouped["fold_video"]), [decode_score_rows(record) for record in grouped["rows"]]
+    in_folds = [(split_fold(split), record) for split, record in grouped[_FOLD_VIDEO]]
+    rows = [decode_score_rows(record) for _, record in grouped[_ROWS]]
     if not in_folds:
         raise SoftLabelError(f"soft labels for video '{video_id}' which is in no fold split")
     if not rows:
@@ -116,24 +126,29 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         folds = fold_names(num_folds)
         available = standard_artifact_utils.decode_split_names(examples.split_names)
         passed_through = [split for split in (HOLDOUT, TEST) if split in available]
-        inputs = [
+        joined = [
+            JoinInput(
+                f"examples.{split}", examples, split, _VIDEO_ID, join="", role=_FOLD_VIDEO, counted=True
+            )
+            for split in folds
+        ] + [
+            JoinInput(
+                "scores", scores, OUT_OF_FOLD, _VIDEO_ID, join="", role=_ROWS, file_records=score_records
+            )
+        ]
+        copied = [
             JoinInput(f"examples.{split}", examples, split, _VIDEO_ID, counted=True)
-            for split in [*folds, *passed_through]
-        ] + [JoinInput("scores", scores, OUT_OF_FOLD, _VIDEO_ID, file_records=score_records)]
+            for split in passed_through
+        ]
+        inputs = joined + copied
 
         def build(
-            pipeline: beam.Pipeline, records: dict[str, beam.PCollection], suffix: str
+            pipeline: beam.Pipeline, tagged: beam.PCollection, suffix: str
         ) -> dict[str, beam.PCollection]:
-            fold_records = [
-                records[f"examples.{split}"]
-                | f"Key[{split}]" >> beam.Map(lambda record, fold: (_VIDEO_ID(record), (fold, record)), fold)
-                for fold, split in enumerate(folds)
-            ]
-            rows = records["scores"] | "KeyScores" >> beam.Map(lambda record: (_VIDEO_ID(record), record))
             labelled = (
-                {"fold_video": fold_records | "FlattenFolds" >> beam.Flatten(), "rows": rows}
-                | "Join" >> beam.CoGroupByKey()
-                | "SoftLabels" >> beam.MapTuple(_soft_labels)
+                tagged
+                | "Join" >> GroupByVideo(joined)
+                | "SoftLabels" >> beam.Map(lambda item: _soft_labels(*item[1:]))
             )
             _ = (
                 labelled
@@ -142,9 +157,11 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             )
             student_records = labelled | "StudentRecords" >> beam.Map(lambda result: (result[0], result[2]))
             written = write_splits(student_records, student, folds, f"examples{suffix}")
-            for split in passed_through:
-                written[split] = records[f"examples.{split}"]
-                _ = written[split] | f"Copy[{split}]" >> write_split(student, split, f"examples{suffix}")
+            for item in copied:
+                written[item.split] = records_of(tagged, item.tag)
+                _ = written[item.split] | f"Copy[{item.split}]" >> write_split(
+                    student, item.split, f"examples{suffix}"
+                )
             return written
 
         shards = shard_count(inputs, exec_properties.get("shard_mb") or 0)
