@@ -214,16 +214,17 @@ def write_data(spec: DataSpec, root: Path) -> None:
     from pipeline.synth import SyntheticVideo, video_example, video_id
     from trainer.predictions import encode_prediction
 
-    options = tf.io.TFRecordOptions(compression_type="GZIP", compression_level=1)
-
     def writer(path: Path) -> tf.io.TFRecordWriter:
+        """Uncompressed, as L1Assemble writes predictions (gzip shrinks float scores by ~10%, slowly)."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        return tf.io.TFRecordWriter(str(path), options)
+        return tf.io.TFRecordWriter(str(path))
 
-    examples = {split: writer(root / "examples" / f"Split-{split}" / "part.gz") for split in split_names()}
+    examples = {
+        split: writer(root / "examples" / f"Split-{split}" / "part.tfrecord") for split in split_names()
+    }
     predictions = [
         {
-            split: writer(root / f"model_{m}" / f"Split-{split}" / "part.gz")
+            split: writer(root / f"model_{m}" / f"Split-{split}" / "part.tfrecord")
             for split in ("oof", "holdout", "test")
         }
         for m in range(spec.models)
@@ -255,8 +256,8 @@ def ensure_data(spec: DataSpec, out: Path) -> Path:
     start = time.perf_counter()
     write_data(spec, root)
     done.write_text(json.dumps(asdict(spec)))
-    size = sum(f.stat().st_size for f in root.rglob("*.gz")) / 2**20
-    print(f"   generated {root} ({size:.0f} MB gzip) in {time.perf_counter() - start:.0f}s", flush=True)
+    size = sum(f.stat().st_size for f in root.rglob("*.tfrecord")) / 2**20
+    print(f"   generated {root} ({size:.0f} MB) in {time.perf_counter() - start:.0f}s", flush=True)
     return root
 
 

@@ -1,8 +1,8 @@
 """Scale simulation of the stages after L1 (issue #15): synthetic L1 predictions, no training.
 
 Per size (`--videos`, comma-separated) it writes, streamed to disk, a fold-split Examples artifact and
---models assembled L1 Predictions artifacts (oof/holdout/test, dense float32 scores over --classes classes:
-the one prediction format L1Assemble hands to L2Merge, `trainer.predictions`) with
+--models assembled L1 Predictions artifacts (oof/holdout/test, dense float32 scores over --classes classes,
+uncompressed: the one prediction format L1Assemble hands to L2Merge, `trainer.predictions`) with
 `benchmarks.l2_bench.write_data` (correlated models, higher scores on each video's labels). Then every
 stage's executor runs on them, each in a fresh subprocess (Beam DirectRunner in_memory, one worker, as the
 pipeline's local runs), in pipeline order:
@@ -69,7 +69,8 @@ def estimated_bytes(videos: int, models: int, classes: int, towers: int) -> int:
     """Upper bound of the bytes one size needs on disk at once: inputs and every stage's outputs."""
     candidates = min(classes, models * TOP_K)
     per_video = (
-        4 * classes * (models + towers)  # the L1 predictions; the head examples' tower outputs
+        # the L1 predictions and the head examples' tower outputs, each also copied into join shards
+        2 * 4 * classes * (models + towers)
         + 3 * _RECORD_BYTES
         + candidates * (_CANDIDATE_BYTES_PER_MODEL * models + _CANDIDATE_BYTES)
     )
@@ -334,7 +335,7 @@ def run_sizes(args: argparse.Namespace) -> None:
         l2_bench.write_data(spec, root)
         (root / "spec.json").write_text(json.dumps(asdict(spec)))
         (root / "artifacts").mkdir()
-        generated = sum(f.stat().st_size for f in root.rglob("*.gz"))
+        generated = sum(f.stat().st_size for f in root.rglob("*.tfrecord"))
         print(
             f"   generated {videos} videos ({generated / 1e9:.2f} GB) in {time.perf_counter() - start:.0f}s"
         )

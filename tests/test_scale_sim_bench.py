@@ -10,11 +10,11 @@ from benchmarks.scale_sim_bench import check_disk, estimated_bytes
 
 
 def test_estimate_counts_dense_scores_records_and_candidates_up_to_models_x_top_k():
-    # 2 models, 10 classes, 1 tower: dense 4 x 10 x (2 + 1) = 120 B, 3 records of 1400 B,
-    # K <= min(10, 2 x 20) = 10 candidates of 24 x 2 + 154 = 202 B.
-    assert estimated_bytes(1, 2, 10, 1) == 120 + 4200 + 10 * 202
+    # 2 models, 10 classes, 1 tower: dense 4 x 10 x (2 + 1) = 120 B and their join shard copy, 3 records
+    # of 1400 B, K <= min(10, 2 x 20) = 10 candidates of 24 x 2 + 154 = 202 B.
+    assert estimated_bytes(1, 2, 10, 1) == 2 * 120 + 4200 + 10 * 202
     # 20 models x 3862 classes, 6 towers: K <= 400 candidates.
-    per_video = 4 * 3862 * 26 + 4200 + 400 * (24 * 20 + 154)
+    per_video = 2 * 4 * 3862 * 26 + 4200 + 400 * (24 * 20 + 154)
     assert estimated_bytes(100_000, 20, 3862, 6) == 100_000 * per_video
 
 
