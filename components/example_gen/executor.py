@@ -59,7 +59,13 @@ class FileImport:
 
 
 def import_file(job: FileImport, level: str, num_classes: int) -> tuple[str, int]:
-    """Copies one input file's validated records, in order, to its output file; (split, records)."""
+    """Copies one input file's records, in order, to its output file; (split, records). An uncompressed
+    file is validated whole and then copied byte for byte by TF's file copy (no Python per record; a record
+    write costs ~12 us here); a gzipped one is written uncompressed as its batches pass validation."""
+    if not job.source.endswith(".gz"):
+        records = sum(len(batch) for batch in validated_batches(job.source, level, num_classes, job.labelled))
+        tf.io.gfile.copy(job.source, job.destination, overwrite=True)
+        return job.split, records
     records = 0
     with tf.io.TFRecordWriter(job.destination) as writer:
         for batch in validated_batches(job.source, level, num_classes, job.labelled):

@@ -126,8 +126,27 @@ def test_executor_imports_every_split(tmp_path):
         "data-00001-of-00002.tfrecord",
     ]
     assert examples.get_json_value_custom_property("split_counts") == {"train": 6, "test": 3}
+    # Uncompressed inputs are copied byte for byte.
+    assert (out / "Split-test" / "data-00000-of-00001.tfrecord").read_bytes() == (
+        data / "test0000.tfrecord"
+    ).read_bytes()
     assert examples_utils.get_payload_format(examples) == example_gen_pb2.FORMAT_TF_SEQUENCE_EXAMPLE
     assert standard_artifact_utils.decode_split_names(examples.split_names) == ["train", "test"]
+
+
+def test_gzipped_inputs_are_written_uncompressed_in_order(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    records = [video_example(builders.video(video_id=f"v{i}", seed=i), True) for i in range(5)]
+    with tf.io.TFRecordWriter(str(data / "train0000.tfrecord.gz"), "GZIP") as writer:
+        for record in records:
+            writer.write(record)
+    out = tmp_path / "out"
+    imported, examples = _import(data, out, {"train": "train*"}, example_gen_pb2.FORMAT_TF_EXAMPLE, "")
+    assert imported == {"train": records}
+    written = out / "Split-train" / "data-00000-of-00001.tfrecord"
+    assert written.read_bytes()[:8] == len(records[0]).to_bytes(8, "little")  # a TFRecord length, not gzip
+    assert examples.get_json_value_custom_property("split_counts") == {"train": 5}
 
 
 def test_a_directory_named_with_glob_characters_is_matched_literally(tmp_path):
