@@ -1,6 +1,6 @@
 """Executor of L2LightGBM: per-fold LightGBM on the candidate features, OOF/holdout/test scores, metrics.
 
-Memory is bounded apart from LightGBM's binned Datasets and a few small arrays per row (README "Sizing"):
+Memory is bounded apart from LightGBM's binned Datasets and each video's top-k rows (README "Sizing"):
 the out-of-fold rows are put in a fixed order by an external sort (hash buckets of video_id on scratch files,
 each sorted in memory), each fold's Datasets are read from those files a row group at a time
 (`lightgbm.Sequence`), and every split is scored and written a batch at a time."""
@@ -47,6 +47,7 @@ KEY_COLUMNS = ["video_id", "fold", "class_id", "target", "num_labels"]
 SCORE_COLUMNS = [*KEY_COLUMNS, "score", "scored_by"]
 BATCH_ROWS = 65_536  # rows per batch read and per row group of the sorted scratch files
 BUCKET_BYTES = 256 << 20  # rows of one sort bucket in memory; sorting holds about 3x this
+PRUNE_ROWS = 1 << 22  # rows the GAPs buffer at least before pruning them to each video's top rows
 SCRATCH_DIR = "_sorted_rows"  # under the model output while the executor runs
 _HASH_BUCKETS = 10_000
 _BUCKET_HASH_KEY = "yt8m-l2-buckets0"
@@ -234,65 +235,92 @@ def train_fold(
     return booster, info
 
 
-class Candidates:
-    """What the GAPs of a split need, as small arrays per row (video code, class, target, fold and each
-    named score) and the label count per video; GAP needs every row of a video, which a stream in Beam's
-    order does not group, so these are kept whole (README "Sizing")."""
+class TopCandidates:
+    """What the GAPs of a split read: per named score, each video's rows at or above its k-th score (ties
+    kept, so GAP@k's tie rule sees them all) with their class and target, and per video its label count and
+    fold. Rows may come in any order (Beam's file and row order do not group a video's rows): they are
+    buffered and pruned to each video's top rows whenever the buffer doubles what the last pruning kept, so
+    memory follows videos x k, not candidate rows. Kept rows stay in arrival order: the GAPs equal those of
+    `gap_from_candidates` on every row, bit for bit."""
 
-    def __init__(self) -> None:
+    def __init__(self, k: int, names: list[str]) -> None:
+        self._k, self._names = k, names
         self._codes: dict[str, int] = {}
         self._num_labels: list[np.ndarray] = []
-        self._parts: dict[str, list[np.ndarray]] = {}
+        self._folds: list[np.ndarray] = []
+        self._rows: dict[str, list[dict[str, np.ndarray]]] = {name: [] for name in names}
+        self._buffered, self._kept = 0, 0
 
     def add(self, batch: pa.RecordBatch, scores: dict[str, np.ndarray]) -> None:
-        """The rows of `batch` with their `scores` ({name: one score per row})."""
+        """The rows of `batch` with their `scores` ({name: one score per row}, every name of the init)."""
         known = len(self._codes)
         codes = np.fromiter(
             (self._codes.setdefault(v, len(self._codes)) for v in _video_ids(batch)), np.int32, batch.num_rows
         )
-        new = (
-            codes >= known
-        )  # codes are handed out in first-seen order: the first row of each is its label count
+        new = codes >= known  # codes are handed out in first-seen order: a video's first row gives its counts
         _, first = np.unique(codes[new], return_index=True)
         self._num_labels.append(batch.column("num_labels").to_numpy()[new][first])
-        columns = {
-            "video": codes,
-            "class_id": batch.column("class_id").to_numpy(),
-            "target": batch.column("target").to_numpy().astype(bool),
-            "fold": batch.column("fold").to_numpy().astype(np.int16),
-            **scores,
-        }
-        for name, values in columns.items():
-            self._parts.setdefault(name, []).append(values)
+        self._folds.append(batch.column("fold").to_numpy()[new][first].astype(np.int16))
+        class_ids = batch.column("class_id").to_numpy().astype(np.int32)
+        target = batch.column("target").to_numpy().astype(bool)
+        for name in self._names:
+            if not np.isfinite(scores[name]).all():
+                raise ValueError(f"{name}: scores contain NaN or infinity")
+            self._rows[name].append(
+                {"video": codes, "class_id": class_ids, "target": target, "score": scores[name]}
+            )
+        self._buffered += batch.num_rows
+        if self._buffered >= max(2 * self._kept, PRUNE_ROWS):
+            self._prune()
 
-    def gaps(self, k: int, scores: list[str], by_fold: bool = False) -> dict[str, Any]:
+    def _prune(self) -> None:
+        for name in self._names:
+            rows = {
+                key: np.concatenate([part[key] for part in self._rows[name]]) for key in self._rows[name][0]
+            }
+            keep = _top_rows_of_videos(rows["video"], rows["score"], self._k)
+            self._rows[name] = [{key: values[keep] for key, values in rows.items()}]
+        self._kept = self._buffered = len(keep)
+
+    def gaps(self, scores: list[str], by_fold: bool = False) -> dict[str, Any]:
         """GAP@k of the rows scored by each column in `scores` ({score: GAP}), or with `by_fold` of the one
-        column `scores[0]` on each fold's rows ({fold: GAP}); every true label of their videos counts.
+        column `scores[0]` on each fold's videos ({fold: GAP}); every true label of their videos counts.
         Videos are numbered in video_id order, as gap_from_candidates numbers string ids."""
+        if not self._codes:
+            return {} if by_fold else {score: 0.0 for score in scores}
+        self._prune()
         ids = np.array(list(self._codes), dtype=object)
         rank = np.empty(len(ids), np.int32)
         rank[np.argsort(ids, kind="stable")] = np.arange(len(ids))
-        num_labels = np.zeros(len(ids), np.int64)
-        num_labels[rank] = np.concatenate(self._num_labels)
-        column = {name: np.concatenate(parts) for name, parts in self._parts.items()}
-        self._parts = {name: [values] for name, values in column.items()}  # one copy from here on
-        videos = rank[column["video"]]
+        num_labels, folds = np.concatenate(self._num_labels), np.concatenate(self._folds)
 
-        def gap(score: str, rows) -> float:
-            chosen = videos[rows]
+        def gap(score: str, videos_chosen: np.ndarray | None = None) -> float:
+            (rows,) = self._rows[score]
+            chosen = slice(None) if videos_chosen is None else videos_chosen[rows["video"]]
+            videos = rows["video"][chosen]
             return gap_from_candidates(
-                chosen,
-                column["class_id"][rows],
-                column[score][rows],
-                column["target"][rows],
-                int(num_labels[np.unique(chosen)].sum()),
-                k,
+                rank[videos],
+                rows["class_id"][chosen],
+                rows["score"][chosen],
+                rows["target"][chosen],
+                int(num_labels[np.unique(videos)].sum()),
+                self._k,
             )
 
         if by_fold:
-            folds = np.unique(column["fold"])
-            return {str(fold): gap(scores[0], column["fold"] == fold) for fold in folds}
-        return {score: gap(score, slice(None)) for score in scores}
+            return {str(fold): gap(scores[0], folds == fold) for fold in np.unique(folds)}
+        return {score: gap(score) for score in scores}
+
+
+def _top_rows_of_videos(videos: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:
+    """Positions, ascending, of each video's rows scoring at least its k-th highest score (all its rows when
+    it has fewer than k)."""
+    order = np.lexsort((-scores, videos))
+    ordered_videos, ordered_scores = videos[order], scores[order]
+    starts = np.flatnonzero(np.r_[True, ordered_videos[1:] != ordered_videos[:-1]])
+    sizes = np.diff(np.r_[starts, ordered_videos.size])
+    kth = ordered_scores[starts + np.minimum(sizes, k) - 1]
+    return np.sort(order[ordered_scores >= np.repeat(kth, sizes)])
 
 
 def _score_split(
@@ -300,18 +328,18 @@ def _score_split(
     path: str,
     feature_columns: list[str],
     score: Callable[[pa.RecordBatch, np.ndarray], tuple[np.ndarray, np.ndarray]],
-    keep: Callable[[pa.RecordBatch, np.ndarray], dict[str, np.ndarray]] | None,
-) -> Candidates:
+    kept: TopCandidates | None = None,
+    l1_columns: list[str] = (),
+) -> None:
     """Writes the scores of every row of `files` (in file-name and row order) to one Parquet file at `path`,
-    a batch at a time; `score(batch, features)` gives (float64 scores, scored_by); `keep` the columns the
-    metrics need."""
+    a batch at a time; `score(batch, features)` gives (float64 scores, scored_by). Each batch's rows go to
+    `kept` with their "score" and their `l1_columns`."""
     with open_parquet(files[0]) as parquet:
         schema = parquet.schema_arrow
     schema = pa.schema(
         [schema.field(name) for name in KEY_COLUMNS]
         + [pa.field("score", pa.float32()), pa.field("scored_by", pa.int32())]
     )
-    candidates = Candidates()
     with parquet_writer(path, schema) as writer:
         for file in files:
             for batch in parquet_batches(file, None, BATCH_ROWS):
@@ -319,9 +347,8 @@ def _score_split(
                 columns = [batch.column(name) for name in KEY_COLUMNS]
                 columns += [pa.array(scores.astype(np.float32)), pa.array(scored_by.astype(np.int32))]
                 writer.write_batch(pa.RecordBatch.from_arrays(columns, schema=schema))
-                if keep is not None:
-                    candidates.add(batch, keep(batch, scores))
-    return candidates
+                if kept is not None:
+                    kept.add(batch, {"score": scores, **{c: batch.column(c).to_numpy() for c in l1_columns}})
 
 
 def _count_videos(files: list[str]) -> int:
@@ -388,40 +415,29 @@ class Executor(base_executor.BaseExecutor):
             return total / len(boosters), np.full(batch.num_rows, AVERAGED)
 
         l1_columns = _score_columns(feature_columns, model_names)
-        scored = {}
+        oof = TopCandidates(k, ["score"])
+        holdout = TopCandidates(k, ["score", *l1_columns])
         for split, paths in files.items():
             path = os.path.join(scores_out.uri, f"Split-{split}", "scores.parquet")
             if split == OUT_OF_FOLD:
-                scored[split] = _score_split(
-                    paths, path, feature_columns, out_of_fold, lambda batch, scores: {"score": scores}
-                )
+                _score_split(paths, path, feature_columns, out_of_fold, oof)
             elif split == HOLDOUT:
-                scored[split] = _score_split(
-                    paths,
-                    path,
-                    feature_columns,
-                    averaged,
-                    lambda batch, scores: {
-                        "score": scores,
-                        **{column: batch.column(column).to_numpy() for column in l1_columns},
-                    },
-                )
+                _score_split(paths, path, feature_columns, averaged, holdout, l1_columns)
             else:
-                _score_split(paths, path, feature_columns, averaged, None)
+                _score_split(paths, path, feature_columns, averaged)
         scores_out.split_names = standard_artifact_utils.encode_split_names(list(files))
         scores_out.set_json_value_custom_property("fold_models", fold_models)
 
-        oof = scored[OUT_OF_FOLD]
         report: dict[str, Any] = {
             "k": k,
-            "fold_gap": oof.gaps(k, ["score"], by_fold=True),
-            "oof_gap": oof.gaps(k, ["score"])["score"],
+            "fold_gap": oof.gaps(["score"], by_fold=True),
+            "oof_gap": oof.gaps(["score"])["score"],
         }
-        if HOLDOUT in scored:
-            holdout = scored[HOLDOUT].gaps(k, ["score", *l1_columns])
-            report["holdout_gap"] = holdout["score"]
+        if HOLDOUT in files:
+            holdout_gaps = holdout.gaps(["score", *l1_columns])
+            report["holdout_gap"] = holdout_gaps["score"]
             report["l1_holdout_gap"] = {
-                name: holdout[column] for name, column in zip(model_names, l1_columns, strict=True)
+                name: holdout_gaps[column] for name, column in zip(model_names, l1_columns, strict=True)
             }
             report["best_l1_holdout_gap"] = max(report["l1_holdout_gap"].values())
         folds_info = {"feature_columns": feature_columns, "folds": fold_models}

@@ -107,7 +107,7 @@ def _features(tmp_path) -> CandidateFeatures:
     return features
 
 
-def _run(tmp_path, name: str, features: CandidateFeatures | None = None):
+def _run(tmp_path, name: str, features: CandidateFeatures | None = None, gap_k: int = 20):
     outputs = {"scores": CandidateScores(), "model": standard_artifacts.Model(), "metrics": StageMetrics()}
     for key, output in outputs.items():
         output.uri = str(tmp_path / name / key)
@@ -115,7 +115,7 @@ def _run(tmp_path, name: str, features: CandidateFeatures | None = None):
     Executor().Do(
         {"features": [features or _features(tmp_path / name)]},
         {k: [v] for k, v in outputs.items()},
-        {"config_yaml": CONFIG, "config_source": "inline.yaml", "gap_k": 20},
+        {"config_yaml": CONFIG, "config_source": "inline.yaml", "gap_k": gap_k},
     )
     return outputs
 
@@ -239,7 +239,7 @@ def test_a_parameter_set_by_an_alias_replaces_its_default():
     assert params["num_leaves"] == 63  # defaults the config does not set stay
 
 
-def _reference(tmp_path, name: str):
+def _reference(tmp_path, name: str, k: int = 20):
     """The in-memory implementation this executor replaced: every split read whole with pandas, each fold's
     training rows sorted by (video_id, class_id), boosters trained on DataFrames, GAPs on string video ids."""
     config = parse_lightgbm_config(CONFIG, "inline.yaml")
@@ -256,7 +256,7 @@ def _reference(tmp_path, name: str):
             scores,
             rows["target"].to_numpy(),
             true_labels,
-            20,
+            k,
         )
 
     models, oof_scores = {}, np.zeros(len(oof), np.float32)
@@ -317,6 +317,25 @@ def test_boosters_scores_and_metrics_equal_the_in_memory_implementation(tmp_path
         np.testing.assert_array_equal(_scores(outputs["scores"], split)["score"].to_numpy(), expected)
     for key, value in metrics.items():
         assert outputs["metrics"].get_json_value_custom_property(key) == value
+
+
+@pytest.mark.parametrize("prune_rows", [64, 1000])
+def test_gaps_of_rows_pruned_to_each_videos_top_k_equal_those_of_every_row(tmp_path, monkeypatch, prune_rows):
+    """GAP@3 of 8 rows per video, the GAPs' buffer pruned every 64 rows (a video's rows often split across
+    prunings) or every 1000: the reference's gap_from_candidates on every row, bit for bit."""
+    monkeypatch.setattr(executor, "PRUNE_ROWS", prune_rows)
+    outputs = _run(tmp_path, "run", gap_k=3)
+    _, _, metrics = _reference(tmp_path, "run", k=3)
+    for key, value in metrics.items():
+        assert outputs["metrics"].get_json_value_custom_property(key) == value
+
+
+def test_pruning_keeps_each_videos_rows_down_to_its_kth_score_ties_included():
+    videos = np.array([0, 1, 0, 0, 1, 0, 2])
+    scores = np.array([0.5, 0.9, 0.7, 0.5, 0.1, 0.2, 0.3])
+    # k = 2: video 0 keeps 0.7 and both 0.5 (tied at its 2nd score); video 1 both; video 2 its one row.
+    np.testing.assert_array_equal(executor._top_rows_of_videos(videos, scores, 2), [0, 1, 2, 3, 4, 6])
+    np.testing.assert_array_equal(executor._top_rows_of_videos(videos, scores, 1), [1, 2, 6])
 
 
 def test_sorted_rows_fill_several_buckets_each_sorted_by_video_and_class(tmp_path):
