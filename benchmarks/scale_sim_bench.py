@@ -160,7 +160,9 @@ def _evaluate(examples, models, stack_scores, classes: int, scratch: Path) -> di
     return {"holdout_videos": len(videos.ids), "holdout": holdout}
 
 
-def run_stage(stage: str, root: Path, rounds: int, towers: int, shard_mb: float) -> dict:
+def run_stage(
+    stage: str, root: Path, rounds: int, towers: int, shard_mb: float, sort_mb: int | None = None
+) -> dict:
     """One stage on the data set in `root`, in this process: seconds, CPU seconds, RSS, bytes written."""
     from tfx.types import standard_artifacts
 
@@ -187,7 +189,11 @@ def run_stage(stage: str, root: Path, rounds: int, towers: int, shard_mb: float)
         Executor(l2_bench._context()).Do(inputs, {k: [v] for k, v in outputs.items()}, {})
         extra["candidate_rows"] = outputs["features"].get_json_value_custom_property("rows")
     elif stage == "lightgbm":
+        from components.l2_lightgbm import executor as l2_lightgbm
         from components.l2_lightgbm.executor import Executor
+
+        if sort_mb:
+            l2_lightgbm.BUCKET_BYTES = sort_mb << 20
 
         outputs = _outputs(
             root, scores=types.CandidateScores, model=standard_artifacts.Model, metrics=types.StageMetrics
@@ -246,6 +252,7 @@ def stage_subprocess(stage: str, root: Path, args: argparse.Namespace) -> dict:
     """`run_stage` in a fresh Python process (its own peak RSS); the result is its last stdout line."""
     command = [sys.executable, "-m", "benchmarks.scale_sim_bench", "--stage", stage, "--data", str(root)]
     command += ["--rounds", str(args.rounds), "--towers", str(args.towers), "--shard-mb", str(args.shard_mb)]
+    command += ["--sort-mb", str(args.sort_mb)] if args.sort_mb else []
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"{stage} on {root} failed ({done.returncode}):\n{done.stderr[-4000:]}")
@@ -376,6 +383,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--towers", type=int, default=6, help="L1 Predictions reused as tower predictions")
     parser.add_argument("--rounds", type=int, default=30, help="L2LightGBM boosting rounds")
     parser.add_argument("--shard-mb", type=float, default=PipelineConfig.join_shard_mb, help="join shards")
+    parser.add_argument("--sort-mb", type=int, help="L2LightGBM's sort bucket (default: its BUCKET_BYTES)")
     parser.add_argument("--probe-models", type=int, default=113, help="models of the K probe (no stages)")
     parser.add_argument("--out", type=Path, default=Path("bench_out/scale_sim"))
     parser.add_argument("--keep", action="store_true", help="keep each size's data (default: deleted)")
@@ -386,7 +394,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.towers > args.models:
         parser.error(f"--towers {args.towers} > --models {args.models}: towers reuse L1 predictions")
     if args.stage:
-        print(json.dumps(run_stage(args.stage, args.data, args.rounds, args.towers, args.shard_mb)))
+        result = run_stage(args.stage, args.data, args.rounds, args.towers, args.shard_mb, args.sort_mb)
+        print(json.dumps(result))
         return
     run_sizes(args)
 

@@ -1,4 +1,4 @@
-"""Executor of L1Assemble: CoGroupByKey on video id against the fold split, checks, averaging, writing."""
+"""Executor of L1Assemble: joined by video id with the fold split (GroupByVideo), checks, averaging."""
 
 from __future__ import annotations
 
