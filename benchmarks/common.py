@@ -1,4 +1,5 @@
-"""Helpers shared by the benchmarks: fixed-width tables and whether a pipeline run is in progress."""
+"""Helpers shared by the benchmarks: fixed-width tables, whether a pipeline run is in progress, and this
+process's memory from /proc."""
 
 from __future__ import annotations
 
@@ -21,3 +22,11 @@ def print_table(
 def pipeline_running() -> bool:
     """Whether a `yt8m run` (pipeline.cli run) is in progress on this machine."""
     return subprocess.run(["pgrep", "-f", "pipeline.cli run"], capture_output=True).returncode == 0
+
+
+def status_mb(field: str) -> float:
+    """A memory field of /proc/self/status in MB: "VmHWM" (peak RSS) or "VmRSS". Not ru_maxrss: Linux
+    carries that over fork and exec, so a child's would start at the RSS of the parent."""
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith(f"{field}:"))
+    return int(line.split()[1]) / 1024

@@ -21,15 +21,9 @@ import time
 
 import numpy as np
 
+from benchmarks.common import status_mb
+
 K, BATCH_ROWS, FOLDS = 20, 65_536, 5
-
-
-def _status_mb(field: str) -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no {field} in /proc/self/status")
 
 
 def _collector(previous: str | None):
@@ -58,7 +52,7 @@ def child(videos: int, rows_per_video: int, previous: str | None) -> dict:
 
     add, gaps = _collector(previous)
     rng = np.random.default_rng(0)
-    start_mb, start = _status_mb("VmRSS"), time.perf_counter()
+    start_mb, start = status_mb("VmRSS"), time.perf_counter()
     per_batch = max(1, BATCH_ROWS // rows_per_video)
     for first in range(0, videos, per_batch):
         count = min(per_batch, videos - first)
@@ -77,7 +71,7 @@ def child(videos: int, rows_per_video: int, previous: str | None) -> dict:
         )
         add(batch, rng.random(rows, dtype=np.float32))
     gap = gaps()
-    return {"peak_mb": _status_mb("VmHWM") - start_mb, "seconds": time.perf_counter() - start, "gap": gap}
+    return {"peak_mb": status_mb("VmHWM") - start_mb, "seconds": time.perf_counter() - start, "gap": gap}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -92,11 +92,8 @@ def check_disk(directory: Path, sizes: list[int], models: int, classes: int, tow
 
 
 def peak_rss_mb() -> float:
-    """This process's peak RSS (VmHWM). Not ru_maxrss: Linux carries that over fork and exec, so a child's
-    would start at the RSS of the parent that generated the data."""
-    with open("/proc/self/status") as status:
-        line = next(line for line in status if line.startswith("VmHWM:"))
-    return int(line.split()[1]) / 1024
+    """This process's peak RSS (VmHWM; the parent that generated the data does not count)."""
+    return common.status_mb("VmHWM")
 
 
 def mean_candidates(models: int, classes: int, videos: int = 200, seed: int = 1) -> float:

@@ -129,11 +129,10 @@ class GroupByVideo(beam.PTransform):
     def __init__(self, inputs: list[JoinInput]) -> None:
         super().__init__()
         self._keys = {item.tag: (item.join, item.role, item.split, item.video_id) for item in inputs}
-        self._roles: dict[str, list[str]] = {}
-        for item in inputs:
-            self._roles.setdefault(item.join, [])
-            if item.role not in self._roles[item.join]:
-                self._roles[item.join].append(item.role)
+        self._roles = {
+            join: list(dict.fromkeys(i.role for i in inputs if i.join == join))
+            for join in {i.join for i in inputs}
+        }
 
     def expand(self, tagged: beam.PCollection) -> beam.PCollection:
         return (

@@ -13,7 +13,7 @@ import logging
 import math
 import numbers
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from typing import Any
 
@@ -288,7 +288,8 @@ class TopCandidates:
         Videos are numbered in video_id order, as gap_from_candidates numbers string ids."""
         if not self._codes:
             return {} if by_fold else {score: 0.0 for score in scores}
-        self._prune()
+        if self._buffered > self._kept:  # rows came since the last pruning (gaps() is called per report)
+            self._prune()
         ids = np.array(list(self._codes), dtype=object)
         rank = np.empty(len(ids), np.int32)
         rank[np.argsort(ids, kind="stable")] = np.arange(len(ids))
@@ -329,7 +330,7 @@ def _score_split(
     feature_columns: list[str],
     score: Callable[[pa.RecordBatch, np.ndarray], tuple[np.ndarray, np.ndarray]],
     kept: TopCandidates | None = None,
-    l1_columns: list[str] = (),
+    l1_columns: Sequence[str] = (),
 ) -> None:
     """Writes the scores of every row of `files` (in file-name and row order) to one Parquet file at `path`,
     a batch at a time; `score(batch, features)` gives (float64 scores, scored_by). Each batch's rows go to
