@@ -65,17 +65,16 @@ def parse_frame_example(serialized: tf.Tensor, num_classes: int, max_frames: int
     return parsed
 
 
-def ids_and_labels(batch: np.ndarray, level: str) -> tuple[list[str], list[np.ndarray]]:
-    """Video ids and class ids of a batch of validated records of `level`, parsed in one op (frame-level
-    records: the context only, never the frames)."""
+def ids_and_labels(batch: np.ndarray, level: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Video ids, class ids and the row of each class id, of a batch of validated records of `level`, parsed
+    in one op (frame-level records: the context only, never the frames)."""
     if level == "video":
         spec = {F.ID: VIDEO_FEATURE_SPEC[F.ID], F.LABELS: VIDEO_FEATURE_SPEC[F.LABELS]}
         parsed = tf.io.parse_example(batch, spec)
     else:
         parsed = tf.io.parse_sequence_example(batch, FRAME_CONTEXT_SPEC)[0]
     ids = [raw.decode("utf-8") for raw in parsed[F.ID].numpy()]
-    rows = np.bincount(parsed[F.LABELS].indices.numpy()[:, 0], minlength=len(ids))
-    return ids, np.split(parsed[F.LABELS].values.numpy(), np.cumsum(rows)[:-1])
+    return ids, parsed[F.LABELS].values.numpy(), parsed[F.LABELS].indices.numpy()[:, 0]
 
 
 def _compression_of(path: tf.Tensor) -> tf.Tensor:

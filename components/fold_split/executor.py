@@ -23,6 +23,7 @@ from components.splits import HOLDOUT, check_split_counts, examples_level, split
 from components.uri_io import read_json, write_json
 from trainer.readers import file_batches, ids_and_labels
 from trainer.records import InputDataError
+from trainer.tfrecord import RecordWriter
 
 log = logging.getLogger(__name__)
 _SUMMARY_FILE = "fold_summary.json"
@@ -86,30 +87,34 @@ class FileSummary:
 def split_file(job: FileJob, level: str, routing: Routing, num_classes: int, output_uri: str) -> FileSummary:
     """Deals the records of one input file, in file order, to one output file per split it feeds
     (`Split-<split>/<job.output_name>`). Records were validated by the ExampleGen: only ids and labels are
-    read here, and of frame-level records never the frames."""
-    writers: dict[str, tf.io.TFRecordWriter] = {}
-    labels: dict[str, list[np.ndarray]] = {}
+    parsed here, and of frame-level records never the frames."""
+    writers: dict[str, RecordWriter] = {}
+    class_counts: dict[str, np.ndarray] = {}
     videos: dict[str, int] = {}
     fingerprint, ids_by_bucket = 0, {}
     try:
         for batch in file_batches(job.path):
-            for serialized, video_id, video_labels in zip(batch, *ids_and_labels(batch, level), strict=True):
-                split = routing.split_of(job.split, video_id)
-                if split not in writers:
-                    path = os.path.join(output_uri, f"Split-{split}", job.output_name)
-                    writers[split], labels[split], videos[split] = tf.io.TFRecordWriter(path), [], 0
-                writers[split].write(serialized)
-                videos[split] += 1
-                labels[split].append(video_labels)
+            ids, labels, label_rows = ids_and_labels(batch, level)
+            splits = [routing.split_of(job.split, video_id) for video_id in ids]
+            for video_id, split in zip(ids, splits, strict=True):
                 fingerprint += _unit_hash(f"{video_id}|{split}")
                 ids_by_bucket.setdefault(zlib.crc32(video_id.encode()) % _ID_BUCKETS, []).append(video_id)
+            names, split_of_row = np.unique(splits, return_inverse=True)
+            for index, split in enumerate(names.tolist()):
+                if split not in writers:
+                    path = os.path.join(output_uri, f"Split-{split}", job.output_name)
+                    writers[split], videos[split] = RecordWriter(path), 0
+                    class_counts[split] = np.zeros(num_classes, np.int64)
+                rows = np.flatnonzero(split_of_row == index)
+                writers[split].write(batch[rows])
+                videos[split] += len(rows)
+                class_counts[split] += np.bincount(
+                    labels[split_of_row[label_rows] == index], minlength=num_classes
+                )
     finally:
         for writer in writers.values():
             writer.close()
-    stats = {
-        split: (videos[split], np.bincount(np.concatenate(labels[split]), minlength=num_classes))
-        for split in writers
-    }
+    stats = {split: (videos[split], class_counts[split]) for split in writers}
     return FileSummary(job.split, sum(videos.values()), stats, fingerprint, ids_by_bucket)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections import Counter
 
@@ -194,3 +195,31 @@ def test_duplicate_video_id_within_one_file_is_an_error(tmp_path):
         Exception, match=r"video id 't2' appears 3 times in the input \(splits: train, train, train\)"
     ):
         _run(tmp_path, "dup", {"train": [*videos, videos[2], videos[2]]})
+
+
+@pytest.mark.parametrize("layout", ["video", "frame"])
+def test_split_statistics_count_the_labels_of_the_videos_each_split_got(tmp_path, layout):
+    """300 videos in one file (two read batches) with 0-3 labels each: the summary's videos, labels and
+    classes with positives, and label_coverage, per split, recounted from the records written there."""
+    make = video_example if layout == "video" else frame_example
+    label_sets = [tuple(range(i % 4)) if i % 7 else (i % 10,) for i in range(300)]
+    records = [
+        make(builders.video(video_id=f"t{i}", labels=labels, frames=1), True)
+        for i, labels in enumerate(label_sets)
+    ]
+    labels_of = {f"t{i}": labels for i, labels in enumerate(label_sets)}
+    payload = (
+        example_gen_pb2.FORMAT_TF_EXAMPLE if layout == "video" else example_gen_pb2.FORMAT_TF_SEQUENCE_EXAMPLE
+    )
+    output = _run(tmp_path, layout, {"train": records}, payload)
+    summary = json.loads((tmp_path / f"{layout}_out" / "fold_summary.json").read_text())["splits"]
+    coverage = output.get_json_value_custom_property("label_coverage")
+    for split in ["fold_0", "fold_1", "fold_2", "holdout"]:
+        got = [labels_of[video_id] for video_id in _ids(output, split)]
+        classes = {label for labels in got for label in labels}
+        assert summary[split] == {
+            "videos": len(got),
+            "labels": sum(map(len, got)),
+            "classes_with_positives": len(classes),
+        }
+        assert coverage[split] == len(classes) / PARAMS["num_classes"]
