@@ -9,6 +9,7 @@ content and order of every split are the same on every run and runner.
 
 from __future__ import annotations
 
+import collections
 import glob
 import os
 from collections.abc import Iterator
@@ -59,20 +60,20 @@ class FileImport:
     labelled: bool
 
 
-def import_file(job: FileImport, level: str, num_classes: int) -> tuple[str, int]:
-    """Copies one input file's records, in order, to its output file; (split, records). An uncompressed
+def import_file(job: FileImport, level: str, num_classes: int) -> collections.Counter:
+    """Copies one input file's records, in order, to its output file; {split: records}. An uncompressed
     file is validated whole and then copied byte for byte by TF's file copy; a gzipped one is written
     uncompressed as its batches pass validation."""
     if not job.source.endswith(".gz"):
         records = sum(len(batch) for batch in validated_batches(job.source, level, num_classes, job.labelled))
         tf.io.gfile.copy(job.source, job.destination, overwrite=True)
-        return job.split, records
+        return collections.Counter({job.split: records})
     records = 0
     with RecordWriter(job.destination) as writer:
         for batch in validated_batches(job.source, level, num_classes, job.labelled):
             writer.write(batch)
             records += len(batch)
-    return job.split, records
+    return collections.Counter({job.split: records})
 
 
 def file_imports(exec_properties: dict[str, Any], examples: artifact.Artifact) -> list[FileImport]:
@@ -122,8 +123,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                 pipeline
                 | "Files" >> beam.Create(imports)  # reshuffled: the files spread over the workers
                 | "Import" >> beam.Map(import_file, level, exec_properties["num_classes"])
-                | "Count" >> beam.CombinePerKey(sum)
-                | "Collect" >> beam.combiners.ToList()
+                | "Count" >> beam.CombineGlobally(lambda counters: sum(counters, collections.Counter()))
                 | "WriteCounts" >> beam.Map(lambda counts: write_json(counts_path, dict(counts)))
             )
         counts = read_json(counts_path)
