@@ -16,7 +16,7 @@ from trainer.config_schema import ConfigError
 
 # Set by the component, not by configs: binary probabilities, reproducible models.
 # Column-wise histograms: row-wise ones keep a second, row-major copy of every training row's bins, at 2 B a
-# feature once class_id has over 256 bins (+83 B a training row at 20 models, benchmarks/l2_lightgbm_bench.py).
+# feature once class_id has over 256 bins (+83 B a training row at 20 models; see BENCHMARKS.md).
 FIXED_PARAMS = {"objective": "binary", "deterministic": True, "force_col_wise": True, "verbosity": -1}
 COMPONENT_PARAMS = {*FIXED_PARAMS, "seed", "metric"}
 PARAMETERS_URL = "https://lightgbm.readthedocs.io/en/latest/Parameters.html"
