@@ -36,7 +36,7 @@ from components.soft_labels import executor_test as soft_labels_test
 from trainer.predictions import decode_prediction
 from trainer.readers import read_records
 
-# The stages beyond a representative set (fold split with its GroupByKey and Partition, a GroupByKey join,
+# The stages beyond a representative set (fold split with its GroupByKey and combine, a GroupByKey join,
 # BatchElements' finish_bundle) take ~4 min more on 2 cores: `benchmarks/dask_bench.py` runs them.
 SWEEP = pytest.mark.skipif(
     os.environ.get("YT8M_DASK_SWEEP") != "1", reason="full sweep: python -m benchmarks.dask_bench"
