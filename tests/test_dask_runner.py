@@ -6,6 +6,7 @@ with its defects fixed (README "Runner portability")."""
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 from collections.abc import Callable
@@ -33,6 +34,7 @@ from components.l1_predict.executor_test import logistic  # noqa: F401 (a fixtur
 from components.l2_features import executor_test as l2_features_test
 from components.l2_merge import executor_test as l2_merge_test
 from components.soft_labels import executor_test as soft_labels_test
+from tests import builders
 from trainer.predictions import decode_prediction
 from trainer.readers import read_records
 
@@ -90,7 +92,12 @@ def _outputs_under(runner_args: list[str], module: ModuleType, build: Build, roo
 
 
 def _file_items(path: str) -> list:
-    """A file's contents as comparable items: Parquet rows, one parsed JSON value, or TFRecord records."""
+    """A file's contents as comparable items: Parquet rows, one parsed JSON value, the arrays of a record
+    index, or TFRecord records."""
+    if path.endswith(".npz"):
+        with tf.io.gfile.GFile(path, "rb") as handle:
+            stored = np.load(io.BytesIO(handle.read()), allow_pickle=False)
+            return [f"{name}: {stored[name].dtype} {stored[name].tobytes().hex()}" for name in sorted(stored)]
     if path.endswith(".parquet"):
         return [json.dumps(row, sort_keys=True) for row in pq.read_table(path).to_pylist()]
     if path.endswith(".json"):
@@ -167,7 +174,8 @@ def test_example_gen(tmp_path, cluster, monkeypatch):
     assert dask == direct and len(direct) == 4  # the same files, records in the same order
 
 
-def test_fold_split(tmp_path, cluster, monkeypatch):
+@pytest.mark.parametrize("indexed", [True, False], ids=["by record index", "by parsing"])
+def test_fold_split(tmp_path, cluster, monkeypatch, indexed):
     splits = {
         "train": fold_split_test._videos("t", 60, "video"),
         "validate": fold_split_test._videos("v", 30, "video"),
@@ -175,7 +183,17 @@ def test_fold_split(tmp_path, cluster, monkeypatch):
     }
 
     def build(root: Path) -> list[artifact.Artifact]:
-        return [fold_split_test._run(root, "video", splits)]
+        if not indexed:  # hand-written Examples without a record index
+            return [fold_split_test._run(root, "video", splits)]
+        data = root / "data"
+        data.mkdir(parents=True)
+        for split, records in splits.items():
+            builders.write_tfrecord(data / f"{split}0000.tfrecord", records)
+        patterns = {split: f"{split}*" for split in splits}
+        examples = example_gen_test._import(
+            data, root / "examples", patterns, example_gen_pb2.FORMAT_TF_EXAMPLE, "test"
+        )[1]
+        return [fold_split_test._fold_split(examples, root / "out")]
 
     outputs = _assert_same_outputs(fold_split_test, build, tmp_path, cluster, monkeypatch)
     direct, dask = (_files(artifacts[0].uri) for artifacts in outputs)

@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from trainer import tfrecord
+from trainer.records import InputDataError
 from trainer.tfrecord import RecordWriter, masked_crc32c
 
 
@@ -41,3 +42,45 @@ def test_empty_batch_writes_nothing(tmp_path):
     with RecordWriter(str(path)) as writer:
         writer.write([])
     assert path.read_bytes() == b""
+
+
+def _tf_file(path, records: list[bytes]) -> None:
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for record in records:
+            writer.write(record)
+
+
+@pytest.mark.parametrize("batch_bytes", [16 << 20, 5000, 1])  # one batch / several / one frame each
+def test_framed_batches_are_tfs_frames_and_copy_into_the_same_file(tmp_path, batch_bytes):
+    records = _records()
+    source, copy = tmp_path / "source.tfrecord", tmp_path / "copy.tfrecord"
+    _tf_file(source, records)
+    lengths = np.array([len(record) for record in records], np.int64)
+    batches = list(tfrecord.framed_batches(str(source), lengths, batch_bytes))
+    frames = [bytes(frame) for batch in batches for frame in batch]
+    assert [frame[12:-4] for frame in frames] == records
+    assert all(sum(map(len, batch)) <= batch_bytes for batch in batches if len(batch) > 1)
+    if batch_bytes == 1:
+        assert len(batches) == len(records)
+    with RecordWriter(str(copy)) as writer:
+        for batch in batches:
+            writer.write_framed(batch)
+    assert copy.read_bytes() == source.read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        (lambda lengths: lengths[:-1], r"holds more than the 42 records"),
+        (lambda lengths: np.append(lengths, 7), r"records 0-43 do not have the lengths"),
+        (lambda lengths: np.concatenate([[lengths[1], lengths[0]], lengths[2:]]), r"records 0-42 do not"),
+    ],
+    ids=["a record more", "a record less", "two lengths swapped"],
+)
+def test_lengths_that_do_not_match_the_file_fail_naming_it(tmp_path, change, error):
+    records = _records()
+    path = tmp_path / "data.tfrecord"
+    _tf_file(path, records)
+    lengths = change(np.array([len(record) for record in records], np.int64))
+    with pytest.raises(InputDataError, match=f"{path}: {error}"):
+        list(tfrecord.framed_batches(str(path), lengths))

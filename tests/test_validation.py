@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from tests import builders
+from trainer.readers import ids_and_labels
 from trainer.records import InputDataError, decoder_for
-from trainer.validation import first_invalid
+from trainer.validation import check_batch
 
 
 def _video(change) -> bytes:
@@ -103,7 +104,7 @@ def test_a_batch_fails_exactly_where_the_decoder_does(level, record, labelled):
     good = [make(video_id=f"ok{i}", labels=(i,)).SerializeToString() for i in range(4)]
     batch = np.array([*good[:2], record, *good[2:]], dtype=object)
     expected = _decoder_error(level, record, labelled)
-    found = first_invalid(batch, level, 10, labelled)
+    found = check_batch(batch, level, 10, labelled).invalid
     if expected is None:
         assert found is None
     else:
@@ -113,5 +114,26 @@ def test_a_batch_fails_exactly_where_the_decoder_does(level, record, labelled):
 def test_the_first_bad_record_of_a_batch_is_reported():
     good = builders.video_proto(video_id="ok").SerializeToString()
     batch = [good, _video(lambda f: f.pop("mean_audio")), good, _video(lambda f: f.pop("id")), good]
-    row, error = first_invalid(np.array(batch, dtype=object), "video", 10, True)
+    row, error = check_batch(np.array(batch, dtype=object), "video", 10, True).invalid
     assert (row, str(error)) == (1, "video 'bad': missing feature 'mean_audio'")
+
+
+@pytest.mark.parametrize("level", ["video", "frame"])
+def test_a_valid_batch_comes_with_the_ids_and_labels_of_its_records(level):
+    make = builders.video_proto if level == "video" else builders.frame_proto
+    label_sets = [(3,), (0, 9, 4), (), (7,)]
+    batch = np.array(
+        [make(video_id=f"v{i}é", labels=labels).SerializeToString() for i, labels in enumerate(label_sets)],
+        dtype=object,
+    )
+    check = check_batch(batch, level, 10, False)
+    assert check.invalid is None
+    assert check.keys.ids.tolist() == [f"v{i}é".encode() for i in range(4)]
+    assert check.keys.labels.tolist() == [3, 0, 9, 4, 7]
+    assert check.keys.label_rows.tolist() == [0, 1, 1, 1, 3]
+    again = ids_and_labels(batch, level)  # FoldSplit's parse when there is no record index
+    assert [again.ids.tolist(), again.labels.tolist(), again.label_rows.tolist()] == [
+        check.keys.ids.tolist(),
+        check.keys.labels.tolist(),
+        check.keys.label_rows.tolist(),
+    ]

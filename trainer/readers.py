@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
@@ -65,16 +66,29 @@ def parse_frame_example(serialized: tf.Tensor, num_classes: int, max_frames: int
     return parsed
 
 
-def ids_and_labels(batch: np.ndarray, level: str) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Video ids, class ids and the row of each class id, of a batch of validated records of `level`, parsed
-    in one op (frame-level records: the context only, never the frames)."""
+@dataclass(frozen=True)
+class RecordKeys:
+    """What routing a batch of records needs: each record's video id (UTF-8 bytes) and the batch's class
+    ids, flat, with the row of each."""
+
+    ids: np.ndarray
+    labels: np.ndarray
+    label_rows: np.ndarray
+
+
+def keys_of_parsed(parsed: dict[str, tf.Tensor]) -> RecordKeys:
+    """The keys of a batch parsed with the specs above (video-level features or frame-level context)."""
+    labels = parsed[F.LABELS]
+    return RecordKeys(parsed[F.ID].numpy(), labels.values.numpy(), labels.indices.numpy()[:, 0])
+
+
+def ids_and_labels(batch: np.ndarray, level: str) -> RecordKeys:
+    """The keys of a batch of validated records of `level`, parsed in one op (frame-level records: the
+    context only, never the frames)."""
     if level == "video":
         spec = {F.ID: VIDEO_FEATURE_SPEC[F.ID], F.LABELS: VIDEO_FEATURE_SPEC[F.LABELS]}
-        parsed = tf.io.parse_example(batch, spec)
-    else:
-        parsed = tf.io.parse_sequence_example(batch, FRAME_CONTEXT_SPEC)[0]
-    ids = [raw.decode("utf-8") for raw in parsed[F.ID].numpy()]
-    return ids, parsed[F.LABELS].values.numpy(), parsed[F.LABELS].indices.numpy()[:, 0]
+        return keys_of_parsed(tf.io.parse_example(batch, spec))
+    return keys_of_parsed(tf.io.parse_sequence_example(batch, FRAME_CONTEXT_SPEC)[0])
 
 
 def _compression_of(path: tf.Tensor) -> tf.Tensor:

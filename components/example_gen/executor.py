@@ -1,5 +1,6 @@
 """Executor of YT8MExampleGen: every input file becomes one uncompressed output file of its split, validated
-batch by batch as it is copied; errors name the file and record.
+batch by batch as it is copied, and a record index of it (`components.record_index`, which FoldSplit deals
+from); errors name the file and record.
 
 TFX's own ExampleGen executor reshuffles every record through memory and writes gzip (+7.6 GB of memory for
 2.5 GB of frame data; ~8 MB/s of CPU). Here files, not records, are what Beam distributes: each worker copies
@@ -25,27 +26,30 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact, standard_artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
+from components.record_index import IndexBuilder, index_path, write_index
 from components.splits import LEVEL_OF_PAYLOAD_FORMAT, SPLIT_COUNTS, split_output
 from components.uri_io import read_json, write_json
-from trainer.readers import file_batches
+from trainer.readers import RecordKeys, file_batches
 from trainer.records import InputDataError
 from trainer.tfrecord import RecordWriter
-from trainer.validation import first_invalid
+from trainer.validation import check_batch
 
 _COUNTS_FILE = "_split_counts.json"
 
 
-def validated_batches(path: str, level: str, num_classes: int, labelled: bool) -> Iterator[np.ndarray]:
-    """Batches of the serialized records of one TFRecord file, each record validated; the first bad record
-    fails naming the file and its index."""
+def validated_batches(
+    path: str, level: str, num_classes: int, labelled: bool
+) -> Iterator[tuple[np.ndarray, RecordKeys]]:
+    """Batches of the serialized records of one TFRecord file with their keys, each record validated; the
+    first bad record fails naming the file and its index."""
     records = 0
     for batch in file_batches(path):
-        invalid = first_invalid(batch, level, num_classes, labelled)
-        if invalid is not None:
-            row, error = invalid
+        check = check_batch(batch, level, num_classes, labelled)
+        if check.invalid is not None:
+            row, error = check.invalid
             raise InputDataError(f"{path}: record {records + row}: {error}")
         records += len(batch)
-        yield batch
+        yield batch, check.keys
     if records == 0:
         raise InputDataError(f"{path}: file holds no records")
 
@@ -61,19 +65,22 @@ class FileImport:
 
 
 def import_file(job: FileImport, level: str, num_classes: int) -> collections.Counter:
-    """Copies one input file's records, in order, to its output file; {split: records}. An uncompressed
-    file is validated whole and then copied byte for byte by TF's file copy; a gzipped one is written
-    uncompressed as its batches pass validation."""
+    """Copies one input file's records, in order, to its output file and writes its record index;
+    {split: records}. An uncompressed file is validated whole and then copied byte for byte by TF's file
+    copy; a gzipped one is written uncompressed as its batches pass validation."""
+    index = IndexBuilder()
     if not job.source.endswith(".gz"):
-        records = sum(len(batch) for batch in validated_batches(job.source, level, num_classes, job.labelled))
+        for batch, keys in validated_batches(job.source, level, num_classes, job.labelled):
+            index.add(batch, keys)
         tf.io.gfile.copy(job.source, job.destination, overwrite=True)
-        return collections.Counter({job.split: records})
-    records = 0
-    with RecordWriter(job.destination) as writer:
-        for batch in validated_batches(job.source, level, num_classes, job.labelled):
-            writer.write(batch)
-            records += len(batch)
-    return collections.Counter({job.split: records})
+    else:
+        with RecordWriter(job.destination) as writer:
+            for batch, keys in validated_batches(job.source, level, num_classes, job.labelled):
+                writer.write(batch)
+                index.add(batch, keys)
+    records = index.index()
+    write_index(index_path(job.destination), records)
+    return collections.Counter({job.split: len(records.lengths)})
 
 
 def file_imports(exec_properties: dict[str, Any], examples: artifact.Artifact) -> list[FileImport]:

@@ -14,14 +14,15 @@ from tfx.utils import proto_utils
 
 from components.example_gen.component import LiteralInputBaseDriver, split_input_config
 from components.example_gen.executor import Executor, validated_batches
+from components.record_index import index_path, read_index
 from pipeline.synth import frame_example, video_example
 from tests import builders
 from trainer.readers import read_records
-from trainer.records import InputDataError
+from trainer.records import InputDataError, decoder_for
 
 
 def _records(batches) -> list[bytes]:
-    return [record for batch in batches for record in batch]
+    return [record for batch, _ in batches for record in batch]
 
 
 def _write(path, count: int = 3, layout: str = "video", **kwargs) -> list[bytes]:
@@ -147,6 +148,40 @@ def test_gzipped_inputs_are_written_uncompressed_in_order(tmp_path):
     written = out / "Split-train" / "data-00000-of-00001.tfrecord"
     assert written.read_bytes()[:8] == len(records[0]).to_bytes(8, "little")  # a TFRecord length, not gzip
     assert examples.get_json_value_custom_property("split_counts") == {"train": 5}
+
+
+@pytest.mark.parametrize(("layout", "suffix"), [("video", ".tfrecord"), ("frame", ".tfrecord.gz")])
+def test_every_output_file_gets_a_record_index_of_its_records(tmp_path, layout, suffix):
+    data = tmp_path / "data"
+    data.mkdir()
+    for index, count in enumerate([300, 2]):  # two read batches, then one
+        records = [
+            (video_example if layout == "video" else frame_example)(
+                builders.video(video_id=f"v{index}é{i}", labels=tuple(range(i % 4)), seed=i, frames=2), True
+            )
+            for i in range(count)
+        ]
+        options = "GZIP" if suffix.endswith(".gz") else ""
+        with tf.io.TFRecordWriter(str(data / f"test{index:04d}{suffix}"), options) as writer:
+            for record in records:
+                writer.write(record)
+    out = tmp_path / "out"
+    payload = (
+        example_gen_pb2.FORMAT_TF_EXAMPLE if layout == "video" else example_gen_pb2.FORMAT_TF_SEQUENCE_EXAMPLE
+    )
+    _import(data, out, {"test": "test*"}, payload, "test")
+    files = sorted(tf.io.gfile.glob(str(out / "Split-test" / "*")))
+    assert [len(read_index(index_path(path)).lengths) for path in files] == [300, 2]
+    for path in files:
+        records = [r.numpy() for r in read_records([path])]
+        videos = [decoder_for(layout)(record, 10, False) for record in records]
+        index = read_index(index_path(path))
+        assert index.lengths.tolist() == [len(record) for record in records]
+        assert [raw.decode() for raw in index.keys.ids] == [video.video_id for video in videos]
+        rows = [[] for _ in records]
+        for row, label in zip(index.keys.label_rows.tolist(), index.keys.labels.tolist(), strict=True):
+            rows[row].append(label)
+        assert rows == [list(video.labels or ()) for video in videos]
 
 
 def test_a_directory_named_with_glob_characters_is_matched_literally(tmp_path):

@@ -8,7 +8,7 @@ import hashlib
 import logging
 import os
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,11 +19,12 @@ from tfx.components.util import examples_utils
 from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact, standard_artifact_utils
 
+from components.record_index import index_path, read_index
 from components.splits import HOLDOUT, check_split_counts, examples_level, split_files, split_output
 from components.uri_io import read_json, write_json
-from trainer.readers import file_batches, ids_and_labels
+from trainer.readers import RecordKeys, file_batches, ids_and_labels
 from trainer.records import InputDataError
-from trainer.tfrecord import RecordWriter
+from trainer.tfrecord import RecordWriter, framed_batches
 
 log = logging.getLogger(__name__)
 _SUMMARY_FILE = "fold_summary.json"
@@ -84,17 +85,33 @@ class FileSummary:
     ids_by_bucket: dict[int, list[str]]
 
 
+def _file_batches(path: str, level: str) -> Iterator[tuple[list, RecordKeys, bool]]:
+    """Batches of one input file as (records, their keys, whether the records are whole TFRecord frames).
+    With the file's record index (YT8MExampleGen writes one) the frames are read as they are and nothing is
+    parsed; without it (Examples from another producer) the records are read by TF and their ids and
+    labels parsed."""
+    index = read_index(index_path(path))
+    if index is None:
+        for batch in file_batches(path):
+            yield batch, ids_and_labels(batch, level), False
+        return
+    first = 0
+    for frames in framed_batches(path, index.lengths):
+        yield frames, index.rows(first, first + len(frames)), True
+        first += len(frames)
+
+
 def split_file(job: FileJob, level: str, routing: Routing, num_classes: int, output_uri: str) -> FileSummary:
     """Deals the records of one input file, in file order, to one output file per split it feeds
-    (`Split-<split>/<job.output_name>`). Records were validated by the ExampleGen: only ids and labels are
-    parsed here, and of frame-level records never the frames."""
+    (`Split-<split>/<job.output_name>`). Records were validated by the ExampleGen: they are routed by their
+    ids and labels, and of frame-level records the frames are never parsed."""
     writers: dict[str, RecordWriter] = {}
     class_counts: dict[str, np.ndarray] = {}
     videos: dict[str, int] = {}
     fingerprint, ids_by_bucket = 0, {}
     try:
-        for batch in file_batches(job.path):
-            ids, labels, label_rows = ids_and_labels(batch, level)
+        for records, keys, framed in _file_batches(job.path, level):
+            ids = [raw.decode("utf-8") for raw in keys.ids]
             splits = [routing.split_of(job.split, video_id) for video_id in ids]
             for video_id, split in zip(ids, splits, strict=True):
                 fingerprint += _unit_hash(f"{video_id}|{split}")
@@ -106,10 +123,13 @@ def split_file(job: FileJob, level: str, routing: Routing, num_classes: int, out
                     writers[split], videos[split] = RecordWriter(path), 0
                     class_counts[split] = np.zeros(num_classes, np.int64)
                 rows = np.flatnonzero(split_of_row == index)
-                writers[split].write(batch[rows])
+                if framed:
+                    writers[split].write_framed(records[row] for row in rows.tolist())
+                else:
+                    writers[split].write(records[rows])
                 videos[split] += len(rows)
                 class_counts[split] += np.bincount(
-                    labels[split_of_row[label_rows] == index], minlength=num_classes
+                    keys.labels[split_of_row[keys.label_rows] == index], minlength=num_classes
                 )
     finally:
         for writer in writers.values():

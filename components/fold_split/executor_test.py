@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import tensorflow as tf
@@ -12,7 +14,9 @@ from tfx.components.util import examples_utils
 from tfx.proto import example_gen_pb2
 from tfx.types import standard_artifact_utils, standard_artifacts
 
+from components.example_gen import executor_test as example_gen_test
 from components.fold_split.executor import Executor, assign_split
+from components.record_index import INDEX_DIR
 from pipeline.synth import frame_example, video_example
 from tests import builders
 from trainer.readers import read_records
@@ -223,3 +227,66 @@ def test_split_statistics_count_the_labels_of_the_videos_each_split_got(tmp_path
             "classes_with_positives": len(classes),
         }
         assert coverage[split] == len(classes) / PARAMS["num_classes"]
+
+
+def _fold_split(examples, out) -> standard_artifacts.Examples:
+    output = standard_artifacts.Examples()
+    output.uri = str(out)
+    Executor().Do({"examples": [examples]}, {"split_examples": [output]}, PARAMS)
+    return output
+
+
+def _split_files(artifact) -> dict[str, bytes]:
+    root = Path(artifact.uri)
+    return {str(path.relative_to(root)): path.read_bytes() for path in sorted(root.glob("Split-*/*"))}
+
+
+@pytest.mark.parametrize("layout", ["video", "frame"])
+def test_dealing_by_the_record_index_writes_what_dealing_by_parsing_does(tmp_path, layout):
+    """Examples from the ExampleGen carry a record index; FoldSplit deals by it without parsing, and writes
+    the same files, byte for byte, with the same properties, as when it parses the records (no index)."""
+    make = video_example if layout == "video" else frame_example
+    data = tmp_path / "data"
+    data.mkdir()
+    for name, count, labelled in [("train0000", 300, True), ("train0001", 7, True), ("test0000", 20, False)]:
+        videos = [
+            builders.video(video_id=f"{name}é{i}", labels=tuple(range(i % 3 + 1)), frames=2)
+            for i in range(count)
+        ]
+        builders.write_tfrecord(data / f"{name}.tfrecord", [make(video, labelled) for video in videos])
+    payload = (
+        example_gen_pb2.FORMAT_TF_EXAMPLE if layout == "video" else example_gen_pb2.FORMAT_TF_SEQUENCE_EXAMPLE
+    )
+    examples = example_gen_test._import(
+        data, tmp_path / "examples", {"train": "train*", "test": "test*"}, payload, "test"
+    )[1]
+    indexed = _fold_split(examples, tmp_path / "indexed")
+    shutil.copytree(examples.uri, tmp_path / "plain")
+    shutil.rmtree(tmp_path / "plain" / INDEX_DIR)
+    examples.uri = str(tmp_path / "plain")
+    parsed = _fold_split(examples, tmp_path / "parsed")
+
+    assert _split_files(indexed) == _split_files(parsed)
+    assert len(_split_files(indexed)) == 2 * 4 + 1  # each train file feeds 3 folds and the holdout
+    for name in ["split_counts", "label_coverage"]:
+        assert indexed.get_json_value_custom_property(name) == parsed.get_json_value_custom_property(name)
+    assert indexed.get_string_custom_property("fold_map_fingerprint") == parsed.get_string_custom_property(
+        "fold_map_fingerprint"
+    )
+    assert sum(indexed.get_json_value_custom_property("split_counts").values()) == 327
+
+
+def test_a_record_index_that_does_not_match_its_file_fails_naming_the_file(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    for index, count in enumerate([30, 31]):
+        builders.write_tfrecord(data / f"train{index:04d}.tfrecord", _videos(f"t{index}_", count, "video"))
+    examples = example_gen_test._import(
+        data, tmp_path / "examples", {"train": "train*"}, example_gen_pb2.FORMAT_TF_EXAMPLE, ""
+    )[1]
+    first, second = sorted((tmp_path / "examples" / INDEX_DIR / "Split-train").iterdir())
+    shutil.copy(second, first)  # the first file's index now gives 31 records
+    with pytest.raises(
+        Exception, match=r"data-00000-of-00002.tfrecord: records 0-30 do not have the lengths"
+    ):
+        _fold_split(examples, tmp_path / "out")
