@@ -7,9 +7,12 @@ pipeline.synth (reused when the settings match), warms everything up on a tiny d
 and prints videos/s of both and the ratio (a)/(b) against the target >= 0.5. Both are also timed on the
 warm-up set (200 videos) once warm: its seconds are mostly fixed cost (Beam pipeline construction and
 start), so "ratio less fixed" = (b's seconds less its warm-up seconds) / (a's less a's) is the ratio the two
-rates tend to as the data grows.
+rates tend to as the data grows. (a) runs on one Beam worker while (b) uses every core; (b) is also run with
+tf.data on one thread, and "ratio, 1 thread" compares the two on one core each (what sets worker-hours on
+a runner that gives each worker its share of the files).
 
     python -m benchmarks.ingest_bench [--videos N] [--frame-videos N] [--frames F] [--classes C] [--out DIR]
+        [--repeats R]
     python -m benchmarks.ingest_bench --profile frame   # also cProfile that layout's ingestion (top 15)
 """
 
@@ -32,6 +35,7 @@ from dataclasses import asdict, dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import apache_beam as beam  # noqa: E402
+import tensorflow as tf  # noqa: E402
 from tfx.dsl.components.base.base_beam_executor import BaseBeamExecutor  # noqa: E402
 from tfx.proto import example_gen_pb2  # noqa: E402
 from tfx.types import standard_artifacts  # noqa: E402
@@ -63,6 +67,7 @@ class Result:
     tf_data_s: float
     small_ingest_s: float  # both stages on the 200-video warm-up set
     small_tf_data_s: float
+    tf_data_one_thread_s: float
 
     @property
     def ingest_rate(self) -> float:
@@ -75,6 +80,10 @@ class Result:
     @property
     def ratio(self) -> float:
         return self.ingest_rate / self.read_rate
+
+    @property
+    def ratio_one_thread(self) -> float:
+        return self.tf_data_one_thread_s / (self.example_gen_s + self.fold_split_s)
 
     @property
     def ratio_less_fixed(self) -> float:
@@ -139,10 +148,18 @@ def run_ingest(data_dir: Path, layout: str, classes: int, work: Path) -> tuple[f
     return middle - start, end - middle, cpu, videos
 
 
-def run_read(data_dir: Path, layout: str, classes: int, frames: int) -> tuple[float, int]:
-    """Read and parse every raw record with trainer.readers.make_dataset; returns seconds and videos."""
+def run_read(
+    data_dir: Path, layout: str, classes: int, frames: int, one_thread: bool = False
+) -> tuple[float, int]:
+    """Read and parse every raw record with trainer.readers.make_dataset (with `one_thread`, all of tf.data's
+    work on one thread); returns seconds and videos."""
     start = time.perf_counter()
     dataset = make_dataset([str(data_dir / layout / "*.tfrecord")], layout, classes, BATCH, max_frames=frames)
+    if one_thread:
+        options = tf.data.Options()
+        options.threading.private_threadpool_size = 1
+        options.threading.max_intra_op_parallelism = 1
+        dataset = dataset.with_options(options)
     videos = sum(int(batch["id"].shape[0]) for batch in dataset)
     return time.perf_counter() - start, videos
 
@@ -191,6 +208,8 @@ def print_table(results: list[Result]) -> None:
         ("200-video ingest s", ".2f", lambda r: r.small_ingest_s),
         ("200-video tf.data s", ".2f", lambda r: r.small_tf_data_s),
         ("ratio less fixed", ".3f", lambda r: r.ratio_less_fixed),
+        ("tf.data 1 thread s", ".2f", lambda r: r.tf_data_one_thread_s),
+        ("ratio, 1 thread", ".3f", lambda r: r.ratio_one_thread),
     ]
     header = "layout " + " ".join(f"{name:>{max(len(name), 7)}}" for name, _, _ in columns)
     print(header)
@@ -208,6 +227,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--classes", type=int, default=100)
     parser.add_argument("--out", type=Path, default=Path("bench_out"))
     parser.add_argument("--profile", choices=sorted(PAYLOAD), help="cProfile this layout's ingestion")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of both paths per layout, one row each")
     args = parser.parse_args(argv)
     logging.getLogger().setLevel(logging.WARNING)
     from absl import logging as absl_logging
@@ -236,32 +256,35 @@ def main(argv: list[str] | None = None) -> None:
 
     results = []
     for layout, data_dir in data.items():
-        example_gen_s, fold_split_s, cpu_s, split_videos = run_ingest(
-            data_dir, layout, args.classes, out / "work" / layout
-        )
-        tf_data_s, read_videos = run_read(data_dir, layout, args.classes, args.frames)
-        if not split_videos == read_videos == counts[layout]:
-            raise RuntimeError(
-                f"{layout}: {split_videos} videos split, {read_videos} read, {counts[layout]} made"
+        for repeat in range(args.repeats):
+            example_gen_s, fold_split_s, cpu_s, split_videos = run_ingest(
+                data_dir, layout, args.classes, out / "work" / layout
             )
-        results.append(
-            Result(
-                layout,
-                counts[layout],
-                _size(data_dir),
-                example_gen_s,
-                fold_split_s,
-                cpu_s,
-                tf_data_s,
-                *small[layout],
+            tf_data_s, read_videos = run_read(data_dir, layout, args.classes, args.frames)
+            one_thread_s = run_read(data_dir, layout, args.classes, args.frames, one_thread=True)[0]
+            if not split_videos == read_videos == counts[layout]:
+                raise RuntimeError(
+                    f"{layout}: {split_videos} videos split, {read_videos} read, {counts[layout]} made"
+                )
+            results.append(
+                Result(
+                    layout if args.repeats == 1 else f"{layout}{repeat + 1}",
+                    counts[layout],
+                    _size(data_dir),
+                    example_gen_s,
+                    fold_split_s,
+                    cpu_s,
+                    tf_data_s,
+                    *small[layout],
+                    one_thread_s,
+                )
             )
-        )
         print(f"{layout}: done; peak RSS {peak_rss_mb():.0f} MB", flush=True)
     sdist_s = measure_sdist()
 
     print()
     print(f"ingest benchmark, {os.cpu_count()} CPUs, Beam {' '.join(BEAM_ARGS)}, classes {args.classes}")
-    print("each row is ONE run after a warm-up on a noisy machine: expect +-20% between runs;")
+    print("each row is ONE run after a warm-up on a noisy machine (disk reads too): compare repeats;")
     print("CPU s = process CPU time of both ingest stages (less sensitive to other load than wall time)")
     print_table(results)
     print(f"peak RSS {peak_rss_mb():.0f} MB (whole process, both layouts)")

@@ -4,7 +4,7 @@ ids, taken from the parse that validated it.
 With it FoldSplit deals a file's records to the folds without reading them through TF or parsing them again:
 it routes by the index and copies each record's TFRecord frame as it is. Each record is then parsed once in
 the whole pipeline, by the ExampleGen's validation. The index lives outside the split folders
-(`<uri>/_record_index/Split-<split>/<file>.npz`), so readers of the splits never see it.
+(`<uri>/_record_index/Split-<split>/<file>.index`), so readers of the splits never see it.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def index_path(data_path: str) -> str:
     """Where the index of the data file `<uri>/Split-<split>/<name>` is."""
     split_dir, name = os.path.split(data_path)
     uri, split = os.path.split(split_dir)
-    return os.path.join(uri, INDEX_DIR, split, f"{name}.npz")
+    return os.path.join(uri, INDEX_DIR, split, f"{name}.index")
 
 
 @dataclass(frozen=True)
@@ -75,18 +75,23 @@ class IndexBuilder:
         )
 
 
+_ARRAYS = ("lengths", "id_bytes", "id_ends", "labels", "label_rows")  # stored in this order
+
+
 def write_index(path: str, index: RecordIndex) -> None:
-    """Writes `index` to `path` (any tf.io.gfile URI), creating its folder."""
+    """Writes `index` to `path` (any tf.io.gfile URI), creating its folder: its arrays as .npy arrays one
+    after another (an .npz would hold the time it was written; these bytes depend on the records alone)."""
     ids = index.keys.ids
+    arrays = {
+        "lengths": index.lengths,
+        "id_bytes": np.frombuffer(b"".join(ids), np.uint8),
+        "id_ends": np.cumsum([len(video_id) for video_id in ids], dtype=np.int64),
+        "labels": index.keys.labels,
+        "label_rows": index.keys.label_rows,
+    }
     buffer = io.BytesIO()
-    np.savez(
-        buffer,
-        lengths=index.lengths,
-        id_bytes=np.frombuffer(b"".join(ids), np.uint8),
-        id_ends=np.cumsum([len(video_id) for video_id in ids], dtype=np.int64),
-        labels=index.keys.labels,
-        label_rows=index.keys.label_rows,
-    )
+    for name in _ARRAYS:
+        np.save(buffer, arrays[name], allow_pickle=False)
     tf.io.gfile.makedirs(os.path.dirname(path))
     with tf.io.gfile.GFile(path, "wb") as file:
         file.write(buffer.getvalue())
@@ -97,7 +102,8 @@ def read_index(path: str) -> RecordIndex | None:
     if not tf.io.gfile.exists(path):
         return None
     with tf.io.gfile.GFile(path, "rb") as file:
-        stored = np.load(io.BytesIO(file.read()), allow_pickle=False)
+        buffer = io.BytesIO(file.read())
+    stored = {name: np.load(buffer, allow_pickle=False) for name in _ARRAYS}
     blob, ends = stored["id_bytes"].tobytes(), stored["id_ends"].tolist()
     ids = np.array([blob[a:b] for a, b in zip([0, *ends[:-1]], ends, strict=True)], dtype=object)
     return RecordIndex(stored["lengths"], RecordKeys(ids, stored["labels"], stored["label_rows"]))

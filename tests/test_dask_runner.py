@@ -6,7 +6,6 @@ with its defects fixed (README "Runner portability")."""
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import os
 from collections.abc import Callable
@@ -33,6 +32,7 @@ from components.l1_predict import executor_test as l1_predict_test
 from components.l1_predict.executor_test import logistic  # noqa: F401 (a fixture)
 from components.l2_features import executor_test as l2_features_test
 from components.l2_merge import executor_test as l2_merge_test
+from components.record_index import read_index
 from components.soft_labels import executor_test as soft_labels_test
 from tests import builders
 from trainer.predictions import decode_prediction
@@ -94,10 +94,10 @@ def _outputs_under(runner_args: list[str], module: ModuleType, build: Build, roo
 def _file_items(path: str) -> list:
     """A file's contents as comparable items: Parquet rows, one parsed JSON value, the arrays of a record
     index, or TFRecord records."""
-    if path.endswith(".npz"):
-        with tf.io.gfile.GFile(path, "rb") as handle:
-            stored = np.load(io.BytesIO(handle.read()), allow_pickle=False)
-            return [f"{name}: {stored[name].dtype} {stored[name].tobytes().hex()}" for name in sorted(stored)]
+    if path.endswith(".index"):
+        index = read_index(path)
+        arrays = [index.lengths, index.keys.ids, index.keys.labels, index.keys.label_rows]
+        return [f"{array.dtype} {array.tolist()}" for array in arrays]
     if path.endswith(".parquet"):
         return [json.dumps(row, sort_keys=True) for row in pq.read_table(path).to_pylist()]
     if path.endswith(".json"):

@@ -18,7 +18,7 @@ def _keys(ids: list[bytes], labels: list[list[int]]) -> RecordKeys:
 
 def test_the_index_lives_beside_the_split_folders():
     assert index_path("gs://b/ex/7/Split-train/data-00000-of-00002.tfrecord") == (
-        "gs://b/ex/7/_record_index/Split-train/data-00000-of-00002.tfrecord.npz"
+        "gs://b/ex/7/_record_index/Split-train/data-00000-of-00002.tfrecord.index"
     )
 
 
