@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from trainer.readers import RecordKeys
+from trainer.records import InputDataError
 
 INDEX_DIR = "_record_index"
 
@@ -103,7 +104,10 @@ def read_index(path: str) -> RecordIndex | None:
         return None
     with tf.io.gfile.GFile(path, "rb") as file:
         buffer = io.BytesIO(file.read())
-    stored = {name: np.load(buffer, allow_pickle=False) for name in _ARRAYS}
-    blob, ends = stored["id_bytes"].tobytes(), stored["id_ends"].tolist()
-    ids = np.array([blob[a:b] for a, b in zip([0, *ends[:-1]], ends, strict=True)], dtype=object)
-    return RecordIndex(stored["lengths"], RecordKeys(ids, stored["labels"], stored["label_rows"]))
+    try:
+        stored = {name: np.load(buffer, allow_pickle=False) for name in _ARRAYS}
+        blob, ends = stored["id_bytes"].tobytes(), stored["id_ends"].tolist()
+        ids = np.array([blob[a:b] for a, b in zip([0, *ends[:-1]], ends, strict=True)], dtype=object)
+        return RecordIndex(stored["lengths"], RecordKeys(ids, stored["labels"], stored["label_rows"]))
+    except (ValueError, EOFError) as error:
+        raise InputDataError(f"{path}: not a record index: {error}") from None

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from components.record_index import IndexBuilder, index_path, read_index, write_index
 from trainer.readers import RecordKeys
+from trainer.records import InputDataError
 
 
 def _keys(ids: list[bytes], labels: list[list[int]]) -> RecordKeys:
@@ -45,3 +47,16 @@ def test_batches_written_and_read_back_give_every_record_its_length_id_and_label
 
 def test_examples_without_an_index_read_as_none(tmp_path):
     assert read_index(index_path(str(tmp_path / "Split-train" / "data.tfrecord"))) is None
+
+
+def test_a_cut_index_fails_naming_it(tmp_path):
+    builder = IndexBuilder()
+    builder.add(np.array([b"abc"], dtype=object), _keys([b"v1"], [[3]]))
+    path = index_path(str(tmp_path / "Split-train" / "data.tfrecord"))
+    write_index(path, builder.index())
+    with open(path, "rb") as file:
+        data = file.read()
+    with open(path, "wb") as file:
+        file.write(data[: len(data) - 30])
+    with pytest.raises(InputDataError, match=f"^{path}: not a record index: "):
+        read_index(path)

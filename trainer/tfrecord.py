@@ -21,7 +21,7 @@ from trainer.records import InputDataError
 _LENGTH = struct.Struct("<Q")
 _CRC = struct.Struct("<I")
 _MASK_DELTA = 0xA282EAD8
-FRAME_OVERHEAD = _LENGTH.size + 2 * _CRC.size  # bytes a frame adds to its record
+_FRAME_OVERHEAD = _LENGTH.size + 2 * _CRC.size  # bytes a frame adds to its record
 _WRITE_BYTES = 16 << 20
 _LARGE_RECORD_BYTES = 64 << 10
 
@@ -84,7 +84,7 @@ def framed_batches(
     """The frames of an uncompressed TFRecord file whose records have `lengths`, in order, in batches of
     about `batch_bytes` (one file read each). Checksums are not verified, only that every frame's length
     field and the file's size agree with `lengths`; a mismatch fails naming the file and record."""
-    ends = np.cumsum(lengths.astype(np.int64) + FRAME_OVERHEAD)
+    ends = np.cumsum(lengths.astype(np.int64) + _FRAME_OVERHEAD)
     first, start = 0, 0
     with tf.io.gfile.GFile(path, "rb") as file:
         while first < len(ends):
