@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -455,11 +456,16 @@ def test_an_interrupted_run_leaves_no_execution_running(tiny_data, tmp_path):
     """TFX marks FAILED only a node whose executor raised an Exception: after Ctrl-C its execution would stay
     RUNNING for ever. The runner marks the run's unfinished executions FAILED, with the error."""
     config = load_pipeline_config(_write_config(tmp_path, tiny_data))
+    # A shell starts background jobs with SIGINT ignored, and interrupt_main() then does nothing.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     watcher = threading.Thread(target=_interrupt_when_a_node_runs, args=(Path(config.metadata_path),))
     watcher.start()
-    with pytest.raises(KeyboardInterrupt):
-        run_pipeline(config)
-    watcher.join()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_pipeline(config)
+    finally:
+        watcher.join()
+        signal.signal(signal.SIGINT, previous)
     store = open_store(config.metadata_path)
     executions = node_executions(store, "yt8m-bad")
     assert [(e.node_id, e.state, e.outputs) for e in executions] == [("VideoExampleGen", "FAILED", {})]
