@@ -3,7 +3,8 @@
 Memory is bounded apart from LightGBM's binned Datasets and each video's top-k rows (README "Sizing"):
 the out-of-fold rows are put in a fixed order by an external sort (hash buckets of video_id on scratch files,
 each sorted in memory), each fold's Datasets are read from those files a row group at a time
-(`lightgbm.Sequence`), and every split is scored and written a batch at a time."""
+(`lightgbm.Sequence`), and every split is scored and written a batch at a time. Memory freed by Arrow and
+numpy goes back to the OS (`components.native_memory`), so a freed sort bucket does not stay in the peak."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact, standard_artifact_utils
 
 from components.l2_lightgbm.config import LightGBMConfig, parse_lightgbm_config
+from components.native_memory import memory_returned_when_freed, release_freed_memory
 from components.splits import HOLDOUT, OUT_OF_FOLD, TEST, check_split_counts
 from components.uri_io import (
     arrow_stream_writer,
@@ -136,7 +138,9 @@ def sort_rows(files: list[str], columns: list[str], scratch: str, bucket_bytes: 
     `scratch`, with as many buckets as keep one bucket within `bucket_bytes`."""
     buckets = _bucket_count(files, columns, bucket_bytes)
     sorted_paths, videos, folds = [], 0, set()
-    for unsorted in _write_buckets(files, columns, scratch, buckets, bucket_bytes):
+    unsorted_paths = _write_buckets(files, columns, scratch, buckets, bucket_bytes)
+    release_freed_memory()
+    for unsorted in unsorted_paths:
         table = read_arrow_stream(unsorted).sort_by([("video_id", "ascending"), ("class_id", "ascending")])
         tf.io.gfile.remove(unsorted)
         path = unsorted.replace("unsorted-", "sorted-").replace(".arrows", ".parquet")
@@ -145,6 +149,8 @@ def sort_rows(files: list[str], columns: list[str], scratch: str, bucket_bytes: 
         sorted_paths.append(path)
         videos += pc.count_distinct(table.column("video_id")).as_py()  # a video lies in one bucket
         folds.update(pc.unique(table.column("fold")).to_pylist())
+        del table
+        release_freed_memory()
     log.info("L2 sort: %d out-of-fold videos in %d buckets of <= %d bytes", videos, buckets, bucket_bytes)
     return SortedRows(sorted_paths, videos, sorted(int(f) for f in folds))
 
@@ -367,6 +373,15 @@ class Executor(base_executor.BaseExecutor):
         output_dict: dict[str, list[artifact.Artifact]],
         exec_properties: dict[str, Any],
     ) -> None:
+        with memory_returned_when_freed():  # the sort's and each fold's freed memory is not kept
+            self._train_and_score(input_dict, output_dict, exec_properties)
+
+    def _train_and_score(
+        self,
+        input_dict: dict[str, list[artifact.Artifact]],
+        output_dict: dict[str, list[artifact.Artifact]],
+        exec_properties: dict[str, Any],
+    ) -> None:
         config = parse_lightgbm_config(exec_properties["config_yaml"], exec_properties["config_source"])
         k = exec_properties["gap_k"]
         features = input_dict["features"][0]
@@ -388,6 +403,7 @@ class Executor(base_executor.BaseExecutor):
             check_split_counts(features, {OUT_OF_FOLD: rows.videos, **videos})
             for fold in rows.folds:
                 boosters[fold], fold_models[str(fold)] = train_fold(rows, feature_columns, config, fold)
+                release_freed_memory()  # the fold's Datasets and row groups
                 write_text(
                     os.path.join(model_out.uri, f"fold_{fold}.txt"),
                     boosters[fold].model_to_string(num_iteration=boosters[fold].best_iteration),
