@@ -62,6 +62,7 @@ def cluster():
     (`components`, `trainer`); Beam runs a pipeline on it as one bundle per element of each Create."""
     root = str(Path(__file__).parents[1])
     path = os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])
+    environ = dict(os.environ)  # the Nanny sets its workers' variables in this process too (e.g. MALLOC_*)
     with (
         distributed.LocalCluster(
             n_workers=2,
@@ -78,6 +79,8 @@ def cluster():
             "--dask_partition_size=1",
         ]
         yield Cluster(args, client)
+    os.environ.clear()
+    os.environ.update(environ)
 
 
 def _outputs_under(runner_args: list[str], module: ModuleType, build: Build, root: Path, monkeypatch):
