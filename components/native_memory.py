@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import platform
 from collections.abc import Iterator
 
@@ -26,6 +27,7 @@ MMAP_THRESHOLD_BYTES = 4 << 20
 SLID_MMAP_THRESHOLD_BYTES = 32 << 20
 
 
+@functools.cache  # platform.libc_ver reads the Python executable; called after every sort bucket and fold
 def _glibc() -> ctypes.CDLL | None:
     return ctypes.CDLL(None) if platform.libc_ver()[0] == "glibc" else None
 
