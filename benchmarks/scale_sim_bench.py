@@ -57,24 +57,47 @@ num_boost_round: {rounds}
 early_stopping_rounds: {rounds}
 params: {{num_leaves: 31, num_threads: 2}}
 """
-# Bytes per video besides the dense scores, for the disk estimate (upper bounds): a video-level record (one
-# 1152-byte frame of features, id, labels) in examples, student examples and head examples; per candidate
-# (K <= models x top_k) 8 B per model + 4 B in the merged record, and a Parquet row (8 B per model + ~60 B)
-# written twice (features, L2LightGBM's sort buckets) plus its stack score (~30 B).
-_RECORD_BYTES = 1400
-_CANDIDATE_BYTES_PER_MODEL, _CANDIDATE_BYTES = 24, 4 + 2 * 60 + 30
+# Bytes per video, measured on `l2_bench.write_data`'s data (run A) and rounded up: a fold-split example
+# (4.7 KB), a student example with its soft label index (6.9 KB), a head example besides its towers' dense
+# scores (5.8 KB); per candidate (K <= models x top_k): the merged record's 8 B per model + 4 B, the Parquet
+# row's 8 B per model + ~60 B, the stack's score row ~30 B.
+_EXAMPLE_BYTES, _STUDENT_BYTES, _HEAD_BYTES = 5_000, 7_500, 6_000
+_MERGED_BYTES, _FEATURE_BYTES, _SCORE_BYTES = 4, 60, 30
+
+
+def disk_by_stage(videos: int, models: int, classes: int, towers: int) -> dict[str, int]:
+    """Upper bounds of the bytes on disk while each stage runs: the inputs, the outputs of it and of every
+    earlier stage (kept until the size is done) and its own scratch, which it removes when it ends (the joins'
+    shard copies of their inputs, L2LightGBM's unsorted and sorted buckets)."""
+    candidates = min(classes, models * TOP_K)
+    dense = 4 * classes  # one model's float32 scores of a video
+    inputs = _EXAMPLE_BYTES + dense * models
+    outputs = {
+        "merge": candidates * (8 * models + _MERGED_BYTES),
+        "features": candidates * (8 * models + _FEATURE_BYTES),
+        "lightgbm": candidates * _SCORE_BYTES,
+        "soft_labels": _STUDENT_BYTES,
+        "head_examples": _HEAD_BYTES + dense * towers,
+        "evaluation": dense,  # the L1 models' summed scores, memory-mapped (at most every video)
+    }
+    scratch = {
+        "merge": inputs,
+        "features": 0,
+        "lightgbm": 2 * outputs["features"],
+        "soft_labels": _EXAMPLE_BYTES + outputs["lightgbm"],
+        "head_examples": _STUDENT_BYTES + dense * towers,
+        "evaluation": 0,
+    }
+    kept, peaks = inputs, {}
+    for stage in STAGES:
+        kept += outputs[stage]
+        peaks[stage] = videos * (kept + scratch[stage])
+    return peaks
 
 
 def estimated_bytes(videos: int, models: int, classes: int, towers: int) -> int:
-    """Upper bound of the bytes one size needs on disk at once: inputs and every stage's outputs."""
-    candidates = min(classes, models * TOP_K)
-    per_video = (
-        # the L1 predictions and the head examples' tower outputs, each also copied into join shards
-        2 * 4 * classes * (models + towers)
-        + 3 * _RECORD_BYTES
-        + candidates * (_CANDIDATE_BYTES_PER_MODEL * models + _CANDIDATE_BYTES)
-    )
-    return videos * per_video
+    """Upper bound of the bytes one size needs on disk at once: its largest stage's `disk_by_stage`."""
+    return max(disk_by_stage(videos, models, classes, towers).values())
 
 
 def check_disk(directory: Path, sizes: list[int], models: int, classes: int, towers: int) -> int:

@@ -6,15 +6,24 @@ import shutil
 
 import pytest
 
-from benchmarks.scale_sim_bench import check_disk, estimated_bytes
+from benchmarks.scale_sim_bench import check_disk, disk_by_stage, estimated_bytes
 
 
-def test_estimate_counts_dense_scores_records_and_candidates_up_to_models_x_top_k():
-    # 2 models, 10 classes, 1 tower: dense 4 x 10 x (2 + 1) = 120 B and their join shard copy, 3 records
-    # of 1400 B, K <= min(10, 2 x 20) = 10 candidates of 24 x 2 + 154 = 202 B.
-    assert estimated_bytes(1, 2, 10, 1) == 2 * 120 + 4200 + 10 * 202
-    # 20 models x 3862 classes, 6 towers: K <= 400 candidates.
-    per_video = 2 * 4 * 3862 * 26 + 4200 + 400 * (24 * 20 + 154)
+def test_each_stage_holds_the_inputs_every_output_so_far_and_its_own_scratch():
+    # 2 models, 10 classes, 1 tower: K <= min(10, 2 x 20) = 10 candidates, dense scores 4 x 10 = 40 B a model;
+    # inputs 5000 + 2 x 40 = 5080 B a video. Outputs: merged 10 x (16 + 4), features 10 x (16 + 60), scores
+    # 10 x 30, student examples 7500, head examples 6000 + 40, the L1 sum 40.
+    assert disk_by_stage(1, 2, 10, 1) == {
+        "merge": 5080 + 200 + 5080,  # the inputs' shard copy
+        "features": 5080 + 200 + 760,
+        "lightgbm": 6040 + 300 + 2 * 760,  # unsorted and sorted buckets
+        "soft_labels": 6340 + 7500 + 5000 + 300,  # fold examples and scores, sharded
+        "head_examples": 13840 + 6040 + 7500 + 40,  # student examples and towers, sharded
+        "evaluation": 19880 + 40,
+    }
+    assert estimated_bytes(1, 2, 10, 1) == 27420
+    # 20 models x 3862 classes, 6 towers, K <= 400: L2Merge's inputs and their shard copy are the peak.
+    per_video = 2 * (5000 + 4 * 3862 * 20) + 400 * (8 * 20 + 4)
     assert estimated_bytes(100_000, 20, 3862, 6) == 100_000 * per_video
 
 
