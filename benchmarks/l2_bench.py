@@ -75,27 +75,36 @@ def bootstrap_gain(
     import pyarrow.parquet as pq
 
     from components.l2_features.executor import model_columns
-    from trainer.metrics import gap_from_candidates
 
     ((column, _),) = model_columns([model])
     stack = pq.read_table(f"{scores_uri}/Split-holdout").to_pandas()
     l1 = pq.read_table(f"{features_uri}/Split-holdout", columns=["video_id", "class_id", column]).to_pandas()
-    rows = stack.merge(l1, on=["video_id", "class_id"], validate="one_to_one").sort_values("video_id")
+    rows = stack.merge(l1, on=["video_id", "class_id"], validate="one_to_one")
+    return paired_gap_interval(rows, "score", column, k, draws)
+
+
+def paired_gap_interval(rows, first: str, second: str, k: int, draws: int = 1000) -> tuple[int, float, float]:
+    """Videos and the 2.5/97.5 percentiles of GAP(`first`) - GAP(`second`), two score columns of the same
+    candidate rows (a DataFrame with video_id, class_id, target, num_labels), over videos resampled with
+    replacement (seed 0; a video drawn twice counts as two)."""
+    from trainer.metrics import gap_from_candidates
+
+    rows = rows.sort_values("video_id", kind="stable")
     video_ids = rows["video_id"].to_numpy()
     starts = np.flatnonzero(np.r_[True, video_ids[1:] != video_ids[:-1]])
     lengths, labels = np.diff(np.r_[starts, len(rows)]), rows["num_labels"].to_numpy()[starts]
     classes, target = rows["class_id"].to_numpy(), rows["target"].to_numpy()
-    scores = (rows["score"].to_numpy(), rows[column].to_numpy())
+    scores = (rows[first].to_numpy(), rows[second].to_numpy())
     rng, gains = np.random.default_rng(0), []
     for _ in range(draws):
         pick = rng.integers(0, starts.size, starts.size)
         index = np.concatenate([np.arange(starts[v], starts[v] + lengths[v]) for v in pick])
-        ids = np.repeat(np.arange(pick.size), lengths[pick])  # a video drawn twice counts as two videos
-        stack_gap, l1_gap = (
+        ids = np.repeat(np.arange(pick.size), lengths[pick])
+        first_gap, second_gap = (
             gap_from_candidates(ids, classes[index], s[index], target[index], labels[pick].sum(), k)
             for s in scores
         )
-        gains.append(stack_gap - l1_gap)
+        gains.append(first_gap - second_gap)
     low, high = np.percentile(gains, [2.5, 97.5])
     return starts.size, float(low), float(high)
 

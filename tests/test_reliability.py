@@ -324,6 +324,10 @@ CONFIG_ERRORS = {  # (changes to the config as nested keys joined by "__", a par
         _lightgbm_config(b"seed: 1\nseed: 2\n"),
         "l2.yaml: seed: duplicate key (lines 1 and 2)",
     ),
+    "LightGBM negative_fraction out of range": (
+        _lightgbm_config(b"negative_fraction: 0\n"),
+        "l2.yaml: top level: negative_fraction must be in (0, 1], got 0",
+    ),
     "LightGBM config not UTF-8": (_lightgbm_config(b"seed: 1 # \xff\n"), "l2.yaml: not a UTF-8 text file"),
     "student config not UTF-8": (
         _students_config(b"name: h\xe9ad\nmodel: ensemble\n"),

@@ -37,11 +37,13 @@ def _default_params() -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class LightGBMConfig:
-    """Boosting rounds, early stopping, the validation slice of the training rows, and LightGBM params."""
+    """Boosting rounds, early stopping, the validation slice of the training rows, the share of negative rows
+    trained on (every positive row is; the kept negatives weigh 1 / negative_fraction), LightGBM params."""
 
     num_boost_round: int = 3000
     early_stopping_rounds: int = 30
     validation_fraction: float = 0.1
+    negative_fraction: float = 1.0
     seed: int = 0
     params: dict[str, Any] = field(default_factory=_default_params)
 
@@ -50,6 +52,8 @@ class LightGBMConfig:
             raise ValueError("num_boost_round and early_stopping_rounds must be >= 1")
         if not 0 < self.validation_fraction < 1:
             raise ValueError(f"validation_fraction must be in (0, 1), got {self.validation_fraction}")
+        if not 0 < self.negative_fraction <= 1:
+            raise ValueError(f"negative_fraction must be in (0, 1], got {self.negative_fraction}")
 
     def lightgbm_params(self) -> dict[str, Any]:
         """The defaults (less those the config sets under any alias), the config's params, the fixed ones."""

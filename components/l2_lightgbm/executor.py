@@ -62,6 +62,19 @@ def in_validation_slice(video_ids, fraction: float, seed: int) -> np.ndarray:
     return (hashed % _HASH_BUCKETS) < int(round(fraction * _HASH_BUCKETS))
 
 
+def negative_weights(video_ids, class_ids, target, fraction: float, seed: int) -> np.ndarray:
+    """Training weights of rows: 1 for every positive row, and for a stable, seeded `fraction` of the negative
+    rows (chosen by video and class) 1 / fraction, which keeps the loss and the scores' calibration unbiased;
+    0 for the other negative rows, which are left out."""
+    target = np.asarray(target).astype(bool)
+    if fraction >= 1:
+        return np.ones(target.size, np.float32)
+    videos = pd.util.hash_array(np.asarray(video_ids, dtype=object), hash_key=f"neg{seed:013d}"[:16])
+    rows = pd.util.hash_array(videos ^ np.asarray(class_ids).astype(np.uint64))
+    kept = target | ((rows >> np.uint64(11)).astype(np.float64) < fraction * 2.0**53)
+    return np.where(target, 1.0, np.where(kept, 1.0 / fraction, 0.0)).astype(np.float32)
+
+
 def feature_matrix(rows: pa.Table | pa.RecordBatch, columns: list[str]) -> np.ndarray:
     """`columns` of `rows` as a float64 matrix [rows, columns] (exact for int32 and float32 columns)."""
     if not columns or rows.num_rows == 0:
@@ -204,24 +217,34 @@ def fit_booster(train_set: lgb.Dataset, valid_set: lgb.Dataset, config: LightGBM
 def train_fold(
     rows: SortedRows, feature_columns: list[str], config: LightGBMConfig, fold: int
 ) -> tuple[lgb.Booster, dict[str, Any]]:
-    """A LightGBM booster on the rows of every fold but `fold`, early-stopped on a slice of their videos.
-    Rows come in SortedRows' order: bagging draws rows by position, and Beam's joins fix no order. Holds
-    an int64 position and a float32 label per training row besides LightGBM's Datasets."""
-    parts: dict[bool, list[tuple[BucketRows, np.ndarray]]] = {False: [], True: []}
+    """A LightGBM booster on the rows of every fold but `fold` (every positive row, the config's
+    `negative_fraction` of the negative ones, weighted), early-stopped on a slice of their videos. Rows come
+    in SortedRows' order: bagging draws rows by position, and Beam's joins fix no order. Holds an int64
+    position, a float32 label and a float32 weight per training row besides LightGBM's Datasets."""
+    parts: dict[bool, list[tuple[BucketRows, np.ndarray, np.ndarray]]] = {False: [], True: []}
     for path in rows.paths:
-        keys = read_parquet(path, ["video_id", "fold", "target"])
+        keys = read_parquet(path, ["video_id", "fold", "class_id", "target"])
+        video_ids, target = _video_ids(keys), keys.column("target").to_numpy()
         training = keys.column("fold").to_numpy() != fold
-        validation = in_validation_slice(_video_ids(keys), config.validation_fraction, config.seed + fold)
-        target = keys.column("target").to_numpy()
+        validation = in_validation_slice(video_ids, config.validation_fraction, config.seed + fold)
+        weight = negative_weights(
+            video_ids,
+            keys.column("class_id").to_numpy(),
+            target,
+            config.negative_fraction,
+            config.seed + fold,
+        )
         for part in (False, True):
-            positions = np.flatnonzero(training & (validation == part))
+            positions = np.flatnonzero(training & (validation == part) & (weight > 0))
             if positions.size:
-                parts[part].append((BucketRows(path, positions, feature_columns), target[positions]))
+                sequence = BucketRows(path, positions, feature_columns)
+                parts[part].append((sequence, target[positions], weight[positions]))
 
     def dataset(part: bool, reference=None) -> lgb.Dataset:
         return lgb.Dataset(
-            [sequence for sequence, _ in parts[part]],
-            label=np.concatenate([labels for _, labels in parts[part]]).astype(np.float32),
+            [sequence for sequence, _, _ in parts[part]],
+            label=np.concatenate([labels for _, labels, _ in parts[part]]).astype(np.float32),
+            weight=np.concatenate([w for _, _, w in parts[part]]) if config.negative_fraction < 1 else None,
             feature_name=feature_columns,
             categorical_feature=["class_id"],
             reference=reference,
@@ -234,8 +257,9 @@ def train_fold(
     info = {
         "fold": fold,
         "train_folds": [f for f in rows.folds if f != fold],
-        "train_rows": sum(len(sequence) for sequence, _ in parts[False]),
-        "validation_rows": sum(len(sequence) for sequence, _ in parts[True]),
+        "train_rows": sum(len(sequence) for sequence, _, _ in parts[False]),
+        "validation_rows": sum(len(sequence) for sequence, _, _ in parts[True]),
+        "negative_fraction": config.negative_fraction,
         "best_iteration": int(booster.best_iteration),
     }
     return booster, info

@@ -17,7 +17,7 @@ from tfx.types import standard_artifact_utils, standard_artifacts
 from components.artifacts import CandidateFeatures, CandidateScores, StageMetrics
 from components.l2_lightgbm import executor
 from components.l2_lightgbm.config import parse_lightgbm_config
-from components.l2_lightgbm.executor import Executor, in_validation_slice
+from components.l2_lightgbm.executor import Executor, in_validation_slice, negative_weights
 from tests import builders
 from trainer.metrics import gap_at_k, gap_from_candidates
 from trainer.records import InputDataError
@@ -107,7 +107,9 @@ def _features(tmp_path) -> CandidateFeatures:
     return features
 
 
-def _run(tmp_path, name: str, features: CandidateFeatures | None = None, gap_k: int = 20):
+def _run(
+    tmp_path, name: str, features: CandidateFeatures | None = None, gap_k: int = 20, config: str = CONFIG
+):
     outputs = {"scores": CandidateScores(), "model": standard_artifacts.Model(), "metrics": StageMetrics()}
     for key, output in outputs.items():
         output.uri = str(tmp_path / name / key)
@@ -115,7 +117,7 @@ def _run(tmp_path, name: str, features: CandidateFeatures | None = None, gap_k: 
     Executor().Do(
         {"features": [features or _features(tmp_path / name)]},
         {k: [v] for k, v in outputs.items()},
-        {"config_yaml": CONFIG, "config_source": "inline.yaml", "gap_k": gap_k},
+        {"config_yaml": config, "config_source": "inline.yaml", "gap_k": gap_k},
     )
     return outputs
 
@@ -231,6 +233,27 @@ def test_validation_slice_takes_whole_videos():
     assert (per_video["min"] == per_video["max"]).all() and 0.15 < chosen.mean() < 0.25
 
 
+def test_negative_weights_keep_every_positive_and_a_stable_share_of_negatives_weighted_up():
+    rng = np.random.default_rng(0)
+    videos = np.repeat([f"v{v}" for v in range(20_000)], 10)
+    classes = np.tile(np.arange(10), 20_000) * 7
+    target = rng.random(videos.size) < 0.02
+    weights = negative_weights(videos, classes, target, 0.3, seed=5)
+    assert (weights[target] == 1).all()
+    kept = weights[~target] > 0
+    assert abs(kept.mean() - 0.3) < 0.005
+    np.testing.assert_allclose(weights[~target][kept], 1 / 0.3, rtol=1e-6)
+    assert (weights[~target][~kept] == 0).all()
+    # A row's choice depends on its video, class and the seed, not on its position or the other rows.
+    order = rng.permutation(videos.size)
+    np.testing.assert_array_equal(
+        negative_weights(videos[order], classes[order], target[order], 0.3, 5), weights[order]
+    )
+    other_seed = negative_weights(videos, classes, target, 0.3, seed=6)
+    assert 0.05 < np.mean((other_seed > 0) != (weights > 0)) < 0.6
+    assert (negative_weights(videos, classes, target, 1.0, 5) == 1).all()
+
+
 def test_a_parameter_set_by_an_alias_replaces_its_default():
     config = parse_lightgbm_config("params: {reg_lambda: 5.0, eta: 0.2}\n", "inline.yaml")
     params = config.lightgbm_params()
@@ -239,10 +262,11 @@ def test_a_parameter_set_by_an_alias_replaces_its_default():
     assert params["num_leaves"] == 63  # defaults the config does not set stay
 
 
-def _reference(tmp_path, name: str, k: int = 20):
+def _reference(tmp_path, name: str, k: int = 20, config_yaml: str = CONFIG):
     """The in-memory implementation this executor replaced: every split read whole with pandas, each fold's
-    training rows sorted by (video_id, class_id), boosters trained on DataFrames, GAPs on string video ids."""
-    config = parse_lightgbm_config(CONFIG, "inline.yaml")
+    training rows sorted by (video_id, class_id) (less the negative rows left out, the kept ones weighted),
+    boosters trained on DataFrames, GAPs on string video ids."""
+    config = parse_lightgbm_config(config_yaml, "inline.yaml")
     read = {
         split: pq.read_table(tmp_path / name / "features" / f"Split-{split}").to_pandas() for split in SPLITS
     }
@@ -263,11 +287,24 @@ def _reference(tmp_path, name: str, k: int = 20):
     averaged = {split: np.zeros(len(read[split])) for split in ("holdout", "test")}
     for fold in range(FOLDS):
         training = oof[oof["fold"] != fold].sort_values(["video_id", "class_id"], kind="stable")
+        weight = negative_weights(
+            training["video_id"],
+            training["class_id"],
+            training["target"],
+            config.negative_fraction,
+            config.seed + fold,
+        )
+        training = training.assign(weight=weight)[weight > 0]
         validation = in_validation_slice(training["video_id"], config.validation_fraction, config.seed + fold)
 
         def dataset(part, reference=None):
+            weight = part["weight"] if config.negative_fraction < 1 else None
             return lgb.Dataset(
-                part[FEATURES], label=part["target"], categorical_feature=["class_id"], reference=reference
+                part[FEATURES],
+                label=part["target"],
+                weight=weight,
+                categorical_feature=["class_id"],
+                reference=reference,
             )
 
         train_set = dataset(training[~validation])
@@ -303,9 +340,19 @@ def _reference(tmp_path, name: str, k: int = 20):
     return models, scores, metrics
 
 
-def test_boosters_scores_and_metrics_equal_the_in_memory_implementation(tmp_path):
-    outputs = _run(tmp_path, "run")
-    models, scores, metrics = _reference(tmp_path, "run")
+@pytest.mark.parametrize("negative_fraction", [1.0, 0.4])
+def test_boosters_scores_and_metrics_equal_the_in_memory_implementation(tmp_path, negative_fraction):
+    config = f"{CONFIG}negative_fraction: {negative_fraction}\n"
+    outputs = _run(tmp_path, "run", config=config)
+    models, scores, metrics = _reference(tmp_path, "run", config_yaml=config)
+    info = outputs["scores"].get_json_value_custom_property("fold_models")
+    oof = pq.read_table(tmp_path / "run" / "features" / "Split-oof").to_pandas()
+    for fold in range(FOLDS):  # the rows trained on: every positive, about the fraction of the negatives
+        rows = oof[oof["fold"] != fold]
+        kept = info[str(fold)]["train_rows"] + info[str(fold)]["validation_rows"]
+        positives = int(rows["target"].sum())
+        assert positives + 0.7 * negative_fraction * (len(rows) - positives) < kept
+        assert kept < positives + 1.3 * negative_fraction * (len(rows) - positives) + 1
     for fold, text in models.items():
         with open(os.path.join(outputs["model"].uri, f"fold_{fold}.txt")) as handle:
             written = handle.read()
