@@ -6,10 +6,10 @@ positive candidate row is trained on and a stable, seeded share f of the negativ
 This measures what that costs: on `l2_bench.write_data`'s synthetic L1 predictions (--videos x --models x
 --classes), L2Merge and L2Features run once; then the L2LightGBM executor runs once per --fractions value,
 each in a fresh subprocess, on the same rows with the same config (--config, plus the fraction). Per
-fraction: rows trained on by the largest fold, LightGBM's binned Datasets by README "Sizing" ((2M + 42) B
-a training row), peak RSS (VmHWM), seconds, mean best iteration, OOF and holdout GAP@20; then each
-fraction's holdout GAP minus fraction 1's, paired: the same holdout videos, a 95% bootstrap interval over
-them (--resamples).
+fraction: rows trained on by the largest fold, LightGBM's binned Datasets as LightGBM alone holds them
+((2M + 42) B a training row), peak RSS (VmHWM), seconds, mean best iteration, OOF and holdout GAP@20;
+then each fraction's holdout GAP minus fraction 1's, paired: the same holdout videos, a 95% bootstrap
+interval over them (--resamples).
 
     python -m benchmarks.l2_negative_bench [--videos 40000] [--models 4] [--classes 1000]
         [--fractions 1,0.3,0.1] [--config configs/l2/lightgbm.yaml] [--resamples 1000]

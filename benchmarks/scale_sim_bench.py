@@ -19,9 +19,9 @@ pipeline's local runs), in pipeline order:
 
 Per stage: wall and CPU seconds, peak RSS of the child (VmHWM) and its RSS after imports, bytes written
 (`components.splits.directory_bytes` of its outputs). Then, smallest -> largest size, the targets of issue
-#15: peak RSS x <= 1.25 (L2LightGBM's binned Datasets are reported separately, with README "Sizing"'s formula)
-and time <= 1.1x of linear. Each size's data is deleted after its run; a size whose estimated bytes exceed the
-free disk is refused before anything is written. Raw results: <out>/results.json.
+#15: peak RSS x <= 1.25 (L2LightGBM's binned Datasets are reported separately, by LightGBM's own (2M + 42) B
+a row) and time <= 1.1x of linear. Each size's data is deleted after its run; a size whose estimated bytes
+exceed the free disk is refused before anything is written. Raw results: <out>/results.json.
 
     python -m benchmarks.scale_sim_bench [--videos 100000,200000,400000] [--models 20] [--classes 3862]
     python -m benchmarks.scale_sim_bench --videos 500,1000,2000   # ~25 min on 2 cores, 0.7 GB of disk
@@ -283,7 +283,8 @@ def stage_subprocess(stage: str, root: Path, args: argparse.Namespace) -> dict:
 
 
 def binned_bytes(candidate_rows: dict[str, int], models: int, folds: int = l2_bench.NUM_FOLDS) -> int:
-    """README "Sizing": one fold's LightGBM Datasets, (F-1)/F x R_oof training rows x (2M + 42) B."""
+    """LightGBM alone (measured in isolation): one fold's Datasets, (F-1)/F x R_oof training rows x (2M + 42)
+    B (README "Sizing" adds the executor's measured rest: 2M + 90 B a row)."""
     return int((folds - 1) / folds * candidate_rows["oof"] * (2 * models + 42))
 
 
@@ -313,7 +314,7 @@ def print_size(videos: int, results: dict[str, dict], models: int) -> None:
         lambda v: f"{v:.1f}" if abs(v) < 1000 else f"{v:.0f}",
     )
     binned = binned_bytes(candidates, models) / 2**20
-    print(f"   L2LightGBM binned Datasets (README Sizing, (F-1)/F x R_oof x (2M + 42) B): {binned:.0f} MB")
+    print(f"   L2LightGBM binned Datasets (LightGBM alone, (F-1)/F x R_oof x (2M + 42) B): {binned:.0f} MB")
 
 
 def print_ratios(results: dict[int, dict[str, dict]], models: int) -> list[tuple]:
