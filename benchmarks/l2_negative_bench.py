@@ -69,7 +69,7 @@ def run_lightgbm(root: Path, fraction: float, config_path: Path) -> dict:
         shutil.rmtree(output.uri, ignore_errors=True)
     start = time.perf_counter()
     Executor().Do(
-        {"features": [scale_sim_bench._load_artifact(root, "features")]},
+        {"features": [scale_sim_bench.load_artifact(root, "features")]},
         {key: [output] for key, output in outputs.items()},
         {"config_yaml": config, "config_source": str(config_path), "gap_k": GAP_K},
     )

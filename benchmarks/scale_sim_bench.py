@@ -139,7 +139,7 @@ def _save_artifacts(root: Path, artifacts: dict) -> None:
         (root / "artifacts" / f"{key}.json").write_text(json.dumps(artifact.to_json_dict()))
 
 
-def _load_artifact(root: Path, key: str):
+def load_artifact(root: Path, key: str):
     from tfx.types.artifact import Artifact
 
     return Artifact.from_json_dict(json.loads((root / "artifacts" / f"{key}.json").read_text()))
@@ -205,7 +205,7 @@ def run_stage(
         from components.l2_features.executor import Executor
 
         outputs = _outputs(root, features=types.CandidateFeatures)
-        inputs = {"merged": [_load_artifact(root, "merged")]}
+        inputs = {"merged": [load_artifact(root, "merged")]}
         Executor(l2_bench._context()).Do(inputs, {k: [v] for k, v in outputs.items()}, {})
         extra["candidate_rows"] = outputs["features"].get_json_value_custom_property("rows")
     elif stage == "lightgbm":
@@ -223,7 +223,7 @@ def run_stage(
             "config_source": "scale_sim_bench",
             "gap_k": GAP_K,
         }
-        inputs = {"features": [_load_artifact(root, "features")]}
+        inputs = {"features": [load_artifact(root, "features")]}
         Executor().Do(inputs, {k: [v] for k, v in outputs.items()}, properties)
         extra["oof_gap"] = outputs["metrics"].get_json_value_custom_property("oof_gap")
         extra["holdout_gap"] = outputs["metrics"].get_json_value_custom_property("holdout_gap")
@@ -233,14 +233,14 @@ def run_stage(
         outputs = _outputs(
             root, soft_labels=types.SoftLabelIndex, student_examples=standard_artifacts.Examples
         )
-        inputs = {"scores": [_load_artifact(root, "scores")], "examples": [examples]}
+        inputs = {"scores": [load_artifact(root, "scores")], "examples": [examples]}
         properties = {"shard_mb": shard_mb}
         Executor(l2_bench._context()).Do(inputs, {k: [v] for k, v in outputs.items()}, properties)
     elif stage == "head_examples":
         from components.head_examples.executor import Executor, towers_key
 
         outputs = _outputs(root, head_examples=standard_artifacts.Examples)
-        inputs = {"examples": [_load_artifact(root, "student_examples")]}
+        inputs = {"examples": [load_artifact(root, "student_examples")]}
         inputs.update({towers_key(t): [models[t]] for t in range(towers)})
         properties = {"num_towers": towers, "shard_mb": shard_mb}
         Executor(l2_bench._context()).Do(inputs, {k: [v] for k, v in outputs.items()}, properties)
@@ -249,7 +249,7 @@ def run_stage(
         scratch = root / "work" / "evaluation"
         shutil.rmtree(scratch, ignore_errors=True)
         scratch.mkdir(parents=True)
-        report = _evaluate(examples, models, _load_artifact(root, "scores"), spec.classes, scratch)
+        report = _evaluate(examples, models, load_artifact(root, "scores"), spec.classes, scratch)
         (scratch / "l1_sum.npy").unlink()
         (scratch / "metrics.json").write_text(json.dumps(report))
         extra["holdout_videos"] = report["holdout_videos"]

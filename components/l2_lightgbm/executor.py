@@ -220,31 +220,38 @@ def train_fold(
     """A LightGBM booster on the rows of every fold but `fold` (every positive row, the config's
     `negative_fraction` of the negative ones, weighted), early-stopped on a slice of their videos. Rows come
     in SortedRows' order: bagging draws rows by position, and Beam's joins fix no order. Holds an int64
-    position, a float32 label and a float32 weight per training row besides LightGBM's Datasets."""
-    parts: dict[bool, list[tuple[BucketRows, np.ndarray, np.ndarray]]] = {False: [], True: []}
+    position, a float32 label and (when sampling) a float32 weight per training row besides LightGBM's
+    Datasets."""
+    sampled = config.negative_fraction < 1
+    parts: dict[bool, list[tuple[BucketRows, np.ndarray, np.ndarray | None]]] = {False: [], True: []}
     for path in rows.paths:
-        keys = read_parquet(path, ["video_id", "fold", "class_id", "target"])
+        keys = read_parquet(path, ["video_id", "fold", "target", *(["class_id"] if sampled else [])])
         video_ids, target = _video_ids(keys), keys.column("target").to_numpy()
-        training = keys.column("fold").to_numpy() != fold
+        chosen = keys.column("fold").to_numpy() != fold
         validation = in_validation_slice(video_ids, config.validation_fraction, config.seed + fold)
-        weight = negative_weights(
-            video_ids,
-            keys.column("class_id").to_numpy(),
-            target,
-            config.negative_fraction,
-            config.seed + fold,
-        )
+        weight = None
+        if sampled:
+            weight = negative_weights(
+                video_ids,
+                keys.column("class_id").to_numpy(),
+                target,
+                config.negative_fraction,
+                config.seed + fold,
+            )
+            chosen &= weight > 0
         for part in (False, True):
-            positions = np.flatnonzero(training & (validation == part) & (weight > 0))
+            positions = np.flatnonzero(chosen & (validation == part))
             if positions.size:
                 sequence = BucketRows(path, positions, feature_columns)
-                parts[part].append((sequence, target[positions], weight[positions]))
+                parts[part].append(
+                    (sequence, target[positions], None if weight is None else weight[positions])
+                )
 
     def dataset(part: bool, reference=None) -> lgb.Dataset:
         return lgb.Dataset(
             [sequence for sequence, _, _ in parts[part]],
             label=np.concatenate([labels for _, labels, _ in parts[part]]).astype(np.float32),
-            weight=np.concatenate([w for _, _, w in parts[part]]) if config.negative_fraction < 1 else None,
+            weight=np.concatenate([w for _, _, w in parts[part]]) if sampled else None,
             feature_name=feature_columns,
             categorical_feature=["class_id"],
             reference=reference,
