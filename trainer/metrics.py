@@ -32,6 +32,7 @@ so prediction records store float32 (trainer/predictions.py).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -81,11 +82,7 @@ def _expected_precision_sums(
 
     Each entry is a block of `counts` items of one list and one score holding `hits` true items on average,
     with variance `hit_variances` (0 when known; blocks are independent). Blocks of one list and score form a
-    run of T items at ranks B+1..B+T (B items score higher, A of them true on average) holding R true items.
-    Over the random order, position i of the run is true with probability E[R]/T and positions i, j both with
-    E[R(R-1)]/(T(T-1)), so the run adds E[R]/T * (E[A] + 1) * sum_i 1/(B+i)
-    + E[R(R-1)]/(T(T-1)) * sum_i (i-1)/(B+i); A and R are independent (a video's random choice lies in one
-    run). Returns (list ids, sums), one entry per list.
+    run (`_run_precision_sums`). Returns (list ids, sums), one entry per list.
     """
     order = np.lexsort((-scores, lists))
     lists, scores = lists[order], scores[order]
@@ -94,7 +91,24 @@ def _expected_precision_sums(
     size, true, variance = (np.add.reduceat(x[order], starts) for x in (counts, hits, hit_variances))
     run_list = lists[starts]
     first_run = np.flatnonzero(np.r_[True, run_list[1:] != run_list[:-1]])
-    runs_per_list = np.diff(np.r_[first_run, run_list.size])
+    per_run = _run_precision_sums(size, true, variance, first_run)
+    list_ids, run_index = np.unique(run_list, return_inverse=True)
+    return list_ids, np.bincount(run_index, weights=per_run, minlength=list_ids.size)
+
+
+def _run_precision_sums(
+    size: np.ndarray, true: np.ndarray, variance: np.ndarray, first_run: np.ndarray
+) -> np.ndarray:
+    """Expected sum of precision(i) * rel(i) over each run of equal scores, runs given in ranking order
+    (lists one after another, list j's runs starting at first_run[j]; every size >= 1).
+
+    A run of T items at ranks B+1..B+T (B items score higher, A of them true on average) holds R true items
+    (mean `true`, variance `variance`). Over the random order, position i of the run is true with probability
+    E[R]/T and positions i, j both with E[R(R-1)]/(T(T-1)), so the run adds
+    E[R]/T * (E[A] + 1) * sum_i 1/(B+i) + E[R(R-1)]/(T(T-1)) * sum_i (i-1)/(B+i); A and R are independent
+    (a video's random choice lies in one run).
+    """
+    runs_per_list = np.diff(np.r_[first_run, size.size])
 
     def items_before(x: np.ndarray) -> np.ndarray:  # sum of x over the runs above, within each list
         before = np.cumsum(x) - x
@@ -110,17 +124,22 @@ def _expected_precision_sums(
     later_places = np.add.reduceat(place / rank, run_starts)
     true_pairs = variance + true * true - true  # E[R(R-1)]
     pair_share = np.divide(true_pairs, size * (size - 1.0), out=np.zeros_like(true), where=size > 1)
-    per_run = true / size * (true_above + 1) * inverse_ranks + pair_share * later_places
-    list_ids, run_index = np.unique(run_list, return_inverse=True)
-    return list_ids, np.bincount(run_index, weights=per_run, minlength=list_ids.size)
+    return true / size * (true_above + 1) * inverse_ranks + pair_share * later_places
 
 
-def _gap_of_rows(
-    videos: np.ndarray, scores: np.ndarray, relevant: np.ndarray, num_true_labels: int, k: int
-) -> float:
-    """GAP@k of scored (video, class) rows (videos: integer codes, scores float64, relevant bool)."""
-    if scores.size == 0 or num_true_labels == 0:
-        return 0.0
+class _PooledPairs(NamedTuple):
+    """GAP's pooled list: each entry a block of `counts` (video, class) pairs of one video and one score."""
+
+    videos: np.ndarray  # int64: the video code of each entry
+    scores: np.ndarray  # float64
+    counts: np.ndarray  # float64: 1, or the places left at a tied k-th score
+    hits: np.ndarray  # float64: expected true pairs
+    hit_variances: np.ndarray  # float64: 0, or the hypergeometric variance of a tied k-th score's block
+
+
+def _pooled_pairs(videos: np.ndarray, scores: np.ndarray, relevant: np.ndarray, k: int) -> _PooledPairs:
+    """Each video's top k of its scored (video, class) rows (videos: integer codes, scores float64, relevant
+    bool), the rows tied at a video's k-th score for fewer places as one block."""
     order = np.lexsort((-scores, videos))
     videos, scores, relevant = videos[order], scores[order], relevant[order]
     starts = np.flatnonzero(np.r_[True, videos[1:] != videos[:-1]])
@@ -137,12 +156,24 @@ def _gap_of_rows(
     tied_true = np.bincount(video, tied & relevant, starts.size)[straddling]
     draws, population, share = places[straddling], num_tied[straddling], tied_true / num_tied[straddling]
     block_variance = draws * share * (1 - share) * (population - draws) / (population - 1)
-    _, sums = _expected_precision_sums(
-        np.zeros(chosen.sum() + draws.size, np.int64),
+    return _PooledPairs(
+        np.r_[videos[chosen], videos[starts[straddling]]].astype(np.int64),
         np.r_[scores[chosen], kth[straddling]],
-        np.r_[np.ones(chosen.sum()), draws],
+        np.r_[np.ones(chosen.sum()), draws].astype(np.float64),
         np.r_[relevant[chosen].astype(float), draws * share],
         np.r_[np.zeros(chosen.sum()), block_variance],
+    )
+
+
+def _gap_of_rows(
+    videos: np.ndarray, scores: np.ndarray, relevant: np.ndarray, num_true_labels: int, k: int
+) -> float:
+    """GAP@k of scored (video, class) rows (videos: integer codes, scores float64, relevant bool)."""
+    if scores.size == 0 or num_true_labels == 0:
+        return 0.0
+    pairs = _pooled_pairs(videos, scores, relevant, k)
+    _, sums = _expected_precision_sums(
+        np.zeros(pairs.scores.size, np.int64), pairs.scores, pairs.counts, pairs.hits, pairs.hit_variances
     )
     return float(sums[0] / num_true_labels)
 
@@ -412,10 +443,44 @@ def bootstrap_gaps_of_rows(
 ) -> dict[str, np.ndarray]:
     """`bootstrap_gaps` of models given as `TopRows` of the same videos: each resample is the GAP of the
     resampled videos' rows, which hold everything their top k can (so it equals `gap_at_k` on the resampled
-    dense rows)."""
+    dense rows). Memory O(rows), time O(rows) a resample: no sort after the first (`_ResampledGap`)."""
     sizes = {part.num_videos for part in rows.values()}
     if len(sizes) > 1:
         raise ValueError(f"models scored on different numbers of videos: {sorted(sizes)}")
     num_videos = sizes.pop() if sizes else 0
-    drawn = np.random.default_rng(seed).integers(0, num_videos, size=(resamples, num_videos))
-    return {name: np.array([top_rows_gap(part.take(r)) for r in drawn]) for name, part in rows.items()}
+    models = {name: _ResampledGap(part) for name, part in rows.items()}
+    gaps = {name: np.empty(resamples) for name in rows}
+    rng = np.random.default_rng(seed)
+    for resample in range(resamples):
+        copies = np.bincount(rng.integers(0, num_videos, size=num_videos), minlength=num_videos)
+        for name, model in models.items():
+            gaps[name][resample] = model.gap(copies)
+    return gaps
+
+
+class _ResampledGap:
+    """GAP of one model's `TopRows` on resamples of its videos, its pooled pairs ranked once. A resample
+    weighs every entry by the copies drawn of its video: copies are independent videos with equal scores, so
+    their blocks join one run and add counts, expected hits and hit variances, as `_gap_of_rows` of the
+    resampled rows would."""
+
+    def __init__(self, rows: TopRows):
+        pairs = _pooled_pairs(rows.row_videos(), rows.scores.astype(np.float64), rows.relevant, rows.k)
+        order = np.argsort(-pairs.scores, kind="stable")
+        self._videos = pairs.videos[order]
+        self._blocks = np.stack([pairs.counts[order], pairs.hits[order], pairs.hit_variances[order]])
+        scores = pairs.scores[order]
+        self._run_starts = np.flatnonzero(np.r_[True, scores[1:] != scores[:-1]]) if scores.size else None
+        self._num_labels = rows.num_labels
+
+    def gap(self, copies: np.ndarray) -> float:
+        """GAP of the resample that draws video v copies[v] times."""
+        num_true_labels = int(copies @ self._num_labels)
+        if self._run_starts is None or num_true_labels == 0:
+            return 0.0
+        size, true, variance = np.add.reduceat(copies[self._videos] * self._blocks, self._run_starts, axis=1)
+        drawn = size > 0  # runs whose videos were all left out
+        if not drawn.any():
+            return 0.0
+        sums = _run_precision_sums(size[drawn], true[drawn], variance[drawn], np.zeros(1, np.int64))
+        return float(sums.sum() / num_true_labels)
