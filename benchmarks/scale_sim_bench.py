@@ -192,7 +192,8 @@ def run_stage(
     spec = DataSpec(**json.loads((root / "spec.json").read_text()))
     examples, models, _, _ = l2_bench._artifacts(root, spec)
     import_rss = peak_rss_mb()
-    start, cpu = time.perf_counter(), time.process_time()
+    start, cpu, times = time.perf_counter(), time.process_time(), os.times()
+    disk_read = common.io_mb("read_bytes")
     extra: dict = {}
     if stage == "merge":
         from components.l2_merge.executor import Executor
@@ -255,7 +256,9 @@ def run_stage(
         extra["holdout_videos"] = report["holdout_videos"]
         extra["stack_gap"] = report["holdout"]["stack"]["gap"]
         extra["l1_mean_gap"] = report["holdout"]["l1_mean"]["gap"]
-    seconds, cpu_s = time.perf_counter() - start, time.process_time() - cpu
+    seconds, cpu_s, ended = time.perf_counter() - start, time.process_time() - cpu, os.times()
+    extra["user_s"], extra["system_s"] = ended.user - times.user, ended.system - times.system
+    extra["disk_read_mb"] = common.io_mb("read_bytes") - disk_read  # page cache misses
     _save_artifacts(root, outputs)
     written = [artifact.uri for artifact in outputs.values()] or [str(root / "work" / "evaluation")]
     return {
@@ -297,6 +300,8 @@ def print_size(videos: int, results: dict[str, dict], models: int) -> None:
                 stage,
                 r["seconds"],
                 r["cpu_s"],
+                r["system_s"],
+                r["disk_read_mb"],
                 r["seconds"] / videos * 1e3,
                 r["peak_rss_mb"],
                 r["peak_rss_mb"] - r["import_rss_mb"],
@@ -309,7 +314,8 @@ def print_size(videos: int, results: dict[str, dict], models: int) -> None:
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     common.print_table(
         f"{videos} videos x {models} models: K = {k:.1f} candidates per video; load average {load}",
-        ("stage", "wall s", "CPU s", "ms/video", "peak RSS MB", "growth MB", "written MB", "KB/video"),
+        ("stage", "wall s", "CPU s", "of it system s", "disk read MB", "ms/video")
+        + ("peak RSS MB", "growth MB", "written MB", "KB/video"),
         rows,
         lambda v: f"{v:.1f}" if abs(v) < 1000 else f"{v:.0f}",
     )
