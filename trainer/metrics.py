@@ -443,18 +443,20 @@ def bootstrap_gaps_of_rows(
 ) -> dict[str, np.ndarray]:
     """`bootstrap_gaps` of models given as `TopRows` of the same videos: each resample is the GAP of the
     resampled videos' rows, which hold everything their top k can (so it equals `gap_at_k` on the resampled
-    dense rows). Memory O(rows), time O(rows) a resample: no sort after the first (`_ResampledGap`)."""
+    dense rows). Time O(rows) a resample, no sort after the first (`_ResampledGap`); the models are taken one
+    at a time, each on the same seeded draws, so beyond `rows` only one model's ranked pairs are held."""
     sizes = {part.num_videos for part in rows.values()}
     if len(sizes) > 1:
         raise ValueError(f"models scored on different numbers of videos: {sorted(sizes)}")
     num_videos = sizes.pop() if sizes else 0
-    models = {name: _ResampledGap(part) for name, part in rows.items()}
-    gaps = {name: np.empty(resamples) for name in rows}
-    rng = np.random.default_rng(seed)
-    for resample in range(resamples):
-        copies = np.bincount(rng.integers(0, num_videos, size=num_videos), minlength=num_videos)
-        for name, model in models.items():
-            gaps[name][resample] = model.gap(copies)
+    gaps = {}
+    for name, part in rows.items():
+        model, rng = _ResampledGap(part), np.random.default_rng(seed)
+        copies = (
+            np.bincount(rng.integers(0, num_videos, size=num_videos), minlength=num_videos)
+            for _ in range(resamples)
+        )
+        gaps[name] = np.array([model.gap(drawn) for drawn in copies], np.float64)
     return gaps
 
 
