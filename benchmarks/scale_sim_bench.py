@@ -17,7 +17,8 @@ pipeline's local runs), in pipeline order:
   their mean (memory-mapped sum) and the stack, GAP/Hit@1/PERR/MAP and 1000 bootstrap resamples; the
   SavedModel rows (served towers, EnsembleModel) are left out (there is no trained student)
 
-Per stage: wall and CPU seconds, peak RSS of the child (VmHWM) and its RSS after imports, bytes written
+Per stage: wall and CPU seconds (and of them system seconds), disk reads (page-cache misses), peak RSS of
+the child (VmHWM) and its RSS after imports, bytes written
 (`components.splits.directory_bytes` of its outputs). Then, smallest -> largest size, the targets of issue
 #15: peak RSS x <= 1.25 (L2LightGBM's binned Datasets are reported separately, by LightGBM's own (2M + 42) B
 a row) and time <= 1.1x of linear. Each size's data is deleted after its run; a size whose estimated bytes
