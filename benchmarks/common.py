@@ -24,17 +24,20 @@ def pipeline_running() -> bool:
     return subprocess.run(["pgrep", "-f", "pipeline.cli run"], capture_output=True).returncode == 0
 
 
+def _proc_value(name: str, field: str) -> int:
+    """The number after "<field>:" in /proc/self/<name>."""
+    with open(f"/proc/self/{name}") as proc:
+        line = next(line for line in proc if line.startswith(f"{field}:"))
+    return int(line.split()[1])
+
+
 def io_mb(field: str) -> float:
     """A counter of /proc/self/io in MB: "read_bytes" / "write_bytes" (what reached the block device, page
     cache hits excluded) or "rchar" / "wchar" (every read and write call)."""
-    with open("/proc/self/io") as io:
-        line = next(line for line in io if line.startswith(f"{field}:"))
-    return int(line.split()[1]) / 2**20
+    return _proc_value("io", field) / 2**20
 
 
 def status_mb(field: str) -> float:
     """A memory field of /proc/self/status in MB: "VmHWM" (peak RSS) or "VmRSS". Not ru_maxrss: Linux
     carries that over fork and exec, so a child's would start at the RSS of the parent."""
-    with open("/proc/self/status") as status:
-        line = next(line for line in status if line.startswith(f"{field}:"))
-    return int(line.split()[1]) / 1024
+    return _proc_value("status", field) / 1024

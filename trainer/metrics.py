@@ -130,7 +130,7 @@ def _run_precision_sums(
 class _PooledPairs(NamedTuple):
     """GAP's pooled list: each entry a block of `counts` (video, class) pairs of one video and one score."""
 
-    videos: np.ndarray  # int64: the video code of each entry
+    videos: np.ndarray  # the video code of each entry
     scores: np.ndarray  # float64
     counts: np.ndarray  # float64: 1, or the places left at a tied k-th score
     hits: np.ndarray  # float64: expected true pairs
@@ -157,9 +157,9 @@ def _pooled_pairs(videos: np.ndarray, scores: np.ndarray, relevant: np.ndarray, 
     draws, population, share = places[straddling], num_tied[straddling], tied_true / num_tied[straddling]
     block_variance = draws * share * (1 - share) * (population - draws) / (population - 1)
     return _PooledPairs(
-        np.r_[videos[chosen], videos[starts[straddling]]].astype(np.int64),
+        np.r_[videos[chosen], videos[starts[straddling]]],
         np.r_[scores[chosen], kth[straddling]],
-        np.r_[np.ones(chosen.sum()), draws].astype(np.float64),
+        np.r_[np.ones(chosen.sum()), draws],
         np.r_[relevant[chosen].astype(float), draws * share],
         np.r_[np.zeros(chosen.sum()), block_variance],
     )
@@ -472,13 +472,13 @@ class _ResampledGap:
         self._videos = pairs.videos[order]
         self._blocks = np.stack([pairs.counts[order], pairs.hits[order], pairs.hit_variances[order]])
         scores = pairs.scores[order]
-        self._run_starts = np.flatnonzero(np.r_[True, scores[1:] != scores[:-1]]) if scores.size else None
+        self._run_starts = np.flatnonzero(np.r_[True, scores[1:] != scores[:-1]])
         self._num_labels = rows.num_labels
 
     def gap(self, copies: np.ndarray) -> float:
         """GAP of the resample that draws video v copies[v] times."""
         num_true_labels = int(copies @ self._num_labels)
-        if self._run_starts is None or num_true_labels == 0:
+        if self._videos.size == 0 or num_true_labels == 0:
             return 0.0
         size, true, variance = np.add.reduceat(copies[self._videos] * self._blocks, self._run_starts, axis=1)
         drawn = size > 0  # runs whose videos were all left out
