@@ -84,3 +84,49 @@ def test_lengths_that_do_not_match_the_file_fail_naming_it(tmp_path, change, err
     lengths = change(np.array([len(record) for record in records], np.int64))
     with pytest.raises(InputDataError, match=f"{path}: {error}"):
         list(tfrecord.framed_batches(str(path), lengths))
+
+
+@pytest.mark.parametrize("chunk_bytes", [16 << 20, 5000, 7])  # one chunk / frames across chunks / tiny reads
+def test_framed_chunks_are_tfs_records_and_the_files_frames(tmp_path, chunk_bytes):
+    records = _records()
+    path = tmp_path / "data.tfrecord"
+    _tf_file(path, records)
+    chunks = list(tfrecord.framed_chunks(str(path), chunk_bytes))
+    assert [record for chunk in chunks for record in chunk.records] == records
+    assert b"".join(chunk.frames for chunk in chunks) == path.read_bytes()
+    assert all(chunk.records for chunk in chunks)
+    if chunk_bytes == 16 << 20:
+        assert len(chunks) == 1
+
+
+def _flip(data: bytes, offset: int) -> bytes:
+    return data[:offset] + bytes([data[offset] ^ 0x01]) + data[offset + 1 :]
+
+
+@pytest.mark.parametrize("chunk_bytes", [16 << 20, 1000])
+@pytest.mark.parametrize(
+    ("defect", "error", "tf_reads_it"),  # tf_reads_it: TF's reader takes the cut for the file's end
+    [
+        (lambda data, third: data[: third + 5], "after record 3: the file ends inside a record", True),
+        (lambda data, third: data[: third + 20], "after record 3: the file ends inside a record", False),
+        (lambda data, third: _flip(data, third + 2), "after record 3: the length of the next record", False),
+        (lambda data, third: _flip(data, third + 12), "after record 3: the next record fails its", False),
+        (lambda data, third: _flip(data, third + 112), "after record 3: the next record fails its", False),
+    ],
+    ids=["cut in a length", "cut in a record", "length flipped", "payload flipped", "payload CRC flipped"],
+)
+def test_corrupted_or_cut_file_fails_naming_it_and_its_last_good_record(
+    tmp_path, chunk_bytes, defect, error, tf_reads_it
+):
+    records = [b"", b"x" * 3000, b"y"]  # the fourth record: 100 bytes (its frame starts at `third`)
+    path = tmp_path / "data.tfrecord"
+    _tf_file(path, [*records, b"z" * 100, b"w" * 3000])
+    third = sum(len(record) + 16 for record in records)
+    path.write_bytes(defect(path.read_bytes(), third))
+    with pytest.raises(InputDataError, match=f"^{path}: corrupted or truncated TFRecord {error}"):
+        list(tfrecord.framed_chunks(str(path), chunk_bytes))
+    if tf_reads_it:
+        assert list(tf.compat.v1.io.tf_record_iterator(str(path))) == records
+    else:
+        with pytest.raises(tf.errors.DataLossError):
+            list(tf.compat.v1.io.tf_record_iterator(str(path)))

@@ -4,13 +4,16 @@ A TFRecord frame is `uint64 length | uint32 masked CRC32C(length) | data | uint3
 little-endian. Framing a batch here and writing it in one call costs ~5 us a video-level record, against
 ~15 us through `tf.io.TFRecordWriter`, which takes one Python call per record (frame-level records: ~180 us
 of CPU against ~230 us); the bytes are the same. A file whose record lengths are known can also be read as
-its frames, to be copied as they are.
+its frames, to be copied as they are. Reading a file a chunk of frames at a time, checksums verified, costs
+~3 us a video-level record against ~5 us through `tf.compat.v1.io.tf_record_iterator` (one Python call per
+record), and keeps the raw frames for a byte-for-byte copy.
 """
 
 from __future__ import annotations
 
 import struct
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 import google_crc32c
 import numpy as np
@@ -20,6 +23,7 @@ from trainer.records import InputDataError
 
 _LENGTH = struct.Struct("<Q")
 _CRC = struct.Struct("<I")
+_HEADER = struct.Struct("<QI")
 _MASK_DELTA = 0xA282EAD8
 _FRAME_OVERHEAD = _LENGTH.size + 2 * _CRC.size  # bytes a frame adds to its record
 _WRITE_BYTES = 16 << 20
@@ -76,6 +80,56 @@ class RecordWriter:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+@dataclass(frozen=True)
+class FramedChunk:
+    """Whole TFRecord frames read one after another: their bytes as they are in the file, and the records
+    they frame."""
+
+    frames: bytes
+    records: list[bytes]
+
+
+def framed_chunks(path: str, chunk_bytes: int = _WRITE_BYTES) -> Iterator[FramedChunk]:
+    """An uncompressed TFRecord file read ~`chunk_bytes` at a time as chunks of whole frames, every length
+    and checksum verified; a corrupted or cut file fails naming it and its last good record."""
+    records_before, pending = 0, b""
+    with tf.io.gfile.GFile(path, "rb") as file:
+        while block := file.read(chunk_bytes):
+            data = pending + block if pending else block
+            records, end = _whole_frames(data)
+            if isinstance(end, str):
+                raise _corrupted(path, records_before + len(records), end)
+            pending = data[end:]
+            if records:
+                yield FramedChunk(data[:end] if pending else data, records)
+                records_before += len(records)
+    if pending:
+        raise _corrupted(path, records_before, f"the file ends inside a record ({len(pending)} bytes)")
+
+
+def _whole_frames(data: bytes) -> tuple[list[bytes], int | str]:
+    """The records of the whole frames at the start of `data` and where they end, or the records before a
+    frame whose checksum fails and what fails."""
+    records, start, size = [], 0, len(data)
+    while start + _HEADER.size <= size:
+        length, length_crc = _HEADER.unpack_from(data, start)
+        if length_crc != masked_crc32c(data[start : start + _LENGTH.size]):
+            return records, "the length of the next record fails its checksum"
+        first, end = start + _HEADER.size, start + _FRAME_OVERHEAD + length
+        if end > size:
+            break
+        record = data[first : first + length]
+        if _CRC.unpack_from(data, end - _CRC.size)[0] != masked_crc32c(record):
+            return records, "the next record fails its checksum"
+        records.append(record)
+        start = end
+    return records, start
+
+
+def _corrupted(path: str, records: int, what: str) -> InputDataError:
+    return InputDataError(f"{path}: corrupted or truncated TFRecord after record {records}: {what}")
 
 
 def framed_batches(

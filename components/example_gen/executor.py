@@ -1,5 +1,5 @@
 """Executor of YT8MExampleGen: every input file becomes one uncompressed output file of its split, validated
-batch by batch as it is copied, and a record index of it (`components.record_index`, which FoldSplit deals
+chunk by chunk as it is copied, and a record index of it (`components.record_index`, which FoldSplit deals
 from); errors name the file and record.
 
 TFX's own ExampleGen executor reshuffles every record through memory and writes gzip (+7.6 GB of memory for
@@ -31,25 +31,44 @@ from components.splits import LEVEL_OF_PAYLOAD_FORMAT, SPLIT_COUNTS, split_outpu
 from components.uri_io import read_json, write_json
 from trainer.readers import RecordKeys, file_batches
 from trainer.records import InputDataError
-from trainer.tfrecord import RecordWriter
+from trainer.tfrecord import RecordWriter, framed_chunks
 from trainer.validation import check_batch
 
 _COUNTS_FILE = "_split_counts.json"
 
 
-def validated_batches(
-    path: str, level: str, num_classes: int, labelled: bool
-) -> Iterator[tuple[np.ndarray, RecordKeys]]:
-    """Batches of the serialized records of one TFRecord file with their keys, each record validated; the
-    first bad record fails naming the file and its index."""
+@dataclass(frozen=True)
+class ValidatedRecords:
+    """Records of one input file that passed validation, their keys, and, from an uncompressed file, their
+    TFRecord frames as they are in it."""
+
+    records: np.ndarray
+    keys: RecordKeys
+    frames: bytes | None
+
+
+def _record_groups(path: str) -> Iterator[tuple[np.ndarray, bytes | None]]:
+    """The records of one input file a chunk of ~16 MB at a time with its frames (uncompressed), or a batch
+    at a time (gzipped: there are no frames to copy)."""
+    if path.endswith(".gz"):
+        for batch in file_batches(path):
+            yield batch, None
+        return
+    for chunk in framed_chunks(path):
+        yield np.array(chunk.records, dtype=object), chunk.frames
+
+
+def validated_batches(path: str, level: str, num_classes: int, labelled: bool) -> Iterator[ValidatedRecords]:
+    """The records of one TFRecord file a group at a time, each record validated; the first bad record fails
+    naming the file and its index."""
     records = 0
-    for batch in file_batches(path):
+    for batch, frames in _record_groups(path):
         check = check_batch(batch, level, num_classes, labelled)
         if check.invalid is not None:
             row, error = check.invalid
             raise InputDataError(f"{path}: record {records + row}: {error}")
         records += len(batch)
-        yield batch, check.keys
+        yield ValidatedRecords(batch, check.keys, frames)
     if records == 0:
         raise InputDataError(f"{path}: file holds no records")
 
@@ -65,19 +84,17 @@ class FileImport:
 
 
 def import_file(job: FileImport, level: str, num_classes: int) -> collections.Counter:
-    """Copies one input file's records, in order, to its output file and writes its record index;
-    {split: records}. An uncompressed file is validated whole and then copied byte for byte by TF's file
-    copy; a gzipped one is written uncompressed as its batches pass validation."""
+    """Copies one input file's records, in order, to its output file as they pass validation, and writes
+    its record index; {split: records}. The frames of an uncompressed file are copied as they are; a
+    gzipped file is written uncompressed."""
     index = IndexBuilder()
-    if not job.source.endswith(".gz"):
-        for batch, keys in validated_batches(job.source, level, num_classes, job.labelled):
-            index.add(batch, keys)
-        tf.io.gfile.copy(job.source, job.destination, overwrite=True)
-    else:
-        with RecordWriter(job.destination) as writer:
-            for batch, keys in validated_batches(job.source, level, num_classes, job.labelled):
-                writer.write(batch)
-                index.add(batch, keys)
+    with RecordWriter(job.destination) as writer:
+        for group in validated_batches(job.source, level, num_classes, job.labelled):
+            if group.frames is None:
+                writer.write(group.records)
+            else:
+                writer.write_framed([group.frames])
+            index.add(group.records, group.keys)
     records = index.index()
     write_index(index_path(job.destination), records)
     return collections.Counter({job.split: len(records.lengths)})
@@ -130,7 +147,10 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                 pipeline
                 | "Files" >> beam.Create(imports)  # reshuffled: the files spread over the workers
                 | "Import" >> beam.Map(import_file, level, exec_properties["num_classes"])
-                | "Count" >> beam.CombineGlobally(lambda counters: sum(counters, collections.Counter()))
+                | "Count"
+                >> beam.CombineGlobally(
+                    lambda counters: sum(counters, collections.Counter())
+                ).without_defaults()
                 | "WriteCounts" >> beam.Map(lambda counts: write_json(counts_path, dict(counts)))
             )
         counts = read_json(counts_path)

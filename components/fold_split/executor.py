@@ -8,7 +8,7 @@ import hashlib
 import logging
 import os
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,17 +36,24 @@ def fold_names(num_folds: int) -> list[str]:
     return [f"fold_{fold}" for fold in range(num_folds)]
 
 
-def _unit_hash(text: str) -> int:
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
+def _unit_hashes(texts: Iterable[bytes]) -> np.ndarray:
+    """The first 8 bytes of each text's SHA-256 as a big-endian unsigned integer."""
+    return np.frombuffer(b"".join(hashlib.sha256(text).digest()[:8] for text in texts), ">u8")
 
 
-def assign_split(video_id: str, seed: int, num_folds: int, holdout_fraction: float) -> str:
-    """The split of a labelled video: a pure function of (seed, video id), identical for every layout."""
-    position = _unit_hash(f"{seed}:{video_id}") / _FINGERPRINT_MODULUS
-    if position < holdout_fraction:
-        return HOLDOUT
-    fold = int((position - holdout_fraction) / (1.0 - holdout_fraction) * num_folds)
-    return f"fold_{min(fold, num_folds - 1)}"
+def assign_splits(
+    video_ids: Sequence[bytes], seed: int, num_folds: int, holdout_fraction: float
+) -> np.ndarray:
+    """The split of each labelled video (UTF-8 id) as an index into [fold_0, ..., fold_<num_folds - 1>,
+    holdout]: a pure function of (seed, video id), identical for every layout. The video's position in
+    [0, 1) is the first 8 bytes of SHA-256("<seed>:<id>") over 2^64; below `holdout_fraction` it is held
+    out, above it the rest of [0, 1) is cut into `num_folds` equal parts."""
+    prefix = f"{seed}:".encode()
+    position = (
+        _unit_hashes(prefix + video_id for video_id in video_ids).astype(np.float64) / _FINGERPRINT_MODULUS
+    )
+    fold = ((position - holdout_fraction) / (1.0 - holdout_fraction) * num_folds).astype(np.int64)
+    return np.where(position < holdout_fraction, num_folds, np.minimum(fold, num_folds - 1))
 
 
 @dataclass(frozen=True)
@@ -60,29 +67,33 @@ class FileJob:
 
 @dataclass(frozen=True)
 class Routing:
-    """Where a record goes: its unlabelled input split, or the fold/holdout of its video id."""
+    """Where records go: their unlabelled input split, or the fold/holdout of their video ids."""
 
     seed: int
     num_folds: int
     holdout_fraction: float
     unlabelled: frozenset[str]
 
-    def split_of(self, input_split: str, video_id: str) -> str:
+    def route(self, input_split: str, video_ids: Sequence[bytes]) -> tuple[list[str], np.ndarray]:
+        """The output splits records of `input_split` can go to, and the index into them of each record's."""
         if input_split in self.unlabelled:
-            return input_split
-        return assign_split(video_id, self.seed, self.num_folds, self.holdout_fraction)
+            return [input_split], np.zeros(len(video_ids), np.int64)
+        splits = [*fold_names(self.num_folds), HOLDOUT]
+        return splits, assign_splits(video_ids, self.seed, self.num_folds, self.holdout_fraction)
 
 
 @dataclass
 class FileSummary:
     """What one input file contributed: videos read, per output split its videos and labels, the file's
-    part of the fold-map fingerprint, and its video ids by hash bucket (for the duplicate check)."""
+    part of the fold-map fingerprint (the sum of the first 8 bytes of SHA-256("<id>|<split>") of its
+    videos, as big-endian integers, mod 2^64), and its video ids (UTF-8) by hash bucket (for the duplicate
+    check)."""
 
     split: str
     videos: int
     stats: dict[str, tuple[int, np.ndarray]]
     fingerprint: int
-    ids_by_bucket: dict[int, list[str]]
+    ids_by_bucket: dict[int, list[bytes]]
 
 
 def _file_batches(path: str, level: str) -> Iterator[tuple[list, RecordKeys, bool]]:
@@ -111,13 +122,17 @@ def split_file(job: FileJob, level: str, routing: Routing, num_classes: int, out
     fingerprint, ids_by_bucket = 0, {}
     try:
         for records, keys, framed in _file_batches(job.path, level):
-            ids = [raw.decode("utf-8") for raw in keys.ids]
-            splits = [routing.split_of(job.split, video_id) for video_id in ids]
-            for video_id, split in zip(ids, splits, strict=True):
-                fingerprint += _unit_hash(f"{video_id}|{split}")
-                ids_by_bucket.setdefault(zlib.crc32(video_id.encode()) % _ID_BUCKETS, []).append(video_id)
-            names, split_of_row = np.unique(splits, return_inverse=True)
-            for index, split in enumerate(names.tolist()):
+            names, split_of_row = routing.route(job.split, keys.ids)
+            suffixes = [f"|{name}".encode() for name in names]
+            terms = _unit_hashes(
+                video_id + suffixes[row]
+                for video_id, row in zip(keys.ids, split_of_row.tolist(), strict=True)
+            )
+            fingerprint += int(terms.sum(dtype=np.uint64))
+            for video_id in keys.ids:
+                ids_by_bucket.setdefault(zlib.crc32(video_id) % _ID_BUCKETS, []).append(video_id)
+            for index in np.unique(split_of_row).tolist():
+                split = names[index]
                 if split not in writers:
                     path = os.path.join(output_uri, f"Split-{split}", job.output_name)
                     writers[split], videos[split] = RecordWriter(path), 0
@@ -180,15 +195,16 @@ class _Summarize(beam.CombineFn):
         }
 
 
-def _raise_on_duplicates(bucket: int, files: Iterable[tuple[str, list[str]]]) -> None:
+def _raise_on_duplicates(bucket: int, files: Iterable[tuple[str, list[bytes]]]) -> None:
     """Fails on the first (smallest) video id that more than one input record holds."""
     files = list(files)
     counts = collections.Counter(video_id for _, ids in files for video_id in ids)
     repeated = sorted(video_id for video_id, count in counts.items() if count > 1)
     if repeated:
         splits = sorted(split for split, ids in files for video_id in ids if video_id == repeated[0])
+        video_id = repeated[0].decode()
         raise InputDataError(
-            f"video id '{repeated[0]}' appears {len(splits)} times in the input (splits: {', '.join(splits)})"
+            f"video id '{video_id}' appears {len(splits)} times in the input (splits: {', '.join(splits)})"
         )
 
 
@@ -251,6 +267,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             jobs += [
                 FileJob(split, path, f"{split}-{index:05d}.tfrecord") for index, path in enumerate(files)
             ]
+        if not jobs:
+            raise InputDataError(f"{examples.uri}: no files in any of its splits {input_splits}")
         for split in output_splits:
             tf.io.gfile.makedirs(os.path.dirname(split_output(output, split, "")))
 
@@ -271,7 +289,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             )
             _ = (
                 summaries
-                | "Summarize" >> beam.CombineGlobally(_Summarize())
+                | "Summarize" >> beam.CombineGlobally(_Summarize()).without_defaults()
                 | "WriteSummary" >> beam.Map(lambda summary: write_json(summary_path, summary))
             )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -15,12 +16,28 @@ from tfx.proto import example_gen_pb2
 from tfx.types import standard_artifact_utils, standard_artifacts
 
 from components.example_gen import executor_test as example_gen_test
-from components.fold_split.executor import Executor, assign_split
+from components.fold_split.executor import Executor, assign_splits
 from components.record_index import INDEX_DIR
 from pipeline.synth import frame_example, video_example
 from tests import builders
 from trainer.readers import read_records
 from trainer.records import InputDataError, video_id_of
+
+
+def _sha_head(text: str) -> int:
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
+
+
+def assign_split(video_id: str, seed: int, num_folds: int, holdout_fraction: float) -> str:
+    """The fold rule, written out one video at a time (the scalar code FoldSplit used before it worked on
+    arrays): the position of the video in [0, 1) from SHA-256("<seed>:<id>"), the holdout below
+    `holdout_fraction`, the rest cut into `num_folds` equal parts."""
+    position = _sha_head(f"{seed}:{video_id}") / 2**64
+    if position < holdout_fraction:
+        return "holdout"
+    fold = int((position - holdout_fraction) / (1.0 - holdout_fraction) * num_folds)
+    return f"fold_{min(fold, num_folds - 1)}"
+
 
 PARAMS = {"num_folds": 3, "holdout_fraction": 0.2, "seed": 11, "num_classes": 10, "unlabelled_splits": "test"}
 
@@ -93,6 +110,12 @@ def test_folds_cover_every_labelled_video_once_and_agree_across_layouts(tmp_path
     }
     assert counts["test"] == 10
     assert set(video.get_json_value_custom_property("label_coverage")) == set(labelled)
+    # The fold-map fingerprint, by hand: SHA-256 heads of "<id>|<split>" summed mod 2^64.
+    placed = [(vid, split) for split, ids in labelled.items() for vid in ids] + [
+        (f"x{i}", "test") for i in range(10)
+    ]
+    expected = sum(_sha_head(f"{vid}|{split}") for vid, split in placed) % 2**64
+    assert video.get_string_custom_property("fold_map_fingerprint") == f"{expected:016x}"
 
     frame = _run(
         tmp_path,
@@ -139,6 +162,15 @@ def test_duplicate_video_id_across_splits_is_an_error(tmp_path):
 def test_no_labelled_split_is_an_error(tmp_path):
     with pytest.raises(InputDataError, match="no labelled split"):
         _run(tmp_path, "none", {"test": _videos("x", 3, "video", labelled=False)})
+
+
+@pytest.mark.parametrize(("seed", "num_folds", "holdout_fraction"), [(1, 5, 0.05), (11, 3, 0.2), (7, 4, 0.0)])
+def test_array_assignment_is_the_scalar_rule(seed, num_folds, holdout_fraction):
+    ids = [f"id{i}" for i in range(5000)] + ["vidé", "x" * 40, "0"]
+    names = [*(f"fold_{k}" for k in range(num_folds)), "holdout"]
+    got = assign_splits([i.encode() for i in ids], seed, num_folds, holdout_fraction)
+    assert [names[k] for k in got] == [assign_split(i, seed, num_folds, holdout_fraction) for i in ids]
+    assert len(set(got.tolist())) == num_folds + (holdout_fraction > 0)
 
 
 def test_assignment_is_deterministic_balanced_and_seeded():
@@ -190,6 +222,18 @@ def test_a_lost_input_file_is_an_error(tmp_path):
     output = standard_artifacts.Examples()
     output.uri = str(tmp_path / "out")
     with pytest.raises(InputDataError, match="split train holds 20 videos, its producer recorded 21"):
+        Executor().Do({"examples": [examples]}, {"split_examples": [output]}, PARAMS)
+
+
+def test_examples_without_any_file_are_an_error(tmp_path):
+    examples = _examples(
+        tmp_path / "in", {"train": _videos("t", 20, "video")}, example_gen_pb2.FORMAT_TF_EXAMPLE
+    )
+    for path in (tmp_path / "in" / "Split-train").iterdir():
+        path.unlink()
+    output = standard_artifacts.Examples()
+    output.uri = str(tmp_path / "out")
+    with pytest.raises(InputDataError, match=r"in: no files in any of its splits \['train'\]"):
         Executor().Do({"examples": [examples]}, {"split_examples": [output]}, PARAMS)
 
 
