@@ -86,24 +86,21 @@ def test_lengths_that_do_not_match_the_file_fail_naming_it(tmp_path, change, err
         list(tfrecord.framed_batches(str(path), lengths))
 
 
-@pytest.mark.parametrize("chunk_bytes", [16 << 20, 5000, 7])  # one chunk / frames across chunks / tiny reads
-def test_framed_chunks_are_tfs_records_and_the_files_frames(tmp_path, chunk_bytes):
-    records = _records()
+@pytest.mark.parametrize("read_bytes", [16 << 20, 5000, 7])  # one read / frames across reads / tiny reads
+def test_record_runs_are_tfs_records(tmp_path, read_bytes):
+    records = _records()  # one of 70,000 bytes: a frame over several reads of 5,000
     path = tmp_path / "data.tfrecord"
     _tf_file(path, records)
-    chunks = list(tfrecord.framed_chunks(str(path), chunk_bytes))
-    assert [record for chunk in chunks for record in chunk.records] == records
-    assert b"".join(chunk.frames for chunk in chunks) == path.read_bytes()
-    assert all(chunk.records for chunk in chunks)
-    if chunk_bytes == 16 << 20:
-        assert len(chunks) == 1
+    runs = list(tfrecord.record_runs(str(path), read_bytes))
+    assert [record for run in runs for record in run] == records
+    assert len(runs) == -(-path.stat().st_size // read_bytes)  # one run per read
 
 
 def _flip(data: bytes, offset: int) -> bytes:
     return data[:offset] + bytes([data[offset] ^ 0x01]) + data[offset + 1 :]
 
 
-@pytest.mark.parametrize("chunk_bytes", [16 << 20, 1000])
+@pytest.mark.parametrize("read_bytes", [16 << 20, 1000, 5])
 @pytest.mark.parametrize(
     ("defect", "error", "tf_reads_it"),  # tf_reads_it: TF's reader takes the cut for the file's end
     [
@@ -116,7 +113,7 @@ def _flip(data: bytes, offset: int) -> bytes:
     ids=["cut in a length", "cut in a record", "length flipped", "payload flipped", "payload CRC flipped"],
 )
 def test_corrupted_or_cut_file_fails_naming_it_and_its_last_good_record(
-    tmp_path, chunk_bytes, defect, error, tf_reads_it
+    tmp_path, read_bytes, defect, error, tf_reads_it
 ):
     records = [b"", b"x" * 3000, b"y"]  # the fourth record: 100 bytes (its frame starts at `third`)
     path = tmp_path / "data.tfrecord"
@@ -124,7 +121,7 @@ def test_corrupted_or_cut_file_fails_naming_it_and_its_last_good_record(
     third = sum(len(record) + 16 for record in records)
     path.write_bytes(defect(path.read_bytes(), third))
     with pytest.raises(InputDataError, match=f"^{path}: corrupted or truncated TFRecord {error}"):
-        list(tfrecord.framed_chunks(str(path), chunk_bytes))
+        list(tfrecord.record_runs(str(path), read_bytes))
     if tf_reads_it:
         assert list(tf.compat.v1.io.tf_record_iterator(str(path))) == records
     else:

@@ -11,7 +11,7 @@ import tensorflow as tf
 from trainer import features as F
 from trainer.file_errors import file_error_message
 from trainer.records import InputDataError
-from trainer.tfrecord import framed_chunks
+from trainer.tfrecord import record_runs
 
 VIDEO_FEATURE_SPEC = {
     F.ID: tf.io.FixedLenFeature([], tf.string),
@@ -115,8 +115,8 @@ def file_batches(path: str, batch_size: int = 256) -> Iterator[np.ndarray]:
     video-level records take to read this way."""
     if not path.endswith(".gz"):
         pending: list[bytes] = []
-        for chunk in framed_chunks(path):
-            records = pending + chunk.records
+        for run in record_runs(path):
+            records = pending + run
             whole = len(records) - len(records) % batch_size
             for start in range(0, whole, batch_size):
                 yield np.array(records[start : start + batch_size], dtype=object)

@@ -22,7 +22,7 @@ from trainer.records import InputDataError, decoder_for
 
 
 def _records(batches) -> list[bytes]:
-    return [record for batch in batches for record in batch.records]
+    return [record for batch, _ in batches for record in batch]
 
 
 def _write(path, count: int = 3, layout: str = "video", **kwargs) -> list[bytes]:
