@@ -1,4 +1,4 @@
-"""Uncompressed TFRecord files written a batch of records at a time, and read a 16 MB read at a time.
+"""Uncompressed TFRecord files written a batch of records at a time and read 16 MB at a time.
 
 A TFRecord frame is `uint64 length | uint32 masked CRC32C(length) | data | uint32 masked CRC32C(data)`,
 little-endian. Framing a batch here and writing it in one call costs ~5 us a video-level record, against

@@ -13,7 +13,7 @@ from __future__ import annotations
 import collections
 import glob
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,6 +120,10 @@ def file_imports(exec_properties: dict[str, Any], examples: artifact.Artifact) -
     return imports
 
 
+def _sum_counters(counters: Iterable[collections.Counter]) -> collections.Counter:
+    return sum(counters, collections.Counter())
+
+
 class Executor(base_beam_executor.BaseBeamExecutor):
     """Imports serialized records unchanged after validating them; records `split_counts` on the output."""
 
@@ -143,9 +147,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                 | "Files" >> beam.Create(imports)  # reshuffled: the files spread over the workers
                 | "Import" >> beam.Map(import_file, level, exec_properties["num_classes"])
                 | "Count"
-                >> beam.CombineGlobally(
-                    lambda counters: sum(counters, collections.Counter())
-                ).without_defaults()
+                >> beam.CombineGlobally(_sum_counters).without_defaults()  # never empty: files exist
                 | "WriteCounts" >> beam.Map(lambda counts: write_json(counts_path, dict(counts)))
             )
         counts = read_json(counts_path)
