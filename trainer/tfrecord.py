@@ -145,6 +145,11 @@ def _corrupted(path: str, records: int, what: str) -> InputDataError:
     return InputDataError(f"{path}: corrupted or truncated TFRecord after record {records}: {what}")
 
 
+def frames_size(lengths: np.ndarray) -> int:
+    """The bytes of the TFRecord frames of records of `lengths`."""
+    return int(lengths.sum()) + _FRAME_OVERHEAD * len(lengths)
+
+
 def framed_batches(
     path: str, lengths: np.ndarray, batch_bytes: int = _WRITE_BYTES
 ) -> Iterator[list[memoryview]]:

@@ -19,12 +19,12 @@ from tfx.components.util import examples_utils
 from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact, standard_artifact_utils
 
-from components.record_index import index_path, read_index
+from components.record_index import RecordIndex, index_path, read_index
 from components.splits import HOLDOUT, check_split_counts, examples_level, split_files, split_output
 from components.uri_io import read_json, write_json
 from trainer.readers import RecordKeys, file_batches, ids_and_labels
 from trainer.records import InputDataError
-from trainer.tfrecord import RecordWriter, framed_batches
+from trainer.tfrecord import RecordWriter, framed_batches, frames_size
 
 log = logging.getLogger(__name__)
 _SUMMARY_FILE = "fold_summary.json"
@@ -96,12 +96,13 @@ class FileSummary:
     ids_by_bucket: dict[int, list[bytes]]
 
 
-def _file_batches(path: str, level: str) -> Iterator[tuple[list, RecordKeys, bool]]:
+def _file_batches(
+    path: str, index: RecordIndex | None, level: str
+) -> Iterator[tuple[list, RecordKeys, bool]]:
     """Batches of one input file as (records, their keys, whether the records are whole TFRecord frames).
     With the file's record index (YT8MExampleGen writes one) the frames are read as they are and nothing is
     parsed; without it (Examples from another producer) the records are read by TF and their ids and
     labels parsed."""
-    index = read_index(index_path(path))
     if index is None:
         for batch in file_batches(path):
             yield batch, ids_and_labels(batch, level), False
@@ -112,45 +113,80 @@ def _file_batches(path: str, level: str) -> Iterator[tuple[list, RecordKeys, boo
         first += len(frames)
 
 
+class _FileAccount:
+    """What the records of one input file add to the summary, batch by batch (see FileSummary)."""
+
+    def __init__(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.videos: dict[str, int] = {}
+        self.class_counts: dict[str, np.ndarray] = {}
+        self.fingerprint = 0
+        self.ids_by_bucket: dict[int, list[bytes]] = {}
+
+    def add(self, keys: RecordKeys, names: list[str], split_of_row: np.ndarray) -> None:
+        """Counts a batch whose record i went to split names[split_of_row[i]]."""
+        suffixes = [f"|{name}".encode() for name in names]
+        terms = _unit_hashes(
+            video_id + suffixes[row] for video_id, row in zip(keys.ids, split_of_row.tolist(), strict=True)
+        )
+        self.fingerprint += int(terms.sum(dtype=np.uint64))
+        for video_id in keys.ids:
+            self.ids_by_bucket.setdefault(zlib.crc32(video_id) % _ID_BUCKETS, []).append(video_id)
+        for index in np.unique(split_of_row).tolist():
+            split = names[index]
+            labels = keys.labels[split_of_row[keys.label_rows] == index]
+            self.videos[split] = self.videos.get(split, 0) + int((split_of_row == index).sum())
+            counts = np.bincount(labels, minlength=self.num_classes)
+            self.class_counts[split] = self.class_counts.get(split, 0) + counts
+
+    def summary(self, input_split: str) -> FileSummary:
+        stats = {split: (videos, self.class_counts[split]) for split, videos in self.videos.items()}
+        return FileSummary(
+            input_split, sum(self.videos.values()), stats, self.fingerprint, self.ids_by_bucket
+        )
+
+
 def split_file(job: FileJob, level: str, routing: Routing, num_classes: int, output_uri: str) -> FileSummary:
     """Deals the records of one input file, in file order, to one output file per split it feeds
     (`Split-<split>/<job.output_name>`). Records were validated by the ExampleGen: they are routed by their
-    ids and labels, and of frame-level records the frames are never parsed."""
+    ids and labels, and of frame-level records the frames are never parsed. An indexed file of an
+    unlabelled split, whose records all stay in it, is copied whole by TF's file copy (server-side on GCS)."""
+    index = read_index(index_path(job.path))
+    account = _FileAccount(num_classes)
+    if index is not None and job.split in routing.unlabelled:
+        _check_size(job.path, index)
+        account.add(index.keys, *routing.route(job.split, index.keys.ids))
+        tf.io.gfile.copy(
+            job.path, os.path.join(output_uri, f"Split-{job.split}", job.output_name), overwrite=True
+        )
+        return account.summary(job.split)
     writers: dict[str, RecordWriter] = {}
-    class_counts: dict[str, np.ndarray] = {}
-    videos: dict[str, int] = {}
-    fingerprint, ids_by_bucket = 0, {}
     try:
-        for records, keys, framed in _file_batches(job.path, level):
+        for records, keys, framed in _file_batches(job.path, index, level):
             names, split_of_row = routing.route(job.split, keys.ids)
-            suffixes = [f"|{name}".encode() for name in names]
-            terms = _unit_hashes(
-                video_id + suffixes[row]
-                for video_id, row in zip(keys.ids, split_of_row.tolist(), strict=True)
-            )
-            fingerprint += int(terms.sum(dtype=np.uint64))
-            for video_id in keys.ids:
-                ids_by_bucket.setdefault(zlib.crc32(video_id) % _ID_BUCKETS, []).append(video_id)
-            for index in np.unique(split_of_row).tolist():
-                split = names[index]
+            account.add(keys, names, split_of_row)
+            for row_split in np.unique(split_of_row).tolist():
+                split = names[row_split]
                 if split not in writers:
-                    path = os.path.join(output_uri, f"Split-{split}", job.output_name)
-                    writers[split], videos[split] = RecordWriter(path), 0
-                    class_counts[split] = np.zeros(num_classes, np.int64)
-                rows = np.flatnonzero(split_of_row == index)
+                    writers[split] = RecordWriter(os.path.join(output_uri, f"Split-{split}", job.output_name))
+                rows = np.flatnonzero(split_of_row == row_split)
                 if framed:
                     writers[split].write_framed(records[row] for row in rows.tolist())
                 else:
                     writers[split].write(records[rows])
-                videos[split] += len(rows)
-                class_counts[split] += np.bincount(
-                    keys.labels[split_of_row[keys.label_rows] == index], minlength=num_classes
-                )
     finally:
         for writer in writers.values():
             writer.close()
-    stats = {split: (videos[split], class_counts[split]) for split in writers}
-    return FileSummary(job.split, sum(videos.values()), stats, fingerprint, ids_by_bucket)
+    return account.summary(job.split)
+
+
+def _check_size(path: str, index: RecordIndex) -> None:
+    """Fails unless the file at `path` is as long as the frames of the records its index gives."""
+    size = tf.io.gfile.stat(path).length
+    if size != frames_size(index.lengths):
+        raise InputDataError(
+            f"{path}: holds {size} bytes, not the {frames_size(index.lengths)} its record index gives"
+        )
 
 
 class _Summarize(beam.CombineFn):

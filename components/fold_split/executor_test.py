@@ -334,3 +334,32 @@ def test_a_record_index_that_does_not_match_its_file_fails_naming_the_file(tmp_p
         Exception, match=r"data-00000-of-00002.tfrecord: records 0-30 do not have the lengths"
     ):
         _fold_split(examples, tmp_path / "out")
+
+
+def test_an_unlabelled_file_is_copied_whole_unless_its_index_does_not_match(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    builders.write_tfrecord(data / "train0000.tfrecord", _videos("t", 30, "video"))
+    for index, count in enumerate([5, 6]):
+        builders.write_tfrecord(
+            data / f"test{index:04d}.tfrecord", _videos(f"x{index}_", count, "video", False)
+        )
+    examples = example_gen_test._import(
+        data,
+        tmp_path / "examples",
+        {"train": "train*", "test": "test*"},
+        example_gen_pb2.FORMAT_TF_EXAMPLE,
+        "test",
+    )[1]
+    output = _fold_split(examples, tmp_path / "out")
+    for index in range(2):
+        copied = tmp_path / "out" / "Split-test" / f"test-{index:05d}.tfrecord"
+        assert copied.read_bytes() == (data / f"test{index:04d}.tfrecord").read_bytes()
+    assert output.get_json_value_custom_property("split_counts")["test"] == 11
+
+    first, second = sorted((tmp_path / "examples" / INDEX_DIR / "Split-test").iterdir())
+    shutil.copy(second, first)  # the first file's index now gives 6 records
+    with pytest.raises(
+        Exception, match=r"data-00000-of-00002.tfrecord: holds \d+ bytes, not the \d+ its record"
+    ):
+        _fold_split(examples, tmp_path / "again")
