@@ -22,6 +22,7 @@ from tfx.types import artifact, standard_artifact_utils
 from components.uri_io import read_json, write_json
 from trainer.predictions import AVERAGED
 from trainer.readers import file_batches
+from trainer.readers import file_records as tfrecord_records  # one TFRecord file's records, for the joins
 from trainer.records import InputDataError
 
 HOLDOUT, OUT_OF_FOLD, TEST = "holdout", "oof", "test"
@@ -57,12 +58,6 @@ def split_batches(
     """Batches of the serialized records of `split` of an artifact, file by file in name order."""
     for path in sorted(tf.io.gfile.glob(split_files(source, split))):
         yield from file_batches(path, batch_size)
-
-
-def tfrecord_records(path: str) -> Iterator[bytes]:
-    """The records of one TFRecord file (*.gz read as GZIP); a file cut in the middle fails naming it."""
-    for batch in file_batches(path):
-        yield from batch
 
 
 class ReadRecords(beam.PTransform):

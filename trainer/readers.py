@@ -107,36 +107,35 @@ def read_records(files: Sequence[str], parallel_reads: int = 1) -> tf.data.Datas
     )
 
 
-def file_batches(path: str, batch_size: int = 256) -> Iterator[np.ndarray]:
-    """Batches of the serialized records of one TFRecord file (.gz read as GZIP); a file cut in the middle or
-    corrupted fails naming it and the last good record (TF's own error names no file).
-
-    Not read with tf.data: a tf.data pipeline costs ~70 ms to build and run per file, about as much as 1,000
-    video-level records take to read this way."""
+def file_records(path: str) -> Iterator[bytes]:
+    """The serialized records of one TFRecord file (.gz read as GZIP); a file cut in the middle or corrupted
+    fails naming it and the last good record (TF's own error names no file)."""
     if not path.endswith(".gz"):
-        pending: list[bytes] = []
         for run in record_runs(path):
-            records = pending + run
-            whole = len(records) - len(records) % batch_size
-            for start in range(0, whole, batch_size):
-                yield np.array(records[start : start + batch_size], dtype=object)
-            pending = records[whole:]
-        if pending:
-            yield np.array(pending, dtype=object)
+            yield from run
         return
-    batch: list[bytes] = []
     records = 0
     try:
         for record in tf.compat.v1.io.tf_record_iterator(path, tf.io.TFRecordOptions("GZIP")):
-            batch.append(record)
+            yield record
             records += 1
-            if len(batch) == batch_size:
-                yield np.array(batch, dtype=object)
-                batch = []
     except tf.errors.DataLossError as error:
         raise InputDataError(
             f"{path}: corrupted or truncated TFRecord after record {records}: {file_error_message(error)}"
         ) from None
+
+
+def file_batches(path: str, batch_size: int = 256) -> Iterator[np.ndarray]:
+    """Batches of the records of one TFRecord file (`file_records`).
+
+    Not read with tf.data: a tf.data pipeline costs ~70 ms to build and run per file, about as much as 1,000
+    video-level records take to read this way."""
+    batch: list[bytes] = []
+    for record in file_records(path):
+        batch.append(record)
+        if len(batch) == batch_size:
+            yield np.array(batch, dtype=object)
+            batch = []
     if batch:
         yield np.array(batch, dtype=object)
 

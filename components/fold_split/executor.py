@@ -132,12 +132,15 @@ class _FileAccount:
         self.fingerprint += int(terms.sum(dtype=np.uint64))
         for video_id in keys.ids:
             self.ids_by_bucket.setdefault(zlib.crc32(video_id) % _ID_BUCKETS, []).append(video_id)
-        for index in np.unique(split_of_row).tolist():
+        videos = np.bincount(split_of_row, minlength=len(names))
+        labels = np.bincount(
+            split_of_row[keys.label_rows] * self.num_classes + keys.labels,
+            minlength=len(names) * self.num_classes,
+        ).reshape(len(names), self.num_classes)
+        for index in np.flatnonzero(videos).tolist():
             split = names[index]
-            labels = keys.labels[split_of_row[keys.label_rows] == index]
-            self.videos[split] = self.videos.get(split, 0) + int((split_of_row == index).sum())
-            counts = np.bincount(labels, minlength=self.num_classes)
-            self.class_counts[split] = self.class_counts.get(split, 0) + counts
+            self.videos[split] = self.videos.get(split, 0) + int(videos[index])
+            self.class_counts[split] = self.class_counts.get(split, 0) + labels[index]
 
     def summary(self, input_split: str) -> FileSummary:
         stats = {split: (videos, self.class_counts[split]) for split, videos in self.videos.items()}
@@ -182,11 +185,9 @@ def split_file(job: FileJob, level: str, routing: Routing, num_classes: int, out
 
 def _check_size(path: str, index: RecordIndex) -> None:
     """Fails unless the file at `path` is as long as the frames of the records its index gives."""
-    size = tf.io.gfile.stat(path).length
-    if size != frames_size(index.lengths):
-        raise InputDataError(
-            f"{path}: holds {size} bytes, not the {frames_size(index.lengths)} its record index gives"
-        )
+    size, expected = tf.io.gfile.stat(path).length, frames_size(index.lengths)
+    if size != expected:
+        raise InputDataError(f"{path}: holds {size} bytes, not the {expected} its record index gives")
 
 
 class _Summarize(beam.CombineFn):
