@@ -44,11 +44,11 @@ from tfx.utils import proto_utils  # noqa: E402
 from components.example_gen import executor as example_gen  # noqa: E402
 from components.example_gen.component import split_input_config  # noqa: E402
 from components.fold_split import executor as fold_split  # noqa: E402
-from pipeline.config import DEFAULT_SPLIT_PATTERNS  # noqa: E402
+from pipeline.config import DEFAULT_SPLIT_PATTERNS, LOCAL_BEAM_PIPELINE_ARGS  # noqa: E402
 from pipeline.synth import SynthConfig, write_dataset  # noqa: E402
 from trainer.readers import make_dataset  # noqa: E402
 
-BEAM_ARGS = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
+BEAM_ARGS = list(LOCAL_BEAM_PIPELINE_ARGS)  # the local runs'
 PAYLOAD = {"video": example_gen_pb2.FORMAT_TF_EXAMPLE, "frame": example_gen_pb2.FORMAT_TF_SEQUENCE_EXAMPLE}
 TARGET_RATIO = 0.5
 BATCH = 256

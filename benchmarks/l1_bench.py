@@ -49,7 +49,7 @@ from benchmarks import common
 from components.fold_split.executor import fold_names  # noqa: E402
 from components.l1_predict.executor import _BATCH, PredictDoFn  # noqa: E402
 from components.splits import HOLDOUT, OUT_OF_FOLD  # noqa: E402
-from pipeline.config import load_pipeline_config  # noqa: E402
+from pipeline.config import LOCAL_BEAM_PIPELINE_ARGS, load_pipeline_config  # noqa: E402
 from pipeline.metadata import node_executions, open_store, property_value  # noqa: E402
 from trainer import features as F  # noqa: E402
 from trainer.l1_config import L1Config, load_l1_config  # noqa: E402
@@ -59,7 +59,7 @@ from trainer.metrics import evaluate, gap_at_k  # noqa: E402
 from trainer.predictions import decode_prediction  # noqa: E402
 from trainer.readers import make_dataset  # noqa: E402
 
-BEAM_ARGS = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
+BEAM_ARGS = list(LOCAL_BEAM_PIPELINE_ARGS)  # the local runs'
 TRAIN_CONFIGS = ("configs/l1/mlp_bottleneck.yaml", "configs/l1/pooling_mlp.yaml")
 DEMO_CONFIG = "configs/demo.yaml"
 TRAIN_TARGET, PREDICT_TARGET = 0.9, 0.7

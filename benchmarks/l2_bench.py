@@ -42,10 +42,10 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks import common  # noqa: E402
-from pipeline.config import PipelineConfig  # noqa: E402
+from pipeline.config import LOCAL_BEAM_PIPELINE_ARGS, PipelineConfig  # noqa: E402
 
 DEMO_CONFIG = "configs/demo.yaml"
-BEAM_ARGS = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
+BEAM_ARGS = list(LOCAL_BEAM_PIPELINE_ARGS)  # the local runs'
 GAIN_TARGET, SPEED_TARGET = 0.01, 0.5
 NUM_FOLDS, TOP_K, CHUNK = 5, 20, 2000
 STAGES = ("merge", "features", "numpy")

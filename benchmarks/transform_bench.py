@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from benchmarks.common import print_table
+from pipeline.config import LOCAL_BEAM_PIPELINE_ARGS
 from pipeline.synth import SynthConfig, write_dataset
 from trainer import features as F
 from trainer.l1_config import load_l1_config
@@ -34,7 +35,7 @@ from trainer.readers import make_dataset
 
 VIDEO_CONFIGS = ("logistic", "moe", "gated_mlp_lsep", "mlp_bottleneck", "resnet_like_mixup")
 CONFIG_DIR = Path(__file__).parents[1] / "configs" / "l1"
-BEAM_ARGS = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]  # the local runs' (pipeline config)
+BEAM_ARGS = list(LOCAL_BEAM_PIPELINE_ARGS)  # the local runs'
 
 
 def _data(out: Path, videos: int, classes: int, seed: int) -> Path:

@@ -17,6 +17,19 @@ DEFAULT_SPLIT_PATTERNS = {
 }
 
 
+# The local runs' Beam: the FnApiRunner in this process, one worker. Named, because Beam's DirectRunner
+# (2.77 here) first tries to download and start its Prism runner: where github.com is reachable the stages
+# would run on another runner than the one tested and benchmarked here, and each try leaves a directory in
+# /tmp. Naming an SDK image stops TFX from building a ~50 MB sdist of itself in /tmp for every Beam node; the
+# in-process runner ignores the image.
+LOCAL_BEAM_PIPELINE_ARGS = (
+    "--runner=FnApiRunner",
+    "--direct_running_mode=in_memory",
+    "--direct_num_workers=1",
+    "--sdk_container_image=apache/beam_python3.11_sdk:2.77.0",
+)
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Where the YouTube-8M TFRecords are; `frame_dir: null` runs without frame-level data."""
@@ -163,13 +176,7 @@ class PipelineConfig:
     # many MB of input, so the in-memory DirectRunner's memory stays bounded; 0 = one join (use it on a
     # runner with a shuffle service, e.g. Dataflow).
     join_shard_mb: float = 256.0
-    # Naming an SDK image stops TFX from building a ~50 MB sdist of itself in /tmp for every Beam node; the
-    # in-memory DirectRunner ignores the image.
-    beam_pipeline_args: tuple[str, ...] = (
-        "--direct_running_mode=in_memory",
-        "--direct_num_workers=1",
-        "--sdk_container_image=apache/beam_python3.11_sdk:2.77.0",
-    )
+    beam_pipeline_args: tuple[str, ...] = LOCAL_BEAM_PIPELINE_ARGS
 
     def __post_init__(self) -> None:
         if self.join_shard_mb < 0:

@@ -41,7 +41,7 @@ from components.splits import SPLIT_COUNTS
 from components.student_evaluator import executor as evaluator
 from components.student_export.executor import Executor as StudentExport
 from components.video_schema.executor import Executor as VideoSchema
-from pipeline.config import DataConfig, PipelineConfig
+from pipeline.config import LOCAL_BEAM_PIPELINE_ARGS
 from pipeline.pipeline import transform_splits_config
 from pipeline.synth import video_example
 from tests import builders
@@ -66,7 +66,7 @@ seed: 3
 params: {learning_rate: 0.1, num_leaves: 7, min_data_in_leaf: 5, num_threads: 1}
 """
 TRAINING = "{epochs: 1, batch_size: 4}"
-BEAM_ARGS = list(PipelineConfig(data=DataConfig(video_dir="unused")).beam_pipeline_args)  # the local runs'
+BEAM_ARGS = list(LOCAL_BEAM_PIPELINE_ARGS)  # the local runs'
 
 
 def labels_of(index: int) -> tuple[int, ...]:

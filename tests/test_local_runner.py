@@ -1,0 +1,26 @@
+"""The local runs' Beam arguments name Beam's in-process FnApiRunner: Beam's DirectRunner would first try to
+download and start its Prism runner (and run the stages on it where github.com is reachable), leaving a
+directory in the temp dir each time."""
+
+from __future__ import annotations
+
+import tempfile
+
+import apache_beam as beam
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+from apache_beam.testing.util import assert_that, equal_to
+
+from pipeline.config import LOCAL_BEAM_PIPELINE_ARGS, load_pipeline_config
+
+
+def test_the_demo_runs_the_local_beam_arguments():
+    assert load_pipeline_config("configs/demo.yaml").beam_pipeline_args == LOCAL_BEAM_PIPELINE_ARGS
+
+
+def test_local_beam_arguments_run_in_process_and_leave_nothing_in_the_temp_dir(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with beam.Pipeline(argv=list(LOCAL_BEAM_PIPELINE_ARGS)) as pipeline:
+        doubled = pipeline | beam.Create([1, 2, 3]) | beam.Map(lambda value: 2 * value)
+        assert_that(doubled, equal_to([2, 4, 6]))
+    assert isinstance(pipeline.runner, FnApiRunner)
+    assert list(tmp_path.iterdir()) == []
