@@ -22,8 +22,9 @@ DEFAULT_SPLIT_PATTERNS = {
 # would run on another runner than the one tested and benchmarked here, and each try leaves a directory in
 # /tmp. Naming an SDK image stops TFX from building a ~50 MB sdist of itself in /tmp for every Beam node; the
 # in-process runner ignores the image.
+LOCAL_BEAM_RUNNER = "FnApiRunner"
 LOCAL_BEAM_PIPELINE_ARGS = (
-    "--runner=FnApiRunner",
+    f"--runner={LOCAL_BEAM_RUNNER}",
     "--direct_running_mode=in_memory",
     "--direct_num_workers=1",
     "--sdk_container_image=apache/beam_python3.11_sdk:2.77.0",

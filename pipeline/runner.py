@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
-from pipeline.config import PipelineConfig
+from apache_beam.options.pipeline_options import StandardOptions
+
+from pipeline.config import LOCAL_BEAM_RUNNER, PipelineConfig
 from pipeline.home import home_lock
 from pipeline.pipeline import create_pipeline
 from pipeline.progress import node_progress
@@ -33,6 +37,19 @@ def configure_logging() -> None:
     log.setLevel(logging.INFO)
     # Beam logs every failed bundle with its traceback; the CLI reports the error itself.
     logging.getLogger("apache_beam.runners.common").setLevel(logging.CRITICAL)
+
+
+@contextlib.contextmanager
+def beam_default_runner(runner: str = LOCAL_BEAM_RUNNER) -> Iterator[None]:
+    """Within: a Beam pipeline built without a runner runs on `runner` instead of Beam's DirectRunner (which
+    first tries to download and run Prism, pipeline.config). TFX's BeamDagRunner builds its orchestration
+    pipeline so, without options; the executors' pipelines take the config's `beam_pipeline_args`."""
+    previous = StandardOptions.DEFAULT_RUNNER
+    StandardOptions.DEFAULT_RUNNER = runner
+    try:
+        yield
+    finally:
+        StandardOptions.DEFAULT_RUNNER = previous
 
 
 def check_home_writable(home: str) -> None:
@@ -70,7 +87,8 @@ def run_pipeline(config: PipelineConfig) -> list[str]:
         node_ids = [node.id for node in pipeline.components]
         with node_progress(node_ids, previous), failures_recorded(config.metadata_path, config.pipeline_name):
             if config.runner == "beam":
-                BeamDagRunner().run(pipeline)
+                with beam_default_runner():
+                    BeamDagRunner().run(pipeline)
             else:
                 LocalDagRunner().run(pipeline)
     log.info("pipeline %s finished", config.pipeline_name)
