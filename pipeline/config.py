@@ -19,7 +19,7 @@ DEFAULT_SPLIT_PATTERNS = {
 
 # The local runs' Beam: the FnApiRunner in this process, one worker. Named, because Beam's DirectRunner
 # (2.77 here) first tries to download and start its Prism runner: where github.com is reachable the stages
-# would run on another runner than the one tested and benchmarked here, and each try leaves a directory in
+# would run on another runner than the one tested and benchmarked here, and each try leaves entries in
 # /tmp. Naming an SDK image stops TFX from building a ~50 MB sdist of itself in /tmp for every Beam node; the
 # in-process runner ignores the image.
 LOCAL_BEAM_RUNNER = "FnApiRunner"
