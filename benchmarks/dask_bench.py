@@ -1,4 +1,4 @@
-"""Every Beam executor under the DaskRunner vs the DirectRunner (tests/test_dask_runner.py with its full
+"""Every Beam executor under the DaskRunner vs the local runs' runner (tests/test_dask_runner.py with its full
 sweep enabled): `python -m benchmarks.dask_bench`; pytest's durations are the per-stage times."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Every Beam executor of the pipeline on its executor test's tiny data, under the DirectRunner and under
-Beam's DaskRunner on a local dask.distributed cluster of two worker processes: the outputs are the same
+"""Every Beam executor of the pipeline on its executor test's tiny data, under the local runs' runner and
+under Beam's DaskRunner on a local dask.distributed cluster of two worker processes: the outputs are the same
 (records per split, side files, artifact properties). The DaskRunner is tests/dask_runner.py's, Beam 2.77's
 with its defects fixed (README "Runner portability")."""
 
@@ -34,6 +34,7 @@ from components.l2_features import executor_test as l2_features_test
 from components.l2_merge import executor_test as l2_merge_test
 from components.record_index import read_index
 from components.soft_labels import executor_test as soft_labels_test
+from pipeline.config import LOCAL_BEAM_PIPELINE_ARGS
 from tests import builders
 from trainer.predictions import decode_prediction
 from trainer.readers import read_records
@@ -43,7 +44,7 @@ from trainer.readers import read_records
 SWEEP = pytest.mark.skipif(
     os.environ.get("YT8M_DASK_SWEEP") != "1", reason="full sweep: python -m benchmarks.dask_bench"
 )
-DIRECT = ["--runner=DirectRunner", "--direct_running_mode=in_memory", "--direct_num_workers=1"]
+LOCAL = list(LOCAL_BEAM_PIPELINE_ARGS)  # the local runs' in-process runner (README "The local runner")
 Build = Callable[[Path], list[artifact.Artifact]]
 
 
@@ -133,7 +134,7 @@ def _properties(output: artifact.Artifact, root: Path) -> dict:
 def _assert_same_outputs(
     module: ModuleType, build: Build, tmp_path: Path, cluster: Cluster, monkeypatch, same_records: bool = True
 ) -> tuple[list[artifact.Artifact], list[artifact.Artifact]]:
-    direct = _outputs_under(DIRECT, module, build, tmp_path / "direct", monkeypatch)
+    direct = _outputs_under(LOCAL, module, build, tmp_path / "direct", monkeypatch)
     before = cluster.tasks_per_worker()
     dask = _outputs_under(cluster.args, module, build, tmp_path / "dask", monkeypatch)
     after = cluster.tasks_per_worker()
