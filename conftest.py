@@ -1,5 +1,4 @@
-"""For every test (tests/ and the components' executor tests): Beam pipelines built without a runner run on
-the local runs' runner."""
+"""Fixtures for every test, tests/ and the components' executor tests alike."""
 
 from __future__ import annotations
 

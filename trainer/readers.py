@@ -109,7 +109,10 @@ def read_records(files: Sequence[str], parallel_reads: int = 1) -> tf.data.Datas
 
 def file_records(path: str) -> Iterator[bytes]:
     """The serialized records of one TFRecord file (.gz read as GZIP); a file cut in the middle or corrupted
-    fails naming it and the last good record (TF's own error names no file)."""
+    fails naming it and the last good record (TF's own error names no file).
+
+    Not read with tf.data: a tf.data pipeline costs ~70 ms to build and run per file, about as much as 1,000
+    video-level records take to read this way."""
     if not path.endswith(".gz"):
         for run in record_runs(path):
             yield from run
@@ -126,10 +129,7 @@ def file_records(path: str) -> Iterator[bytes]:
 
 
 def file_batches(path: str, batch_size: int = 256) -> Iterator[np.ndarray]:
-    """Batches of the records of one TFRecord file (`file_records`).
-
-    Not read with tf.data: a tf.data pipeline costs ~70 ms to build and run per file, about as much as 1,000
-    video-level records take to read this way."""
+    """Batches of the records of one TFRecord file (`file_records`)."""
     batch: list[bytes] = []
     for record in file_records(path):
         batch.append(record)
